@@ -1,0 +1,105 @@
+"""The result object every estimator returns: value, standard error, provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+@dataclass
+class Estimate:
+    """An information estimate in nats, with its standard error and how it was made.
+
+    Attributes:
+        quantity: what was estimated, e.g. ``"negative_log_likelihood"``, ``"mutual_info"``,
+            ``"conditional_mutual_info"``.
+        value: estimates in nats, shape ``(n_x,)`` for one condition or ``(n_x, n_conditions)``
+            when a list of conditions was given.
+        stderr: standard error of ``value`` (same shape), from the Monte Carlo spread.
+        n_evaluations: denoiser evaluations spent (one per noisy input row).
+        seed: the seed that makes the numbers reproducible.
+        settings: everything else that produced the numbers (estimator, sampling, log-SNR
+            distribution, conditions, ...), JSON-serialisable.
+        map: optional per-coordinate decomposition, shape ``value.shape + data_shape`` (or the data
+            shape without its channel axis when channels were summed); sums to ``value``.
+        map_stderr: standard error of each entry of ``map`` (i.i.d. formula; conservative for
+            stratified sampling).
+    """
+
+    quantity: str
+    value: torch.Tensor
+    stderr: torch.Tensor
+    n_evaluations: int
+    seed: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    map: torch.Tensor | None = None
+    map_stderr: torch.Tensor | None = None
+
+    @property
+    def bits_per_dim(self) -> torch.Tensor:
+        """``value`` converted to bits per data dimension (meaningful for log-likelihoods)."""
+        return self.value / (self.settings["data_dims"] * math.log(2.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python view of everything but the maps (lists of floats, nats)."""
+        return {
+            "quantity": self.quantity,
+            "units": "nats",
+            "value": self.value.tolist(),
+            "stderr": self.stderr.tolist(),
+            "n_evaluations": self.n_evaluations,
+            "seed": self.seed,
+            "settings": self.settings,
+            "has_map": self.map is not None,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The result (without maps) as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.json`` and, if there are maps, ``<path>.safetensors`` beside it.
+
+        Returns the path of the JSON file.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        json_path = path.with_suffix(".json")
+        json_path.write_text(self.to_json() + "\n")
+        if self.map is not None:
+            save_file(
+                {"map": self.map.contiguous(), "map_stderr": self.map_stderr.contiguous()},
+                str(path.with_suffix(".safetensors")),
+            )
+        return json_path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Estimate:
+        """Read back what :meth:`save` wrote."""
+        path = Path(path)
+        data = json.loads(path.with_suffix(".json").read_text())
+        maps = {}
+        if data["has_map"]:
+            maps = load_file(str(path.with_suffix(".safetensors")))
+        return cls(
+            quantity=data["quantity"],
+            value=torch.tensor(data["value"], dtype=torch.float64),
+            stderr=torch.tensor(data["stderr"], dtype=torch.float64),
+            n_evaluations=data["n_evaluations"],
+            seed=data["seed"],
+            settings=data["settings"],
+            map=maps.get("map"),
+            map_stderr=maps.get("map_stderr"),
+        )
+
+    def __repr__(self) -> str:
+        flat = list(zip(self.value.flatten().tolist(), self.stderr.flatten().tolist(), strict=True))
+        shown = ", ".join(f"{v:.4g} ± {s:.2g}" for v, s in flat[:4])
+        more = f", ... ({len(flat)} values)" if len(flat) > 4 else ""
+        return f"Estimate({self.quantity}: [{shown}{more}] nats, {self.n_evaluations} evaluations)"
