@@ -1,26 +1,18 @@
 import pytest
 import torch
 
-from infodecomp.models import Gaussian, GaussianMixture
-
-SHAPES = ["circle", "square"]
-COLOURS = ["red", "blue", "green"]
+from infodecomp.models import Gaussian, GaussianMixture, example_mixture
 
 
-def make_two_factor_mixture(variance: float = 0.3, diagonal: bool = False) -> GaussianMixture:
-    """Six components labelled by shape x colour; shape lives in coordinates 0-3, colour in 4-6,
-    coordinate 7 carries nothing."""
-    labels = [{"shape": s, "colour": c} for s in SHAPES for c in COLOURS]
-    means = torch.zeros(len(labels), 8, dtype=torch.float64)
-    for k, lab in enumerate(labels):
-        sign = 1.0 if lab["shape"] == "circle" else -1.0
-        means[k, :4] = sign * torch.tensor([1.0, -1.0, 1.0, -1.0])
-        means[k, 4 + COLOURS.index(lab["colour"])] = 1.5
-    if diagonal:
-        variances = torch.full_like(means, variance)
-        variances[:, 7] = 2 * variance  # a non-isotropic coordinate
-        return GaussianMixture(means, variances, labels=labels)
-    return GaussianMixture(means, torch.full((len(labels),), variance), labels=labels)
+def make_two_factor_mixture(diagonal: bool = False) -> GaussianMixture:
+    """The example world (shape in coordinates 0-3, colour in 4-6, nothing in 7); with
+    ``diagonal`` the same means with per-coordinate variances (coordinate 7 twice as wide)."""
+    m = example_mixture()
+    if not diagonal:
+        return m
+    variances = m.variances.clone()
+    variances[:, 7] *= 2
+    return GaussianMixture(m.means, variances, labels=m.labels)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Models that implement the :class:`infodecomp.Denoiser` protocol."""
 
-from .reference import Gaussian, GaussianMixture
+from .reference import Gaussian, GaussianMixture, example_mixture
 
-__all__ = ["Gaussian", "GaussianMixture"]
+__all__ = ["Gaussian", "GaussianMixture", "example_mixture"]

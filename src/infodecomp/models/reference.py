@@ -263,3 +263,17 @@ class GaussianMixture:
                 "data_dims": self.means[0].numel(),
             },
         )
+
+
+def example_mixture(variance: float = 0.3) -> GaussianMixture:
+    """A small labelled world with known answers: six components in 8 dimensions, labelled by
+    ``{"shape": circle|square, "colour": red|blue|green}``. Shape lives in coordinates 0-3, colour
+    in 4-6 (one coordinate per colour), and coordinate 7 carries nothing."""
+    colours = ["red", "blue", "green"]
+    labels = [{"shape": s, "colour": c} for s in ["circle", "square"] for c in colours]
+    means = torch.zeros(len(labels), 8, dtype=torch.float64)
+    for k, lab in enumerate(labels):
+        sign = 1.0 if lab["shape"] == "circle" else -1.0
+        means[k, :4] = sign * torch.tensor([1.0, -1.0, 1.0, -1.0])
+        means[k, 4 + colours.index(lab["colour"])] = 1.5
+    return GaussianMixture(means, torch.full((len(labels),), variance), labels=labels)

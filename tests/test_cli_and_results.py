@@ -1,0 +1,47 @@
+import json
+
+import pytest
+import torch
+
+import infodecomp as idc
+from infodecomp.cli import main
+
+
+def test_reference_command_prints_estimates_beside_exact_values(capsys):
+    assert main(["reference", "--samples", "400", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "-log p(x | label)" in out and "i^o(x; colour | shape)" in out
+    assert "seed 3" in out and "denoiser evaluations" in out
+
+
+def test_reference_command_json_is_within_four_standard_errors(capsys, tmp_path):
+    assert main(["reference", "--samples", "2000", "--json", "--out", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    checked = [row for row in doc["table"] if row["exact"] is not None]
+    assert len(checked) == 4
+    for row in checked:
+        assert abs(row["estimate"] - row["exact"]) < 4 * row["stderr"], row
+    assert doc["estimates"]["nll"]["seed"] == 0
+    assert (tmp_path / "orthogonal.json").exists()
+
+
+@pytest.mark.parametrize("argv", [["reference", "--samples", "1"], ["reference", "--seed", "-1"]])
+def test_bad_input_is_one_line_and_exit_code_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("infodecomp: error:") and err.count("\n") == 1
+
+
+def test_estimate_saves_and_loads_with_maps_and_provenance(mixture, tmp_path):
+    x, _ = mixture.sample(2, seed=0)
+    est = idc.mutual_info(mixture, x, [{"shape": "circle"}, None], n_samples=16, per_dim=True)
+    path = est.save(tmp_path / "mi")
+    assert path.name == "mi.json" and (tmp_path / "mi.safetensors").exists()
+    doc = json.loads(path.read_text())
+    assert doc["units"] == "nats" and doc["seed"] == 0 and doc["n_evaluations"] == 2 * 16 * 2
+    assert doc["settings"]["conditions"] == [{"shape": "circle"}, None]
+    assert doc["settings"]["logsnr"]["clip"] == 3.0
+    back = idc.Estimate.load(path)
+    assert torch.equal(back.value, est.value) and torch.equal(back.map, est.map)
+    assert back.settings == est.settings
+    assert "mutual_info" in repr(est) and "nats" in repr(est)
