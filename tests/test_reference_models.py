@@ -13,6 +13,7 @@ from torch.distributions import (
     Normal,
 )
 
+import infodecomp as idc
 from infodecomp.models import Gaussian, GaussianMixture
 
 ALPHAS = [-20.0, -3.0, 0.0, 2.5, 8.0, 25.0]
@@ -143,5 +144,7 @@ def test_invalid_reference_models():
         GaussianMixture(torch.zeros(3, 2), torch.ones(2))
     with pytest.raises(ValueError, match="one label per component"):
         GaussianMixture(torch.zeros(3, 2), torch.ones(3), labels=["a"])
+    with pytest.raises(ValueError, match=r"data shape \(3,\), the model expects \(2,\)"):
+        idc.log_likelihood(Gaussian(torch.zeros(2), torch.eye(2)), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="unconditional"):
         Gaussian(torch.zeros(2), torch.eye(2))(torch.zeros(1, 2), torch.zeros(1), ["a"])

@@ -17,6 +17,13 @@ from ..results import Estimate
 _MARGIN = 12.0
 
 
+def _check_shape(x_noisy: torch.Tensor, data_shape: tuple[int, ...]) -> None:
+    if tuple(x_noisy.shape[1:]) != data_shape:
+        raise ValueError(
+            f"inputs have data shape {tuple(x_noisy.shape[1:])}, the model expects {data_shape}"
+        )
+
+
 def _covering_range(min_var: float, max_second_moment: float) -> tuple[float, float]:
     """A log-SNR range outside which the I-MMSE integrands are negligible (~exp(-12) relative)."""
     return (-math.log(max_second_moment) - _MARGIN, -math.log(min_var) + _MARGIN)
@@ -47,6 +54,7 @@ class Gaussian:
         )
 
     def __call__(self, x_noisy: torch.Tensor, logsnr: torch.Tensor, conds: Sequence[Any]):
+        _check_shape(x_noisy, self.data_shape)
         if any(c is not None for c in conds):
             raise ValueError("Gaussian is unconditional: its only condition is None")
         z = x_noisy.to(torch.float64).flatten(1)
@@ -180,6 +188,7 @@ class GaussianMixture:
     def __call__(
         self, x_noisy: torch.Tensor, logsnr: torch.Tensor, conds: Sequence[Any]
     ) -> torch.Tensor:
+        _check_shape(x_noisy, self.data_shape)
         z = x_noisy.to(torch.float64).flatten(1)
         alpha = logsnr.to(torch.float64)
         out = torch.empty_like(z)
