@@ -135,22 +135,10 @@ def log_likelihood(
     """
     conds = cond if isinstance(cond, list) else [cond]
     return _estimate(
-        "negative_log_likelihood",
-        model,
-        x,
-        conds,
-        None,
-        None,
-        isinstance(cond, list),
-        n_samples,
-        seed,
-        logsnr,
-        sampling,
-        batch_size,
-        per_dim,
-        sum_channels,
-        progress,
-    )
+        "negative_log_likelihood", model, x, conds, None, many=isinstance(cond, list),
+        n_samples=n_samples, seed=seed, logsnr=logsnr, sampling=sampling, batch_size=batch_size,
+        per_dim=per_dim, sum_channels=sum_channels, progress=progress,
+    )  # fmt: skip
 
 
 def mutual_info(
@@ -221,22 +209,10 @@ def conditional_mutual_info(
     conds, contexts = _broadcast_pairs(cond, context)
     quantity = "mutual_info" if all(c is None for c in contexts) else "conditional_mutual_info"
     return _estimate(
-        quantity,
-        model,
-        x,
-        conds,
-        contexts,
-        estimator,
-        many,
-        n_samples,
-        seed,
-        logsnr,
-        sampling,
-        batch_size,
-        per_dim,
-        sum_channels,
-        progress,
-    )
+        quantity, model, x, conds, contexts, estimator=estimator, many=many,
+        n_samples=n_samples, seed=seed, logsnr=logsnr, sampling=sampling, batch_size=batch_size,
+        per_dim=per_dim, sum_channels=sum_channels, progress=progress,
+    )  # fmt: skip
 
 
 def _estimate(
@@ -245,7 +221,8 @@ def _estimate(
     x: torch.Tensor,
     conds: list[Any],
     contexts: list[Any] | None,
-    estimator: str | None,
+    *,
+    estimator: str | None = None,
     many: bool,
     n_samples: int,
     seed: int,
@@ -296,39 +273,29 @@ def _estimate(
     for start in range(0, n_units, units_per_call):
         units = np.arange(start, min(start + units_per_call, n_units))
         xi, si = units // n_samples, units % n_samples
-        eps = torch.from_numpy(
-            np.concatenate(
-                [
-                    eps_rngs[i].standard_normal((int((xi == i).sum()), *data_shape))
-                    for i in np.unique(xi)
-                ]
-            )
-        ).to(device=x.device, dtype=work)
+        eps = _draw_noise(eps_rngs, xi, data_shape).to(device=x.device, dtype=work)
         alpha = torch.from_numpy(alphas[xi, si]).to(device=x.device, dtype=work)
         sig = torch.sigmoid(alpha).view(-1, *[1] * len(data_shape))
-        x_noisy = (
-            sig.sqrt() * x[torch.from_numpy(xi).to(x.device)].to(work) + (1 - sig).sqrt() * eps
-        )
+        x_rows = x[torch.from_numpy(xi).to(x.device)].to(work)
+        x_noisy = sig.sqrt() * x_rows + (1 - sig).sqrt() * eps
         eps_hat = _denoise(model, x_noisy.to(x.dtype), alpha.to(x.dtype), unique, batch_size)
         eps_hat = eps_hat.to(work).view(len(units), n_u, *data_shape)
 
         # Per-coordinate integrand of every requested pair, shape (U, n_q, *data_shape).
+        e, fuller = eps.unsqueeze(1), eps_hat[:, cond_idx]
         if quantity == "negative_log_likelihood":
             # Control variate: the standard-Gaussian reference's error on the same eps, whose
             # integral is known in closed form (-log N(x; 0, I)); it cancels the noise in the tails.
-            e = eps.unsqueeze(1)
-            reference_err = (e - ((1 - sig).sqrt() * x_noisy).unsqueeze(1)) ** 2
-            integrand = (e - eps_hat[:, cond_idx]) ** 2 - reference_err
+            reference = ((1 - sig).sqrt() * x_noisy).unsqueeze(1)
+            integrand = (e - fuller) ** 2 - (e - reference) ** 2
         elif estimator == "orthogonal":
-            integrand = (eps_hat[:, ctx_idx] - eps_hat[:, cond_idx]) ** 2
+            integrand = (eps_hat[:, ctx_idx] - fuller) ** 2
         else:
-            e = eps.unsqueeze(1)
-            integrand = (e - eps_hat[:, ctx_idx]) ** 2 - (e - eps_hat[:, cond_idx]) ** 2
+            integrand = (e - eps_hat[:, ctx_idx]) ** 2 - (e - fuller) ** 2
         w = torch.from_numpy(weights[xi, si]).to(device=x.device, dtype=work)
         contrib = 0.5 * w.view(-1, 1, *[1] * len(data_shape)) * integrand
         if quantity == "negative_log_likelihood":
-            x_rows = x[torch.from_numpy(xi).to(x.device)].to(work).unsqueeze(1)
-            contrib = contrib + 0.5 * (math.log(2 * math.pi) + x_rows**2)
+            contrib = contrib + 0.5 * (math.log(2 * math.pi) + x_rows.unsqueeze(1) ** 2)
         if sum_channels:
             contrib = contrib.sum(dim=2)
 
@@ -384,6 +351,17 @@ def _estimate(
         map=est_map,
         map_stderr=est_map_se,
     )
+
+
+def _draw_noise(
+    rngs: list[np.random.Generator], xi: np.ndarray, data_shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Standard normal noise for draws of rows ``xi`` (sorted), each row from its own stream."""
+    rows, counts = np.unique(xi, return_counts=True)
+    noise = [
+        rngs[i].standard_normal((int(n), *data_shape)) for i, n in zip(rows, counts, strict=True)
+    ]
+    return torch.from_numpy(np.concatenate(noise))
 
 
 def _denoise(
