@@ -135,10 +135,21 @@ def log_likelihood(
     """
     conds = cond if isinstance(cond, list) else [cond]
     return _estimate(
-        "negative_log_likelihood", model, x, conds, None, many=isinstance(cond, list),
-        n_samples=n_samples, seed=seed, logsnr=logsnr, sampling=sampling, batch_size=batch_size,
-        per_dim=per_dim, sum_channels=sum_channels, progress=progress,
-    )  # fmt: skip
+        "negative_log_likelihood",
+        model,
+        x,
+        conds,
+        None,
+        many=isinstance(cond, list),
+        n_samples=n_samples,
+        seed=seed,
+        logsnr=logsnr,
+        sampling=sampling,
+        batch_size=batch_size,
+        per_dim=per_dim,
+        sum_channels=sum_channels,
+        progress=progress,
+    )
 
 
 def mutual_info(
@@ -209,10 +220,22 @@ def conditional_mutual_info(
     conds, contexts = _broadcast_pairs(cond, context)
     quantity = "mutual_info" if all(c is None for c in contexts) else "conditional_mutual_info"
     return _estimate(
-        quantity, model, x, conds, contexts, estimator=estimator, many=many,
-        n_samples=n_samples, seed=seed, logsnr=logsnr, sampling=sampling, batch_size=batch_size,
-        per_dim=per_dim, sum_channels=sum_channels, progress=progress,
-    )  # fmt: skip
+        quantity,
+        model,
+        x,
+        conds,
+        contexts,
+        estimator=estimator,
+        many=many,
+        n_samples=n_samples,
+        seed=seed,
+        logsnr=logsnr,
+        sampling=sampling,
+        batch_size=batch_size,
+        per_dim=per_dim,
+        sum_channels=sum_channels,
+        progress=progress,
+    )
 
 
 def _estimate(
