@@ -13,6 +13,7 @@ from .estimators import (
     log_likelihood,
     mutual_info,
 )
+from .explain import Explanation, explain
 from .results import Estimate
 
 __version__ = "0.1.0"
@@ -21,8 +22,10 @@ __all__ = [
     "Denoiser",
     "DenoiserOutputError",
     "Estimate",
+    "Explanation",
     "TruncatedLogistic",
     "conditional_mutual_info",
+    "explain",
     "log_likelihood",
     "models",
     "mutual_info",

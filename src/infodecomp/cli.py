@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from . import __version__
 from .estimators import DenoiserOutputError, conditional_mutual_info, log_likelihood
+from .explain import explain
+from .images import load_image
 from .models import example_mixture
+from .models.diffusers import DiffusersModel
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,12 +41,137 @@ def main(argv: Sequence[str] | None = None) -> int:
     ref.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ref.add_argument("--out", type=Path, help="also save every estimate as JSON in this folder")
 
+    heat = commands.add_parser(
+        "heatmap",
+        help="where and how much each word of a prompt tells about an image",
+        description="Per-word conditional mutual information i(x; word | rest of the prompt) and "
+        "the prompt's mutual information with the image, their pixel maps and the "
+        "cross-attention baseline, with standard errors. Writes result.json, maps.safetensors, "
+        "<word>.heat_map.png, grid.png and report.html into --out.",
+    )
+    _model_arguments(heat)
+    heat.add_argument("--prompt", required=True, help="the image's caption")
+    heat.add_argument("--words", help="comma-separated words to explain (default: all)")
+    heat.add_argument("--samples", type=int, default=256, help="noise draws (default 256)")
+    heat.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    heat.add_argument("--batch-size", type=int, help="rows per UNet call (default: automatic)")
+    heat.add_argument(
+        "--context",
+        choices=["remove", "pad"],
+        default="remove",
+        help="take a word out by deleting it (default) or padding its tokens",
+    )
+    heat.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
+    heat.add_argument("--out", type=Path, required=True, help="output folder")
+
+    score = commands.add_parser(
+        "score",
+        help="mutual information of each prompt with an image (choose among captions)",
+        description="i(x; prompt) for each --prompt on shared noise, with standard errors.",
+    )
+    _model_arguments(score)
+    score.add_argument(
+        "--prompt", action="append", required=True, help="a candidate caption (repeat for several)"
+    )
+    score.add_argument("--samples", type=int, default=256, help="noise draws (default 256)")
+    score.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    score.add_argument("--batch-size", type=int, help="rows per UNet call (default: automatic)")
+    score.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     args = parser.parse_args(argv)
+    run = {"reference": run_reference, "heatmap": run_heatmap, "score": run_score}[args.command]
     try:
-        return run_reference(args)
+        return run(args)
     except (ValueError, DenoiserOutputError, OSError) as err:
         print(f"infodecomp: error: {err}", file=sys.stderr)
         return 2
+
+
+def _model_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--model",
+        required=True,
+        help="diffusers model: a local folder or a Hugging Face id in the local cache",
+    )
+    sub.add_argument("--image", required=True, help="the image file")
+    sub.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default cpu)")
+    sub.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default float32)")
+
+
+def _load_model(args: argparse.Namespace) -> DiffusersModel:
+    load_image(args.image, 8)  # an unreadable image fails before the (slow) model load
+    _quiet_libraries()
+    return DiffusersModel.from_pretrained(
+        args.model, dtype=DTYPES.get(args.dtype), device=args.device
+    )
+
+
+def _quiet_libraries() -> None:
+    import diffusers
+    import transformers
+
+    warnings.filterwarnings("ignore", module="huggingface_hub")
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    words = [w for w in args.words.split(",") if w.strip()] if args.words else None
+    result = explain(
+        model,
+        args.image,
+        args.prompt,
+        words,
+        n_samples=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        context=args.context,
+        attention=not args.no_attention,
+    )
+    result.estimate.settings["image"] = str(args.image)
+    report = result.save(args.out)
+    value, se = result.mi
+    print(f"{'':<24}{'nats':>10}{'± SE':>9}")
+    print(f"{'whole prompt (MI)':<24}{value:>10.4f}{se:>9.4f}")
+    for word in result.words:
+        value, se = result.cmi(word)
+        print(f"{word + ' | rest (CMI)':<24}{value:>10.4f}{se:>9.4f}")
+    print(
+        f"{result.estimate.n_evaluations} denoiser evaluations, seed {args.seed}; report: {report}"
+    )
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    prompts = [p.strip() for p in args.prompt]
+    if not all(prompts):
+        raise ValueError("a prompt is empty")
+    model = _load_model(args)
+    for p in prompts:
+        model.token_ids(p)
+    x = model.encode_image(args.image)
+    est = conditional_mutual_info(
+        model,
+        x,
+        prompts,
+        None,
+        n_samples=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size or model.default_batch_size(),
+    )
+    if args.json:
+        doc = est.to_dict()
+        doc.update(model=model.name, image=str(args.image), prompts=prompts)
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{'prompt':<50}{'i(x; prompt)':>13}{'± SE':>9}")
+    for j, p in enumerate(prompts):
+        print(f"{p[:49]:<50}{est.value[0, j].item():>13.4f}{est.stderr[0, j].item():>9.4f}")
+    print(f"nats; {est.n_evaluations} denoiser evaluations, seed {args.seed}")
+    return 0
 
 
 def run_reference(args: argparse.Namespace) -> int:

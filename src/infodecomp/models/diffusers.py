@@ -128,10 +128,12 @@ class DiffusersModel:
             for k, v in index.items()
             if not k.startswith("_") and isinstance(v, list) and v[0] is None
         }
+        # Loaded in float32 and cast by the constructor: no dtype keyword, whose name differs
+        # between diffusers versions (torch_dtype / dtype).
         pipe = DiffusionPipeline.from_pretrained(
-            source, local_files_only=True, revision=revision, torch_dtype=dtype, **absent
+            source, local_files_only=True, revision=revision, **absent
         )
-        model = cls(pipe, device=device, name=source)
+        model = cls(pipe, device=device, dtype=dtype, name=source)
         model.revision = revision or index.get("_diffusers_version")
         return model
 

@@ -1,0 +1,311 @@
+"""Word heat maps for an image and its prompt: the one call for the common case."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from .estimators import TruncatedLogistic, conditional_mutual_info
+from .images import load_image
+from .models.diffusers import DiffusersModel, PaddedPrompt
+from .plotting import plot_overlay, png_bytes
+from .results import Estimate
+from .words import distinct_words, occurrences, remove_spans
+
+
+@dataclass
+class Explanation:
+    """What each word of a prompt tells about an image, and where (nats).
+
+    Attributes:
+        prompt: the prompt.
+        words: the explained words (lower case).
+        estimate: the underlying estimate; pair 0 is i(x; prompt) against the null prompt, pair
+            ``k`` is i(x; word k | prompt without it). ``estimate.map`` has shape
+            ``(1, 1 + n_words, h, w)`` at the model's input resolution, channels summed.
+        image: the image as the model saw it, ``(3, H, W)`` in [-1, 1].
+        attention: per word, the DAAM-style cross-attention map ``(h, w)`` on the same noisy
+            inputs (heads and layers summed, mean over draws), or ``None``.
+        model_name, model_revision: where the model came from.
+    """
+
+    prompt: str
+    words: list[str]
+    estimate: Estimate
+    image: torch.Tensor
+    attention: dict[str, torch.Tensor] | None
+    model_name: str
+    model_revision: str | None = None
+
+    @property
+    def mi(self) -> tuple[float, float]:
+        """i(x; prompt) in nats and its standard error."""
+        return self.estimate.value[0, 0].item(), self.estimate.stderr[0, 0].item()
+
+    def cmi(self, word: str) -> tuple[float, float]:
+        """i(x; word | rest of the prompt) in nats and its standard error."""
+        k = self._index(word)
+        return self.estimate.value[0, k].item(), self.estimate.stderr[0, k].item()
+
+    def heat_map(self, word: str | None = None, upsample: bool = True) -> torch.Tensor:
+        """Pixel-wise information (nats per pixel) of ``word`` (CMI), or of the whole prompt (MI)
+        when ``word`` is None; ``(H, W)`` at image resolution if ``upsample``, else ``(h, w)``.
+        Upsampling is bilinear and keeps the map's total."""
+        heat = self.estimate.map[0, 0 if word is None else self._index(word)].float()
+        return self._upsample(heat) if upsample else heat
+
+    def attention_map(self, word: str, upsample: bool = True) -> torch.Tensor:
+        """The cross-attention map of ``word`` (summed over its tokens)."""
+        if self.attention is None:
+            raise ValueError("attention maps were not collected (attention=False)")
+        heat = self.attention[self.words[self._index(word) - 1]].float()
+        return self._upsample(heat) if upsample else heat
+
+    def combined_map(self, word: str) -> torch.Tensor:
+        """Attention and information together: the geometric mean of the two maps, each scaled
+        to a maximum of 1 (high only where both are high)."""
+        cmi, attn = self.heat_map(word), self.attention_map(word)
+        return (cmi.clamp(min=0) / cmi.max().clamp(min=1e-12) * attn / attn.max()).sqrt()
+
+    def plot_overlay(
+        self,
+        word: str | None = None,
+        kind: Literal["cmi", "attention", "combined"] = "cmi",
+        ax: Any = None,
+    ) -> tuple[Any, Any]:
+        """The heat map of ``word`` (or the prompt's MI map) over the image; ``(fig, ax)``."""
+        if word is None:
+            value, se = self.mi
+            title = f"whole prompt: {value:.3g} ± {se:.2g} nats"
+            return plot_overlay(self.image, self.heat_map(), title, ax)
+        value, se = self.cmi(word)
+        if kind == "cmi":
+            title = f"{word} | rest: {value:.3g} ± {se:.2g} nats"
+            return plot_overlay(self.image, self.heat_map(word), title, ax)
+        heat = self.attention_map(word) if kind == "attention" else self.combined_map(word)
+        label = "attention (sum over heads, layers)" if kind == "attention" else "combined (0-1)"
+        return plot_overlay(self.image, heat, f"{word}: {kind}", ax, colorbar_label=label)
+
+    def plot_grid(self) -> tuple[Any, Any]:
+        """All maps side by side: the prompt's MI and each word's CMI (top row), attention and
+        combined maps below when collected; ``(fig, axes)``."""
+        import matplotlib.pyplot as plt
+
+        rows = 3 if self.attention is not None else 1
+        cols = 1 + len(self.words)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+        self.plot_overlay(ax=axes[0, 0])
+        for j, word in enumerate(self.words, start=1):
+            self.plot_overlay(word, "cmi", ax=axes[0, j])
+            if self.attention is not None:
+                self.plot_overlay(word, "attention", ax=axes[1, j])
+                self.plot_overlay(word, "combined", ax=axes[2, j])
+        for r in range(1, rows):
+            axes[r, 0].set_axis_off()
+        fig.suptitle(self.prompt)
+        fig.tight_layout()
+        return fig, axes
+
+    def to_dict(self) -> dict[str, Any]:
+        value, se = self.mi
+        settings = dict(self.estimate.settings)
+        return {
+            "model": self.model_name,
+            "model_revision": self.model_revision,
+            "prompt": self.prompt,
+            "units": "nats",
+            "mi": {"value": value, "stderr": se},
+            "cmi": {
+                w: {"value": v, "stderr": s, "context": settings["contexts"][k]}
+                for k, w in enumerate(self.words, start=1)
+                for v, s in [self.cmi(w)]
+            },
+            "n_evaluations": self.estimate.n_evaluations,
+            "seed": self.estimate.seed,
+            "settings": settings,
+            "attention": self.attention is not None,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``result.json``, ``maps.safetensors``, ``<word>.heat_map.png`` per word (and
+        ``<word>.attention.png``), ``prompt_mi.heat_map.png``, ``grid.png`` and a self-contained
+        ``report.html`` into ``out_dir``. Returns the path of ``report.html``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(self.to_json() + "\n")
+        tensors = {"image": self.image.contiguous(), "mi_map": self.heat_map(upsample=False)}
+        tensors["mi_map_stderr"] = self.estimate.map_stderr[0, 0].float().contiguous()
+        for k, word in enumerate(self.words, start=1):
+            tensors[f"cmi_map/{word}"] = self.heat_map(word, upsample=False).contiguous()
+            tensors[f"cmi_map_stderr/{word}"] = self.estimate.map_stderr[0, k].float().contiguous()
+            if self.attention is not None:
+                tensors[f"attention_map/{word}"] = self.attention[word].float().contiguous()
+        save_file(tensors, str(out / "maps.safetensors"))
+
+        pictures = {"prompt_mi.heat_map.png": png_bytes(self.plot_overlay()[0])}
+        for word in self.words:
+            pictures[f"{_file_name(word)}.heat_map.png"] = png_bytes(self.plot_overlay(word)[0])
+            if self.attention is not None:
+                fig, _ = self.plot_overlay(word, "attention")
+                pictures[f"{_file_name(word)}.attention.png"] = png_bytes(fig)
+        pictures["grid.png"] = png_bytes(self.plot_grid()[0])
+        for name, data in pictures.items():
+            (out / name).write_bytes(data)
+        report = out / "report.html"
+        report.write_text(self._html(pictures))
+        return report
+
+    def _html(self, pictures: dict[str, bytes]) -> str:
+        doc = self.to_dict()
+        rows = [("whole prompt: i(x; prompt)", doc["mi"])] + [
+            (f"{w}: i(x; {w} | rest)", doc["cmi"][w]) for w in self.words
+        ]
+        table = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{r['value']:.4g}</td><td>{r['stderr']:.2g}</td></tr>"
+            for name, r in rows
+        )
+        images = "".join(
+            f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+            f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            for name, data in pictures.items()
+        )
+        settings = html.escape(json.dumps(doc["settings"], indent=2))
+        return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>infodecomp: {html.escape(self.prompt)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:right}}
+td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px}}
+img{{max-width:520px}}</style></head><body>
+<h1>{html.escape(self.prompt)}</h1>
+<p>Model <code>{html.escape(self.model_name)}</code>; {doc["n_evaluations"]} denoiser
+evaluations; seed {doc["seed"]}. Values in nats, ± one standard error.</p>
+<table><tr><th>quantity</th><th>estimate</th><th>± SE</th></tr>{table}</table>
+{images}
+<details><summary>settings</summary><pre>{settings}</pre></details>
+</body></html>
+"""
+
+    def _index(self, word: str) -> int:
+        key = word.strip().lower()
+        if key not in self.words:
+            raise ValueError(
+                f"word {word!r} was not explained (explained: {', '.join(self.words)})"
+            )
+        return 1 + self.words.index(key)
+
+    def _upsample(self, heat: torch.Tensor) -> torch.Tensor:
+        size = self.image.shape[-2:]
+        if tuple(heat.shape) == tuple(size):
+            return heat
+        up = F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        return up * (heat.numel() / up.numel())
+
+
+def explain(
+    model: Any,
+    image: Any,
+    prompt: str,
+    words: list[str] | None = None,
+    *,
+    n_samples: int = 256,
+    seed: int = 0,
+    batch_size: int | None = None,
+    context: Literal["remove", "pad"] = "remove",
+    attention: bool = True,
+    logsnr: TruncatedLogistic | None = None,
+    progress: bool = True,
+) -> Explanation:
+    """How much each word of ``prompt`` tells about ``image``, and where.
+
+    Estimates i(x; prompt) and, for each word, i(x; word | prompt without the word) with the
+    orthogonal estimator, their pixel maps, and (optionally) the DAAM-style attention maps, all
+    on the same noisy inputs: every draw evaluates the prompt, the null prompt and one context per
+    word in one batch.
+
+    Args:
+        model: a :class:`DiffusersModel` or a diffusers pipeline.
+        image: path, PIL image or ``(3, H, W)`` tensor in [-1, 1].
+        prompt: the caption.
+        words: words to explain (default: every distinct word); all occurrences count.
+        n_samples: draws of (log-SNR, noise); the cost is ``n_samples * (2 + len(words))`` calls.
+        seed: reproducibility seed.
+        batch_size: rows per UNet call (default: from free GPU memory, or 8 on CPU).
+        context: how a word is taken out: ``"remove"`` deletes it from the prompt, ``"pad"``
+            replaces its tokens by padding.
+        attention: also collect cross-attention maps.
+        logsnr: integration distribution (default: the model's trained log-SNR range).
+        progress: show a progress bar.
+    """
+    if not isinstance(model, DiffusersModel):
+        model = DiffusersModel.from_pipeline(model)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("the prompt is empty")
+    prompt = prompt.strip()
+    model.token_ids(prompt)  # fails early, with one line, on a prompt over the token limit
+    chosen = distinct_words(prompt) if words is None else [w.strip().lower() for w in words]
+    if not chosen:
+        raise ValueError(f"the prompt {prompt!r} has no words")
+    contexts: list[Any] = [None]
+    for word in chosen:
+        spans = tuple((o.start, o.end) for o in occurrences(prompt, word))
+        if context == "pad":
+            contexts.append(PaddedPrompt(prompt, spans))
+        elif context == "remove":
+            contexts.append(remove_spans(prompt, list(spans)) or None)
+        else:
+            raise ValueError(f"unknown context {context!r}; choose 'remove' or 'pad'")
+
+    pixels = load_image(image, model.image_size)
+    x = model.encode_image(pixels)
+    run = {
+        "n_samples": n_samples,
+        "seed": seed,
+        "logsnr": logsnr,
+        "progress": progress,
+        "batch_size": batch_size or model.default_batch_size(),
+        "per_dim": True,
+        "sum_channels": True,
+    }
+    conds = [prompt] * len(contexts)
+    attention_maps = None
+    if attention:
+        with model.collect_attention(prompt) as collector:
+            estimate = conditional_mutual_info(model, x, conds, contexts, **run)
+        tokens = collector.token_maps()
+        attention_maps = {
+            word: tokens[_token_positions(model, prompt, word)].sum(0) for word in chosen
+        }
+    else:
+        estimate = conditional_mutual_info(model, x, conds, contexts, **run)
+    estimate.settings.update(context=context, model=model.name)
+    return Explanation(
+        prompt=prompt,
+        words=chosen,
+        estimate=estimate,
+        image=pixels.cpu(),
+        attention=attention_maps,
+        model_name=model.name,
+        model_revision=model.revision,
+    )
+
+
+def _token_positions(model: DiffusersModel, prompt: str, word: str) -> list[int]:
+    positions: list[int] = []
+    for o in occurrences(prompt, word):
+        positions += model.token_positions(prompt, (o.start, o.end))
+    return positions
+
+
+def _file_name(word: str) -> str:
+    return re.sub(r"[^\w-]", "_", word)
