@@ -134,7 +134,7 @@ class DiffusersModel:
             source, local_files_only=True, revision=revision, **absent
         )
         model = cls(pipe, device=device, dtype=dtype, name=source)
-        model.revision = revision or index.get("_diffusers_version")
+        model.revision = revision if Path(source).is_dir() else _cached_commit(source, revision)
         return model
 
     @classmethod
@@ -297,6 +297,16 @@ class DiffusersModel:
         per_row = max(torch.cuda.max_memory_allocated(self.device) - before, 1)
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(limit, int(0.7 * free / per_row)))
+
+
+def _cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit hash of the cached snapshot a hub id resolves to (its folder name)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True)).name
+    except Exception:  # a cache layout we cannot read: the revision stays unknown
+        return revision
 
 
 class _CrossAttentionCollector:
