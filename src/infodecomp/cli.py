@@ -78,8 +78,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument("--batch-size", type=int, help="rows per UNet call (default: automatic)")
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    train = commands.add_parser(
+        "train-world",
+        help="train the bundled text-to-image model on the synthetic world (resumable)",
+        description="Train the small pixel-space text-to-image model from scratch on the "
+        "captioned shapes world. Checkpoints go to OUT/checkpoint every --checkpoint-every steps; "
+        "running the same command again resumes. The final model is written to OUT/model.",
+    )
+    train.add_argument("--out", type=Path, required=True, help="training folder")
+    train.add_argument("--steps", type=int, default=8000, help="optimizer steps (default 8000)")
+    train.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    train.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument(
+        "--checkpoint-every", type=int, default=250, help="steps between checkpoints"
+    )
+
     args = parser.parse_args(argv)
-    run = {"reference": run_reference, "heatmap": run_heatmap, "score": run_score}[args.command]
+    run = {
+        "reference": run_reference,
+        "heatmap": run_heatmap,
+        "score": run_score,
+        "train-world": run_train_world,
+    }[args.command]
     try:
         return run(args)
     except (ValueError, DenoiserOutputError, OSError) as err:
@@ -142,6 +163,23 @@ def run_heatmap(args: argparse.Namespace) -> int:
     print(
         f"{result.estimate.n_evaluations} denoiser evaluations, seed {args.seed}; report: {report}"
     )
+    return 0
+
+
+def run_train_world(args: argparse.Namespace) -> int:
+    from .world.train import train_world
+
+    _quiet_libraries()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = train_world(
+        args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    print(f"trained model written to {model}")
     return 0
 
 
