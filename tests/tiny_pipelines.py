@@ -13,37 +13,14 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-WORDS = ["a", "photo", "of", "red", "blue", "circle", "square", "dog", "cat", "left", "above"]
+from infodecomp.world.train import build_tokenizer
+
+WORDS = ("a", "photo", "of", "red", "blue", "circle", "square", "dog", "cat", "left", "above")
 
 
-def _byte_symbols() -> list[str]:
-    """CLIP's printable stand-ins for the 256 byte values (GPT-2 byte-level BPE alphabet)."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    others = [b for b in range(256) if b not in printable]
-    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
-
-
-def tiny_clip_tokenizer(words: list[str] = WORDS, max_length: int = 16) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer whose vocabulary holds every byte plus ``words`` as single tokens;
-    any other word splits into several tokens."""
-    symbols = _byte_symbols()
-    vocab = symbols + [s + "</w>" for s in symbols]
-    merges: list[tuple[str, str]] = []
-    for word in words:
-        parts = [*word[:-1], word[-1] + "</w>"]
-        while len(parts) > 1:
-            pair = (parts[0], parts[1])
-            if pair not in merges:
-                merges.append(pair)
-                vocab.append(parts[0] + parts[1])
-            parts = [parts[0] + parts[1], *parts[2:]]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    ids = {token: i for i, token in enumerate(dict.fromkeys(vocab))}
-    return CLIPTokenizer(vocab=ids, merges=merges, model_max_length=max_length)
+def tiny_clip_tokenizer(words: tuple[str, ...] = WORDS, max_length: int = 16) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer holding ``words`` as single tokens; other words split into several."""
+    return build_tokenizer(words, max_length)
 
 
 def _text_encoder(tokenizer: CLIPTokenizer, cls=CLIPTextModel, seed: int = 0):

@@ -1,0 +1,58 @@
+"""The world's exact text-to-image diffusion model, and its own checker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..models.reference import GaussianMixture
+from .scenes import PIXEL_NOISE, Scene, all_scenes, assignment, parse, render, scene_weights
+
+
+class WorldModel(GaussianMixture):
+    """The world as a Gaussian mixture with one component per scene: its denoiser is the exact,
+    Bayes-optimal text-to-image denoiser, and ``log_prob(x, caption)`` is exact.
+
+    Conditions are captions, complete or with words removed (a removed word marginalises its
+    factor); ``None`` or ``""`` is no caption.
+    """
+
+    def __init__(self) -> None:
+        scenes = all_scenes()
+        super().__init__(
+            means=torch.stack([render(s) for s in scenes]),
+            variances=torch.full((len(scenes),), PIXEL_NOISE**2),
+            weights=torch.from_numpy(scene_weights()),
+            labels=list(scenes),
+        )
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def components(self, cond: Any) -> torch.Tensor:
+        """Indices of the scenes that could have produced the caption ``cond``."""
+        if cond is None or (isinstance(cond, str) and not cond.strip()):
+            return torch.arange(len(self.labels))
+        if not isinstance(cond, str):
+            raise ValueError(f"conditions of the world model are captions, got {cond!r}")
+        if cond not in self._cache:
+            parsed = parse(cond)
+            keep = [i for i, s in enumerate(self.labels) if assignment(s, parsed) is not None]
+            if not keep:
+                raise ValueError(f"no scene of the world fits the caption {cond!r}")
+            self._cache[cond] = torch.tensor(keep)
+        return self._cache[cond]
+
+    def classify(self, images: torch.Tensor) -> list[Scene]:
+        """The most probable scene for each image ``(n, 3, 16, 16)`` (the world's checker)."""
+        z = images.to(torch.float64).flatten(1)
+        ones = torch.ones(len(z), dtype=torch.float64)
+        logpdf, _ = self._component_logpdf(z, ones, torch.zeros_like(ones), self.components(None))
+        best = (logpdf + self.log_weights).argmax(1)
+        return [self.labels[i] for i in best.tolist()]
+
+    def fits(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """Whether the checker's scene for each image fits its caption, ``(n,)`` bool."""
+        scenes = self.classify(images)
+        return torch.tensor(
+            [assignment(s, parse(c)) is not None for s, c in zip(scenes, captions, strict=True)]
+        )
