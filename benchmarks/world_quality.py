@@ -24,7 +24,7 @@ import torch
 
 import infodecomp as idc
 from infodecomp.models import DiffusersModel
-from infodecomp.world.demo import BUNDLED
+from infodecomp.world.demo import BUNDLED, exact_cmi
 from infodecomp.world.model import WorldModel
 from infodecomp.world.scenes import COLOURS, SHAPES, sample, split_caption, word_masks
 
@@ -54,7 +54,6 @@ def generation(model: DiffusersModel, world: WorldModel, n: int, seed: int) -> d
 def maps_for_split(model, world, split: str, n: int, seed: int, samples: int) -> list[dict]:
     """Per word: the four maps (16x16) and the ground-truth mask."""
     data = sample(n, seed=seed, split=split)
-    logsnr = idc.TruncatedLogistic.from_range(*model.logsnr_range)
     rows = []
     for image, scene, caption in zip(data.images, data.scenes, data.captions, strict=True):
         words = [w for w in dict.fromkeys(split_caption(caption)) if w in COLOURS or w in SHAPES]
@@ -65,22 +64,9 @@ def maps_for_split(model, world, split: str, n: int, seed: int, samples: int) ->
             words,
             n_samples=samples,
             seed=seed,
-            logsnr=logsnr,
             progress=False,
         )
-        contexts = [None, *res.estimate.settings["contexts"][1:]]
-        exact = idc.conditional_mutual_info(
-            world,
-            image[None].double(),
-            [caption] * len(contexts),
-            contexts,
-            n_samples=samples,
-            seed=seed,
-            logsnr=logsnr,
-            per_dim=True,
-            sum_channels=True,
-            progress=False,
-        )
+        exact = exact_cmi(world, res, samples, seed, model.logsnr_range)
         masks = word_masks(scene, caption)
         for k, word in enumerate(words, start=1):
             rows.append(

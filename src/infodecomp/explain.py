@@ -256,16 +256,7 @@ def explain(
     chosen = distinct_words(prompt) if words is None else [w.strip().lower() for w in words]
     if not chosen:
         raise ValueError(f"the prompt {prompt!r} has no words")
-    contexts: list[Any] = [None]
-    for word in chosen:
-        spans = tuple((o.start, o.end) for o in occurrences(prompt, word))
-        if context == "pad":
-            contexts.append(PaddedPrompt(prompt, spans))
-        elif context == "remove":
-            contexts.append(remove_spans(prompt, list(spans)) or None)
-        else:
-            raise ValueError(f"unknown context {context!r}; choose 'remove' or 'pad'")
-
+    contexts = [None, *word_contexts(prompt, chosen, context)]
     pixels = load_image(image, model.image_size)
     x = model.encode_image(pixels)
     run = {
@@ -298,6 +289,22 @@ def explain(
         model_name=model.name,
         model_revision=model.revision,
     )
+
+
+def word_contexts(prompt: str, words: list[str], context: str = "remove") -> list[Any]:
+    """For each word, the condition with it taken out of ``prompt``: the prompt with every
+    occurrence deleted (``"remove"``; ``None`` if nothing is left) or a :class:`PaddedPrompt`
+    (``"pad"``)."""
+    out: list[Any] = []
+    for word in words:
+        spans = tuple((o.start, o.end) for o in occurrences(prompt, word))
+        if context == "pad":
+            out.append(PaddedPrompt(prompt, spans))
+        elif context == "remove":
+            out.append(remove_spans(prompt, list(spans)) or None)
+        else:
+            raise ValueError(f"unknown context {context!r}; choose 'remove' or 'pad'")
+    return out
 
 
 def _token_positions(model: DiffusersModel, prompt: str, word: str) -> list[int]:

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from ..estimators import TruncatedLogistic, conditional_mutual_info
-from ..explain import Explanation, explain
+from ..explain import Explanation, explain, word_contexts
 from ..models.diffusers import DiffusersModel
 from ..plotting import plot_overlay, png_bytes
+from ..results import Estimate
 from .model import WorldModel
 from .scenes import assignment, parse, word_masks
 
@@ -46,22 +47,10 @@ def run_demo(
     parse(caption)  # a word the world does not know fails here, in one line
     pixels = model.generate([caption], seed=seed)[0] if image is None else image
     res = explain(model, pixels, caption, n_samples=n_samples, seed=seed, progress=progress)
-    x = model.encode_image(res.image).double()
+    x = res.image[None].double()
 
-    contexts = [None, *res.estimate.settings["contexts"][1:]]
-    logsnr = TruncatedLogistic.from_range(*model.logsnr_range)
-    exact = conditional_mutual_info(
-        world,
-        x,
-        [caption] * len(contexts),
-        contexts,
-        n_samples=n_samples,
-        seed=seed,
-        logsnr=logsnr,
-        per_dim=True,
-        sum_channels=True,
-        progress=progress,
-    )
+    exact = exact_cmi(world, res, n_samples, seed, model.logsnr_range, progress)
+    contexts = [None, *word_contexts(caption, res.words)]
     log_ratio = [
         (world.log_prob(x, caption) - world.log_prob(x, c)).item() for c in contexts
     ]  # exact pointwise i^s, whose mean over images the orthogonal estimate shares
@@ -94,6 +83,33 @@ def run_demo(
     (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "world_comparison.png").write_bytes(png_bytes(_comparison(res, exact, masks)[0]))
     return summary
+
+
+def exact_cmi(
+    world: WorldModel,
+    res: Explanation,
+    n_samples: int,
+    seed: int,
+    logsnr_range: tuple[float, float],
+    progress: bool = False,
+) -> Estimate:
+    """The exact world model's estimates for the pairs of an explanation (the caption against
+    nothing, then against each word removed), with its maps, on the same draws (seed) and log-SNR
+    distribution as the bundled model."""
+    x = res.image[None].double()
+    contexts = [None, *word_contexts(res.prompt, res.words)]
+    return conditional_mutual_info(
+        world,
+        x,
+        [res.prompt] * len(contexts),
+        contexts,
+        n_samples=n_samples,
+        seed=seed,
+        logsnr=TruncatedLogistic.from_range(*logsnr_range),
+        per_dim=True,
+        sum_channels=True,
+        progress=progress,
+    )
 
 
 def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> tuple[Any, Any]:
