@@ -1,7 +1,8 @@
 """How good is the bundled model? Caption-consistent generation and word localisation.
 
 1. Generation: one image per held-out (test split) caption; the world's checker (the exact
-   model's most probable scene) says whether the image fits the caption.
+   model's most probable scene) says whether the image has the caption's objects (colour and
+   shape of each) and, stricter, also their relation.
 2. Localisation: for each colour and shape word of held-out images, the bundled model's CMI map,
    the exact world model's CMI map (same draws and log-SNR distribution), the cross-attention map
    and the combined map, each thresholded at a fraction of its maximum chosen on the validation
@@ -42,12 +43,13 @@ def generation(model: DiffusersModel, world: WorldModel, n: int, seed: int) -> d
     images = torch.cat(
         [model.generate(data.captions[i : i + 50], seed=seed + i) for i in range(0, n, 50)]
     )
-    fits = world.fits(images, data.captions).double()
     single = torch.tensor([len(s.objects) == 1 for s in data.scenes])
     out = {}
-    for name, rows in (("all", slice(None)), ("one object", single), ("two objects", ~single)):
-        p, k = fits[rows].mean().item(), int(fits[rows].numel())
-        out[name] = {"accuracy": p, "stderr": math.sqrt(p * (1 - p) / k), "n": k}
+    for check, relation in (("objects", False), ("objects and relation", True)):
+        fits = world.fits(images, data.captions, relation=relation).double()
+        for name, rows in (("all", slice(None)), ("one object", single), ("two objects", ~single)):
+            p, k = fits[rows].mean().item(), int(fits[rows].numel())
+            out[f"{check}: {name}"] = {"accuracy": p, "stderr": math.sqrt(p * (1 - p) / k), "n": k}
     return out
 
 
@@ -120,9 +122,12 @@ def main() -> None:
 
     model, world = DiffusersModel.from_pretrained(args.model), WorldModel()
     gen = generation(model, world, args.generate, args.seed)
-    print("Generation: images that fit their held-out caption (world checker)")
+    print(
+        "Generation: images that fit their held-out caption (world checker); 'objects' checks the"
+        " colour and shape of each object, 'objects and relation' also left/right/above/below"
+    )
     for name, r in gen.items():
-        print(f"  {name:<12} {r['accuracy']:6.1%} ± {r['stderr']:.1%}  (n={r['n']})")
+        print(f"  {name:<34} {r['accuracy']:6.1%} ± {r['stderr']:.1%}  (n={r['n']})")
     loc = localisation(model, world, args.images, args.seed, args.samples)
     print(
         f"Localisation of colour and shape words: test mIoU ({args.images} images per split, "

@@ -169,3 +169,12 @@ def test_checker_recovers_scenes_and_captions(world):
     ]
     changed = torch.tensor([s != c for s, c in zip(swapped, data.captions, strict=True)])
     assert not world.fits(data.images, swapped)[changed].any()
+    assert not world.fits(data.images, swapped, relation=False)[changed].any()
+    # Objects right, relation wrong: fits only when the relation is not checked.
+    flipped = [
+        c.replace("left", "above").replace(" of", "") if "left" in c else c for c in data.captions
+    ]
+    moved = torch.tensor(["left" in c for c in data.captions])
+    assert moved.any()
+    assert not world.fits(data.images, flipped)[moved].any()
+    assert world.fits(data.images, flipped, relation=False).all()

@@ -7,7 +7,16 @@ from typing import Any
 import torch
 
 from ..models.reference import GaussianMixture
-from .scenes import PIXEL_NOISE, Scene, all_scenes, assignment, parse, render, scene_weights
+from .scenes import (
+    PIXEL_NOISE,
+    Parsed,
+    Scene,
+    all_scenes,
+    assignment,
+    parse,
+    render,
+    scene_weights,
+)
 
 
 class WorldModel(GaussianMixture):
@@ -50,9 +59,18 @@ class WorldModel(GaussianMixture):
         best = (logpdf + self.log_weights).argmax(1)
         return [self.labels[i] for i in best.tolist()]
 
-    def fits(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        """Whether the checker's scene for each image fits its caption, ``(n,)`` bool."""
-        scenes = self.classify(images)
-        return torch.tensor(
-            [assignment(s, parse(c)) is not None for s, c in zip(scenes, captions, strict=True)]
-        )
+    def fits(
+        self, images: torch.Tensor, captions: list[str], relation: bool = True
+    ) -> torch.Tensor:
+        """Whether the checker's scene for each image fits its caption, ``(n,)`` bool.
+
+        With ``relation=False`` only the objects count (how many, and the colour and shape of
+        each), not where they are: "left of" drawn as "above" still fits.
+        """
+        out = []
+        for scene, caption in zip(self.classify(images), captions, strict=True):
+            parsed = parse(caption)
+            if not relation:  # any layout and order of the mentioned objects
+                parsed = Parsed(parsed.mentions, scene.layout, None)
+            out.append(assignment(scene, parsed) is not None)
+        return torch.tensor(out)
