@@ -68,7 +68,7 @@ class Explanation:
         if self.attention is None:
             raise ValueError("attention maps were not collected (attention=False)")
         heat = self.attention[self.words[self._index(word) - 1]].float()
-        return self._upsample(heat) if upsample else heat
+        return self._upsample(heat, keep_total=False) if upsample else heat
 
     def combined_map(self, word: str) -> torch.Tensor:
         """Attention and information together: the geometric mean of the two maps, each scaled
@@ -204,12 +204,13 @@ evaluations; seed {doc["seed"]}. Values in nats, ± one standard error.</p>
             )
         return 1 + self.words.index(key)
 
-    def _upsample(self, heat: torch.Tensor) -> torch.Tensor:
+    def _upsample(self, heat: torch.Tensor, keep_total: bool = True) -> torch.Tensor:
+        """Bilinear to image size; an additive map is rescaled so that its total is kept."""
         size = self.image.shape[-2:]
         if tuple(heat.shape) == tuple(size):
             return heat
         up = F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-        return up * (heat.numel() / up.numel())
+        return up * (heat.numel() / up.numel()) if keep_total else up
 
 
 def explain(
