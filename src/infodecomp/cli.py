@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--caption", default="a red circle left of a blue square", help="a caption of the world"
     )
-    demo.add_argument("--image", help="explain this 16x16 image instead of a generated one")
+    demo.add_argument("--image", help="explain this image instead of a draw of the world")
     demo.add_argument("--samples", type=int, default=128, help="noise draws (default 128)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -189,10 +189,15 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.image:
         load_image(args.image, 8)
     summary = demo(args.out, args.caption, args.image, n_samples=args.samples, seed=args.seed)
-    exact = summary["world_model"]
+    exact, gen = summary["world_model"], summary["generated"]
     print(
-        f"{args.caption!r}: image {'fits' if exact['image_fits_caption'] else 'does NOT fit'} "
-        f"the caption (world checker); nats, ± one standard error"
+        f"Generated for {args.caption!r} (seed {args.seed}): objects "
+        f"{'right' if gen['objects_fit_caption'] else 'WRONG'}, relation "
+        f"{'right' if gen['fits_caption'] else 'wrong'} (world checker); see generated.png"
+    )
+    print(
+        f"Explained image {'fits' if exact['image_fits_caption'] else 'does NOT fit'} the caption; "
+        "nats, ± one standard error"
     )
     print(f"{'':<20}{'bundled model':>18}{'exact world model':>20}{'exact log-ratio':>17}")
     rows = [("whole caption", summary["mi"], exact["mi"])]
