@@ -17,6 +17,7 @@ from infodecomp.world.scenes import (
     all_scenes,
     assignment,
     captions,
+    held_out,
     object_mask,
     parse,
     render,
@@ -39,6 +40,21 @@ def test_sampling_is_deterministic_by_seed_and_split():
     assert not torch.equal(a.images, c.images)
     for image, scene in zip(a.images, a.scenes, strict=True):
         assert (image - render(scene)).std() == pytest.approx(PIXEL_NOISE, rel=0.2)
+
+
+def test_held_out_pairs_are_kept_apart():
+    unseen = np.array([held_out(s) for s in all_scenes()])
+    assert unseen.sum() == 4 * 12 + 6  # four pairs of different objects, one pair of twins
+    seen, new = scene_weights("seen"), scene_weights("unseen")
+    assert (seen[unseen] == 0).all() and (seen[~unseen] > 0).all() and (new[~unseen] == 0).all()
+    assert seen.sum() == pytest.approx(1.0) and new.sum() == pytest.approx(1.0)
+    # Within the seen scenes the world's prior keeps its proportions.
+    world = scene_weights()
+    assert np.allclose(seen[~unseen] / world[~unseen], seen[0] / world[0])
+    assert all(held_out(s) for s in sample(30, seed=1, split="test", pairs="unseen").scenes)
+    assert not any(held_out(s) for s in sample(30, seed=1, split="test", pairs="seen").scenes)
+    with pytest.raises(ValueError, match="unknown pairs"):
+        scene_weights("some")
 
 
 def test_rendering_and_masks_agree():

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "running the same command again resumes. The final model is written to OUT/model.",
     )
     train.add_argument("--out", type=Path, required=True, help="training folder")
-    train.add_argument("--steps", type=int, default=8000, help="optimizer steps (default 8000)")
+    train.add_argument("--steps", type=int, default=6000, help="optimizer steps (default 6000)")
     train.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     train.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -29,6 +29,19 @@ CENTRES = (4.0, 8.0, 12.0)
 P_SINGLE = 0.3  # probability of a one-object scene
 RELATIONS = {"left": ("h", 0), "right": ("h", 1), "above": ("v", 0), "below": ("v", 1)}
 VOCABULARY = ("a", "of", *COLOURS, *SHAPES, *RELATIONS)
+# Pairs of objects (colour, shape) never shown together in training: captions of these scenes
+# are new to the bundled model, so drawing them tests composition, not memory.
+HELD_OUT_PAIRS = frozenset(
+    frozenset(pair)
+    for pair in [
+        (("red", "circle"), ("blue", "triangle")),
+        (("green", "square"), ("red", "triangle")),
+        (("blue", "circle"), ("green", "triangle")),
+        (("red", "square"), ("green", "circle")),
+        (("blue", "square"), ("blue", "square")),
+    ]
+)
+PAIRS = ("all", "seen", "unseen")
 
 
 @dataclass(frozen=True)
@@ -86,11 +99,26 @@ def all_scenes() -> tuple[Scene, ...]:
     return tuple(scenes)
 
 
-def scene_weights() -> np.ndarray:
-    """Prior probability of each scene of :func:`all_scenes`."""
+def held_out(scene: Scene) -> bool:
+    """Whether the scene's two objects form one of :data:`HELD_OUT_PAIRS`."""
+    kinds = frozenset((o.colour, o.shape) for o in scene.objects)
+    return len(scene.objects) == 2 and kinds in HELD_OUT_PAIRS
+
+
+def scene_weights(pairs: str = "all") -> np.ndarray:
+    """Probability of each scene of :func:`all_scenes`: the world's prior (``pairs="all"``),
+    or that prior restricted to the scenes the bundled model trains on (``"seen"``: all but
+    the held-out pairs) or to the held-out pairs (``"unseen"``)."""
+    if pairs not in PAIRS:
+        raise ValueError(f"unknown pairs {pairs!r}; choose one of {PAIRS}")
     n_objects = np.array([len(s.objects) for s in all_scenes()])
     singles = (n_objects == 1).sum()
-    return np.where(n_objects == 1, P_SINGLE / singles, (1 - P_SINGLE) / (len(n_objects) - singles))
+    pair = (1 - P_SINGLE) / (len(n_objects) - singles)
+    prior = np.where(n_objects == 1, P_SINGLE / singles, pair)
+    if pairs != "all":
+        unseen = np.array([held_out(s) for s in all_scenes()])
+        prior = prior * (unseen if pairs == "unseen" else ~unseen)
+    return prior / prior.sum()
 
 
 def object_mask(obj: Obj) -> torch.Tensor:
@@ -216,16 +244,17 @@ class Sample:
 SPLITS = {"train": 0, "validation": 1, "test": 2}
 
 
-def sample(n: int, seed: int = 0, split: str = "train") -> Sample:
+def sample(n: int, seed: int = 0, split: str = "train", pairs: str = "all") -> Sample:
     """``n`` scenes drawn from the prior, a caption each (phrasing at random) and a noisy image.
 
     Deterministic by ``(seed, split)``; the splits draw from independent random streams.
+    ``pairs`` restricts the prior as in :func:`scene_weights`.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLITS)}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split]]))
     scenes = all_scenes()
-    index = rng.choice(len(scenes), size=n, p=scene_weights())
+    index = rng.choice(len(scenes), size=n, p=scene_weights(pairs))
     chosen = [scenes[i] for i in index]
     texts = [rng.choice(captions(s)) for s in chosen]
     noise = torch.from_numpy(rng.standard_normal((n, 3, SIZE, SIZE)).astype(np.float32))

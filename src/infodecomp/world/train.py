@@ -118,7 +118,7 @@ def build_pipeline(seed: int = 0):
 
 def train_world(
     out: str | Path,
-    steps: int = 8000,
+    steps: int = 6000,
     batch_size: int = 64,
     lr: float = 5e-4,
     seed: int = 0,
@@ -142,13 +142,13 @@ def train_world(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     ema = EMAModel(params, decay=ema_decay)
     start = _load_checkpoint(out / "checkpoint", unet, text_encoder, optimizer, ema)
+    # Warm-up, then cosine decay; counted from step 0 of the whole run, also after a resume.
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 300) * 0.5 * (1 + np.cos(np.pi * s / steps))
+        optimizer,
+        lambda i: min(1.0, (start + i + 1) / 300) * 0.5 * (1 + np.cos(np.pi * (start + i) / steps)),
     )
-    for _ in range(start):
-        schedule.step()
 
-    scenes, weights = all_scenes(), scene_weights()
+    scenes, weights = all_scenes(), scene_weights("seen")  # held-out pairs stay unseen
     images = torch.stack([render(s) for s in scenes])
     phrasings = [captions(s) for s in scenes]
     abar = pipe.scheduler.alphas_cumprod.float()
