@@ -22,7 +22,20 @@ def test_training_resumes_after_a_kill_without_repeating_work(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         train.train_world(tmp_path / "killed", **settings)
     monkeypatch.undo()
+    # As if killed in the middle of the next save: the whole checkpoint is parked in
+    # checkpoint.old and checkpoint.tmp holds a partial write.
+    (tmp_path / "killed" / "checkpoint").rename(tmp_path / "killed" / "checkpoint.old")
+    (tmp_path / "killed" / "checkpoint.tmp").mkdir()
+    (tmp_path / "killed" / "checkpoint.tmp" / "unet.safetensors").write_bytes(b"partial")
+    saved = []
+
+    def save_and_count(folder, step, *args):
+        saved.append(step)
+        save(folder, step, *args)
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_and_count)
     resumed = train.train_world(tmp_path / "killed", **settings)
+    assert saved == [3]  # only the step not done before the kill
 
     files = sorted(p.relative_to(straight) for p in straight.rglob("*.safetensors"))
     assert [str(f.parent) for f in files] == ["text_encoder", "unet"]

@@ -154,7 +154,7 @@ def train_world(
     abar = pipe.scheduler.alphas_cumprod.float()
     unet.train()
     text_encoder.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=None if progress else True)
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress)
     for step in bar:
         rng = np.random.default_rng(np.random.SeedSequence([seed, step]))
         index = rng.choice(len(scenes), size=batch_size, p=weights)
@@ -199,8 +199,9 @@ def export(checkpoint: str | Path, target: str | Path, seed: int = 0) -> Path:
 
 
 def _save_checkpoint(folder: Path, step: int, unet, text_encoder, optimizer, ema) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)  # a partial write from a killed run
+    tmp.mkdir(parents=True)
     save_file(unet.state_dict(), str(tmp / "unet.safetensors"))
     save_file(text_encoder.state_dict(), str(tmp / "text_encoder.safetensors"))
     save_file(
@@ -215,16 +216,21 @@ def _save_checkpoint(folder: Path, step: int, unet, text_encoder, optimizer, ema
         "ema_optimization_step": ema.optimization_step,
         "param_groups": state["param_groups"],
     }
-    (tmp / "state.json").write_text(json.dumps(meta))
-    if folder.exists():  # replace the old checkpoint only once the new one is whole
-        shutil.rmtree(folder)
+    (tmp / "state.json").write_text(json.dumps(meta))  # last: it marks the folder whole
+    # Swap by renames, so a kill at any moment leaves a whole checkpoint in `folder` or `old`.
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
     tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_checkpoint(folder: Path, unet, text_encoder, optimizer, ema) -> int:
     """Restore a checkpoint if there is one; returns the step to continue from."""
     if not (folder / "state.json").exists():
-        return 0
+        folder = folder.with_name(folder.name + ".old")  # killed in the middle of a swap
+        if not (folder / "state.json").exists():
+            return 0
     meta = json.loads((folder / "state.json").read_text())
     unet.load_state_dict(load_file(str(folder / "unet.safetensors")))
     text_encoder.load_state_dict(load_file(str(folder / "text_encoder.safetensors")))
