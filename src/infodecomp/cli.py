@@ -218,7 +218,6 @@ def run_train_world(args: argparse.Namespace) -> int:
     from .world.train import train_world
 
     _quiet_libraries()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = train_world(
         args.out,
         steps=args.steps,
