@@ -3,8 +3,8 @@
 For the example mixture (shape x colour), on a few fixed data points, a pilot run measures the
 per-draw spread of pointwise MI i(x; label) and CMI i(x; colour | shape); from it, the draws for a
 2% relative standard error, then a second run at that size checks the standard error reached.
-Then the share of wall time spent outside the denoiser, on the 8-dimensional example and on a
-3x32x32 mixture of 64 components (closer to an image model).
+Then the share of wall time spent outside the denoiser, on the 8-dimensional example, on a
+3x32x32 mixture of 64 components and on the bundled text-to-image UNet (a real network).
 
     python benchmarks/estimator_efficiency.py [--pilot 4000] [--points 4]
 """
@@ -18,7 +18,10 @@ import time
 import torch
 
 import infodecomp as idc
+from infodecomp.explain import word_contexts
 from infodecomp.models import GaussianMixture, example_mixture
+from infodecomp.world.demo import load_bundled
+from infodecomp.world.model import WorldModel
 
 TARGET = 0.02  # relative standard error
 
@@ -79,25 +82,42 @@ def overhead_table() -> None:
         torch.full((64,), 0.01),
         labels=[{"object": k % 8, "colour": k // 8} for k in range(64)],
     )
-    models = {"example mixture, 8 dims": example_mixture(), "64 comps, 3x32x32": image_like}
-    print("\nWall time outside the denoiser (CMI, 2 conditions per draw, batch_size 256)")
-    print(f"{'model':<26}{'draws':>7}{'wall s':>9}{'denoiser s':>12}{'outside':>9}")
-    for name, model in models.items():
-        timed = Timed(model)
+    print("\nWall time outside the denoiser (CMI on shared draws)")
+    print(f"{'model':<34}{'conds':>6}{'draws':>7}{'wall s':>9}{'denoiser s':>12}{'outside':>9}")
+    for name, model in {
+        "example mixture, 8 dims": example_mixture(),
+        "64 comps, 3x32x32": image_like,
+    }.items():
         x, labels = model.sample(2, seed=0)
+        context = {k: v for k, v in labels[0].items() if k != "colour"}
         n = 4000 if x[0].numel() < 100 else 500
-        start = time.perf_counter()
-        idc.conditional_mutual_info(
-            timed,
-            x,
-            labels[0],
-            {k: v for k, v in labels[0].items() if k != "colour"},
-            n_samples=n,
-            progress=False,
-        )
-        wall = time.perf_counter() - start
-        share = 1 - timed.seconds / wall
-        print(f"{name:<26}{n * 2:>7}{wall:>9.2f}{timed.seconds:>12.2f}{share:>9.1%}")
+        timed_run(name, model, x, labels[0], context, n, batch_size=256)
+    # The bundled text-to-image model (a real UNet): the demo caption against nothing and
+    # against each word removed, 9 prompts per draw, as `infodecomp demo` evaluates them.
+    model, caption = load_bundled(), "a red circle left of a blue square"
+    x = model.encode_image(world_image(caption))
+    words = caption.split()
+    conds, contexts = [caption] * (1 + len(words)), [None, *word_contexts(caption, words)]
+    name = "bundled UNet, 3x16x16 pixels"
+    timed_run(name, model, x, conds, contexts, 64, batch_size=model.default_batch_size())
+
+
+def timed_run(name, model, x, cond, context, n, batch_size) -> None:
+    timed = Timed(model)
+    start = time.perf_counter()
+    est = idc.conditional_mutual_info(
+        timed, x, cond, context, n_samples=n, batch_size=batch_size, progress=False
+    )
+    wall = time.perf_counter() - start
+    conds = est.n_evaluations // (n * len(x))
+    share = 1 - timed.seconds / wall
+    print(f"{name:<34}{conds:>6}{n * len(x):>7}{wall:>9.2f}{timed.seconds:>12.2f}{share:>9.1%}")
+
+
+def world_image(caption: str) -> torch.Tensor:
+    """A draw of the world that fits ``caption``, ``(3, 16, 16)`` in [-1, 1]."""
+    images, _ = WorldModel().sample(1, seed=0, cond=caption)
+    return images[0].float()
 
 
 if __name__ == "__main__":

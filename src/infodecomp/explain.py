@@ -241,7 +241,8 @@ def explain(
         words: words to explain (default: every distinct word); all occurrences count.
         n_samples: draws of (log-SNR, noise); the cost is ``n_samples * (2 + len(words))`` calls.
         seed: reproducibility seed.
-        batch_size: rows per UNet call (default: from free GPU memory, or 8 on CPU).
+        batch_size: rows per UNet call (default: from free GPU memory; on CPU about
+            2^18 input values per call).
         context: how a word is taken out: ``"remove"`` deletes it from the prompt, ``"pad"``
             replaces its tokens by padding.
         attention: also collect cross-attention maps.
