@@ -209,6 +209,21 @@ def test_numbers_do_not_depend_on_batch_size(mixture):
         torch.testing.assert_close(r.map, runs[0].map, rtol=1e-12, atol=1e-12)
 
 
+def test_denoiser_calls_are_full_batches(mixture):
+    rows = []
+
+    def counting(x_noisy, logsnr, conds):
+        rows.append(len(conds))
+        return mixture(x_noisy, logsnr, conds)
+
+    counting.logsnr_range = mixture.logsnr_range
+    x, _ = mixture.sample(3, seed=13)
+    conds = [{"shape": "circle"}, {"colour": "red"}, {"shape": "square", "colour": "red"}]
+    est = idc.mutual_info(counting, x, conds, n_samples=33, batch_size=6)
+    assert sum(rows) == est.n_evaluations == 3 * 33 * 4  # 3 conditions and the null one
+    assert rows == [6] * (est.n_evaluations // 6)  # never a part-filled call
+
+
 def test_several_conditions_share_draws_and_evaluations(mixture):
     x, _ = mixture.sample(2, seed=14)
     circle, red = {"shape": "circle", "colour": "red"}, {"colour": "red"}

@@ -290,7 +290,8 @@ def _estimate(
         map_sum = torch.zeros(n_x, n_q, *map_shape, dtype=torch.float64)
         map_sumsq = torch.zeros_like(map_sum)
 
-    units_per_call = max(1, batch_size // n_u)
+    # Draws per step: enough that their rows (n_u per draw) fill whole calls of batch_size.
+    units_per_call = batch_size // math.gcd(batch_size, n_u)
     n_units = n_x * n_samples
     bar = tqdm(total=n_units, unit="draw", disable=None if progress else True, leave=False)
     for start in range(0, n_units, units_per_call):
