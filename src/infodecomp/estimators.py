@@ -291,11 +291,11 @@ def _estimate(
         map_sumsq = torch.zeros_like(map_sum)
 
     # Draws per step: enough that their rows (n_u per draw) fill whole calls of batch_size.
-    units_per_call = batch_size // math.gcd(batch_size, n_u)
+    draws_per_step = batch_size // math.gcd(batch_size, n_u)
     n_units = n_x * n_samples
     bar = tqdm(total=n_units, unit="draw", disable=None if progress else True, leave=False)
-    for start in range(0, n_units, units_per_call):
-        units = np.arange(start, min(start + units_per_call, n_units))
+    for start in range(0, n_units, draws_per_step):
+        units = np.arange(start, min(start + draws_per_step, n_units))
         xi, si = units // n_samples, units % n_samples
         eps = _draw_noise(eps_rngs, xi, data_shape).to(device=x.device, dtype=work)
         alpha = torch.from_numpy(alphas[xi, si]).to(device=x.device, dtype=work)
