@@ -20,6 +20,7 @@ import torch
 import infodecomp as idc
 from infodecomp.explain import word_contexts
 from infodecomp.models import GaussianMixture, example_mixture
+from infodecomp.words import distinct_words
 from infodecomp.world.demo import load_bundled
 from infodecomp.world.model import WorldModel
 
@@ -95,8 +96,9 @@ def overhead_table() -> None:
     # The bundled text-to-image model (a real UNet): the demo caption against nothing and
     # against each word removed, 9 prompts per draw, as `infodecomp demo` evaluates them.
     model, caption = load_bundled(), "a red circle left of a blue square"
-    x = model.encode_image(world_image(caption))
-    words = list(dict.fromkeys(caption.split()))  # "a" once
+    image, _ = WorldModel().sample(1, seed=0, cond=caption)  # a draw of the world that fits
+    x = model.encode_image(image[0].float())
+    words = distinct_words(caption)
     conds, contexts = [caption] * (1 + len(words)), [None, *word_contexts(caption, words)]
     name = "bundled UNet, 3x16x16 pixels"
     timed_run(name, model, x, conds, contexts, 64, batch_size=model.default_batch_size())
@@ -112,12 +114,6 @@ def timed_run(name, model, x, cond, context, n, batch_size) -> None:
     conds = est.n_evaluations // (n * len(x))
     share = 1 - timed.seconds / wall
     print(f"{name:<34}{conds:>6}{n * len(x):>7}{wall:>9.2f}{timed.seconds:>12.2f}{share:>9.1%}")
-
-
-def world_image(caption: str) -> torch.Tensor:
-    """A draw of the world that fits ``caption``, ``(3, 16, 16)`` in [-1, 1]."""
-    images, _ = WorldModel().sample(1, seed=0, cond=caption)
-    return images[0].float()
 
 
 if __name__ == "__main__":
