@@ -209,6 +209,49 @@ def test_numbers_do_not_depend_on_batch_size(mixture):
         torch.testing.assert_close(r.map, runs[0].map, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_row_alone_equals_the_same_row_among_others(mixture, keyed):
+    """Streams are keyed by (seed, item key): neighbours, position and batch size do not matter.
+    At one batch size a row alone equals the row among others bit for bit; across batch sizes
+    values agree to float rounding (the denoiser's matrix kernels depend on the batch shape)."""
+    x, _ = mixture.sample(5, seed=21)
+    keys = ["a", "b", "c", "d", "e"] if keyed else None
+    conds = [{"shape": "circle"}, {"colour": "red"}]
+    run = {"n_samples": 64, "seed": 3, "per_dim": True}
+    together = {
+        bs: idc.mutual_info(mixture, x, conds, batch_size=bs, keys=keys, **run)
+        for bs in (1, 7, 256)
+    }
+    for k in (0, 2, 4):
+        alone = idc.mutual_info(
+            mixture, x[k : k + 1], conds, batch_size=7, keys=keys and keys[k : k + 1], **run
+        )
+        assert torch.equal(alone.value[0], together[7].value[k])
+        assert torch.equal(alone.stderr[0], together[7].stderr[k])
+    reordered = idc.mutual_info(
+        mixture, x.flip(0), conds, batch_size=7, keys=keys and keys[::-1], **run
+    )
+    assert torch.equal(reordered.value.flip(0), together[7].value)
+    for bs in (1, 256):
+        torch.testing.assert_close(together[bs].value, together[7].value, rtol=1e-12, atol=0)
+        torch.testing.assert_close(together[bs].map, together[7].map, rtol=1e-12, atol=1e-12)
+    # Different rows (or keys) get different draws: the keys do name the streams.
+    assert len(set(together[7].stderr[:, 0].tolist())) == 5
+
+
+def test_given_keys_name_the_streams_whatever_the_content(mixture):
+    x, _ = mixture.sample(2, seed=22)
+    same = torch.cat([x[:1], x[:1]])
+    by_content = idc.mutual_info(mixture, same, {"shape": "circle"}, n_samples=16)
+    assert by_content.value[0] == by_content.value[1]  # equal rows, equal streams
+    keyed = idc.mutual_info(mixture, same, {"shape": "circle"}, n_samples=16, keys=["p", "q"])
+    assert keyed.value[0] != keyed.value[1]
+    with pytest.raises(ValueError, match="keys for 2 rows"):
+        idc.mutual_info(mixture, x, {"shape": "circle"}, n_samples=16, keys=["p"])
+    with pytest.raises(ValueError, match="str or int item id"):
+        idc.mutual_info(mixture, x, {"shape": "circle"}, n_samples=16, keys=[1.5, 2.5])
+
+
 def test_denoiser_calls_are_full_batches(mixture):
     rows = []
 

@@ -19,6 +19,7 @@ condition of one call sees the same (a, eps) draws.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ def log_likelihood(
     batch_size: int = 256,
     per_dim: bool = False,
     sum_channels: bool = False,
+    keys: Sequence[Any] | None = None,
     progress: bool = True,
 ) -> Estimate:
     """Negative log-likelihood -log p(x | cond) in nats, one per row of ``x``.
@@ -131,6 +133,10 @@ def log_likelihood(
         batch_size: rows per denoiser call.
         per_dim: also return ``Estimate.map``, the exact split of the value over coordinates.
         sum_channels: sum the map over the channel axis (axis 1 of ``x``).
+        keys: one stable key per row of ``x`` (an item id: str or int) naming its random
+            stream: a row's draws depend only on ``(seed, key)``, never on the other rows, the
+            batch size or sharding. Default: a hash of the row's content, so the same data gives
+            the same numbers wherever it sits (two equal rows share their draws).
         progress: show a progress bar (only on a terminal).
     """
     conds = cond if isinstance(cond, list) else [cond]
@@ -148,6 +154,7 @@ def log_likelihood(
         batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
+        keys=keys,
         progress=progress,
     )
 
@@ -165,6 +172,7 @@ def mutual_info(
     batch_size: int = 256,
     per_dim: bool = False,
     sum_channels: bool = False,
+    keys: Sequence[Any] | None = None,
     progress: bool = True,
 ) -> Estimate:
     """Pointwise mutual information i(x; cond) in nats, against the null condition ``None``.
@@ -186,6 +194,7 @@ def mutual_info(
         batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
+        keys=keys,
         progress=progress,
     )
 
@@ -204,6 +213,7 @@ def conditional_mutual_info(
     batch_size: int = 256,
     per_dim: bool = False,
     sum_channels: bool = False,
+    keys: Sequence[Any] | None = None,
     progress: bool = True,
 ) -> Estimate:
     """Pointwise conditional mutual information i(x; y | context) in nats.
@@ -234,6 +244,7 @@ def conditional_mutual_info(
         batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
+        keys=keys,
         progress=progress,
     )
 
@@ -254,9 +265,12 @@ def _estimate(
     batch_size: int,
     per_dim: bool,
     sum_channels: bool,
+    keys: Sequence[Any] | None,
     progress: bool,
 ) -> Estimate:
     x = _check_inputs(x, n_samples, seed, sampling, batch_size, sum_channels)
+    if keys is not None and len(keys) != x.shape[0]:
+        raise ValueError(f"got {len(keys)} keys for {x.shape[0]} rows of x: give one per row")
     if logsnr is None:
         model_range = getattr(model, "logsnr_range", None)
         logsnr = TruncatedLogistic.from_range(*model_range) if model_range else TruncatedLogistic()
@@ -275,13 +289,11 @@ def _estimate(
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     map_shape = data_shape[1:] if sum_channels else data_shape
 
-    # Per-row random streams: results do not depend on batch_size or on how rows are grouped.
-    alpha_rngs = [
-        np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0))) for i in range(n_x)
-    ]
-    eps_rngs = [
-        np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 1))) for i in range(n_x)
-    ]
+    # Random streams keyed by (seed, row key): a row's numbers do not depend on the other rows,
+    # on batch_size or on how rows are grouped, sharded or resumed.
+    streams = [row_stream_key(x[i], None if keys is None else keys[i]) for i in range(n_x)]
+    alpha_rngs = [np.random.default_rng([seed, k, 0]) for k in streams]
+    eps_rngs = [np.random.default_rng([seed, k, 1]) for k in streams]
     alphas = np.stack([logsnr.sample(n_samples, rng, stratified) for rng in alpha_rngs])
     weights = logsnr.weight(alphas)
 
@@ -364,6 +376,7 @@ def _estimate(
         "per_dim": per_dim,
         "sum_channels": sum_channels,
         "model": type(model).__name__,
+        "stream_keys": "given" if keys is not None else "row content",
     }
     return Estimate(
         quantity=quantity,
@@ -375,6 +388,19 @@ def _estimate(
         map=est_map,
         map_stderr=est_map_se,
     )
+
+
+def row_stream_key(row: torch.Tensor, key: Any = None) -> int:
+    """The 128-bit integer that names a row's random streams: from its ``key`` (a str or int item
+    id) if given, else from its content (shape and float64 values)."""
+    if key is None:
+        data = row.detach().to("cpu", torch.float64).contiguous().numpy()
+        payload = b"content:" + repr(data.shape).encode() + data.tobytes()
+    elif isinstance(key, (str, int)) and not isinstance(key, bool):
+        payload = f"{type(key).__name__}:{key}".encode()
+    else:
+        raise ValueError(f"a row key must be a str or int item id, got {key!r}")
+    return int.from_bytes(hashlib.sha256(payload).digest()[:16], "little")
 
 
 def _draw_noise(

@@ -1,0 +1,82 @@
+"""What an evaluation measures: one item per row of ``rows.jsonl``.
+
+An item's ``id`` is stable and unique within its dataset; the estimators' random streams are keyed
+by ``(seed, id)``, so an item's numbers depend only on the item, the seed and the settings.
+``source`` says where the item came from (``"file.jsonl:12"``, ``"world:test:3"``) for messages.
+Images are a path, a PIL image or a tensor ``(3, H, W)`` in [-1, 1]; masks a path (any image,
+non-zero = inside) or a bool tensor ``(H, W)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BadItemError(ValueError):
+    """An item of a dataset cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class CompositionalItem:
+    """One image and its candidate captions, one of them true.
+
+    Attributes:
+        id: stable item id.
+        image: the image (path, PIL image or tensor).
+        captions: two or more candidate captions.
+        true_index: index of the true caption in ``captions``.
+        type: what is tested, for macro-averaging (ARO's relation or attribute name, or the
+            world's test kind: ``"relation"``, ``"attribute"``, ``"order"``); ``None`` if none.
+        group: Winoground-style 2x2 group id: two items (two images) sharing the same two
+            captions, image ``k`` true for caption ``k``; ``None`` if not grouped.
+        box: ARO crop ``(x, y, w, h)`` in pixels of the image, or ``None``.
+        source: where the item came from, for messages.
+    """
+
+    id: str
+    image: Any
+    captions: tuple[str, ...]
+    true_index: int
+    type: str | None = None
+    group: str | None = None
+    box: tuple[float, float, float, float] | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class LocalizationItem:
+    """One image and caption, with the ground-truth mask of one or more of its words.
+
+    Attributes:
+        id: stable item id.
+        image: the image.
+        caption: its caption.
+        masks: ``{word or phrase: mask}``; every word occurs in ``caption``.
+        source: where the item came from.
+    """
+
+    id: str
+    image: Any
+    caption: str
+    masks: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class InterventionItem:
+    """One image and caption, and the words whose removal is measured.
+
+    Attributes:
+        id: stable item id.
+        image: the image.
+        caption: its caption.
+        words: words of ``caption`` to remove, one at a time.
+        source: where the item came from.
+    """
+
+    id: str
+    image: Any
+    caption: str
+    words: tuple[str, ...]
+    source: str = ""
