@@ -345,3 +345,17 @@ def test_bad_arguments_raise_clear_errors(call, error, message):
 def test_bad_denoiser_outputs_raise_clear_errors(output, message):
     with pytest.raises(idc.DenoiserOutputError, match=message):
         idc.mutual_info(Broken(output), torch.ones(2, 3), "a", n_samples=4)
+
+
+def test_both_estimators_from_one_pass_equal_separate_runs(mixture):
+    x, _ = mixture.sample(2, seed=23)
+    conds = [{"shape": "circle"}, {"colour": "red"}]
+    both = idc.mutual_info(mixture, x, conds, estimator=("standard", "orthogonal"), n_samples=32)
+    for name in ("standard", "orthogonal"):
+        alone = idc.mutual_info(mixture, x, conds, estimator=name, n_samples=32)
+        assert torch.equal(both[name].value, alone.value)
+        assert both[name].settings["estimator"] == name
+        assert both[name].n_evaluations == alone.n_evaluations
+    assert not torch.equal(both["standard"].value, both["orthogonal"].value)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        idc.mutual_info(mixture, x, conds, estimator=("standard", "nope"))

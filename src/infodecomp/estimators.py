@@ -156,7 +156,7 @@ def log_likelihood(
         sum_channels=sum_channels,
         keys=keys,
         progress=progress,
-    )
+    )["negative_log_likelihood"]
 
 
 def mutual_info(
@@ -164,7 +164,7 @@ def mutual_info(
     x: torch.Tensor,
     cond: Any,
     *,
-    estimator: Literal["orthogonal", "standard"] = "orthogonal",
+    estimator: str | tuple[str, ...] = "orthogonal",
     n_samples: int = 1000,
     seed: int = 0,
     logsnr: TruncatedLogistic | None = None,
@@ -174,12 +174,13 @@ def mutual_info(
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
     progress: bool = True,
-) -> Estimate:
+) -> Any:
     """Pointwise mutual information i(x; cond) in nats, against the null condition ``None``.
 
     ``estimator="standard"`` estimates log p(x|cond) - log p(x) exactly in expectation;
     ``"orthogonal"`` (default) drops a zero-mean term: same mean over the data, lower variance,
-    never negative. Arguments as in :func:`log_likelihood`.
+    never negative. A tuple such as ``("standard", "orthogonal")`` computes each from the same
+    denoiser calls and returns ``{name: Estimate}``. Arguments as in :func:`log_likelihood`.
     """
     return conditional_mutual_info(
         model,
@@ -205,7 +206,7 @@ def conditional_mutual_info(
     cond: Any,
     context: Any,
     *,
-    estimator: Literal["orthogonal", "standard"] = "orthogonal",
+    estimator: str | tuple[str, ...] = "orthogonal",
     n_samples: int = 1000,
     seed: int = 0,
     logsnr: TruncatedLogistic | None = None,
@@ -215,27 +216,30 @@ def conditional_mutual_info(
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
     progress: bool = True,
-) -> Estimate:
+) -> Any:
     """Pointwise conditional mutual information i(x; y | context) in nats.
 
     ``cond`` is the fuller condition (context plus the part y), ``context`` the one with y removed;
     the estimate is log p(x|cond) - log p(x|context) (standard) or its orthogonal version.
     Either may be a list (the other is then broadcast, or both lists of equal length) to measure
     several pairs on shared noise, e.g. a caption against each of its words removed; each distinct
-    condition is evaluated once per draw. Other arguments as in :func:`log_likelihood`.
+    condition is evaluated once per draw. ``estimator`` as in :func:`mutual_info` (a tuple of
+    names returns ``{name: Estimate}``, all from one pass of denoiser calls). Other arguments as
+    in :func:`log_likelihood`.
     """
-    if estimator not in ESTIMATORS:
+    names = (estimator,) if isinstance(estimator, str) else tuple(estimator)
+    if not names or any(e not in ESTIMATORS for e in names):
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
     many = isinstance(cond, list) or isinstance(context, list)
     conds, contexts = _broadcast_pairs(cond, context)
     quantity = "mutual_info" if all(c is None for c in contexts) else "conditional_mutual_info"
-    return _estimate(
+    out = _estimate(
         quantity,
         model,
         x,
         conds,
         contexts,
-        estimator=estimator,
+        estimators=names,
         many=many,
         n_samples=n_samples,
         seed=seed,
@@ -247,6 +251,7 @@ def conditional_mutual_info(
         keys=keys,
         progress=progress,
     )
+    return out[estimator] if isinstance(estimator, str) else out
 
 
 def _estimate(
@@ -256,7 +261,7 @@ def _estimate(
     conds: list[Any],
     contexts: list[Any] | None,
     *,
-    estimator: str | None = None,
+    estimators: Sequence[str] = (),
     many: bool,
     n_samples: int,
     seed: int,
@@ -267,7 +272,9 @@ def _estimate(
     sum_channels: bool,
     keys: Sequence[Any] | None,
     progress: bool,
-) -> Estimate:
+) -> dict[str, Estimate]:
+    """The estimates of ``quantity`` (one per name in ``estimators`` for information, keyed by
+    name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls."""
     x = _check_inputs(x, n_samples, seed, sampling, batch_size, sum_channels)
     if keys is not None and len(keys) != x.shape[0]:
         raise ValueError(f"got {len(keys)} keys for {x.shape[0]} rows of x: give one per row")
@@ -297,10 +304,12 @@ def _estimate(
     alphas = np.stack([logsnr.sample(n_samples, rng, stratified) for rng in alpha_rngs])
     weights = logsnr.weight(alphas)
 
-    totals = torch.zeros(n_x, n_q, n_samples, dtype=torch.float64)
+    # One integrand per requested estimator, all from the same denoiser outputs.
+    kinds = [quantity] if quantity == "negative_log_likelihood" else list(estimators)
+    totals = {k: torch.zeros(n_x, n_q, n_samples, dtype=torch.float64) for k in kinds}
     if per_dim:
-        map_sum = torch.zeros(n_x, n_q, *map_shape, dtype=torch.float64)
-        map_sumsq = torch.zeros_like(map_sum)
+        map_sum = {k: torch.zeros(n_x, n_q, *map_shape, dtype=torch.float64) for k in kinds}
+        map_sumsq = {k: torch.zeros_like(map_sum[k]) for k in kinds}
 
     # Draws per step: enough that their rows (n_u per draw) fill whole calls of batch_size.
     draws_per_step = batch_size // math.gcd(batch_size, n_u)
@@ -316,47 +325,36 @@ def _estimate(
         x_noisy = sig.sqrt() * x_rows + (1 - sig).sqrt() * eps
         eps_hat = _denoise(model, x_noisy.to(x.dtype), alpha.to(x.dtype), unique, batch_size)
         eps_hat = eps_hat.to(work).view(len(units), n_u, *data_shape)
+        w = torch.from_numpy(weights[xi, si]).to(device=x.device, dtype=work)
+        w = w.view(-1, 1, *[1] * len(data_shape))
 
         # Per-coordinate integrand of every requested pair, shape (U, n_q, *data_shape).
         e, fuller = eps.unsqueeze(1), eps_hat[:, cond_idx]
-        if quantity == "negative_log_likelihood":
-            # Control variate: the standard-Gaussian reference's error on the same eps, whose
-            # integral is known in closed form (-log N(x; 0, I)); it cancels the noise in the tails.
-            reference = ((1 - sig).sqrt() * x_noisy).unsqueeze(1)
-            integrand = (e - fuller) ** 2 - (e - reference) ** 2
-        elif estimator == "orthogonal":
-            integrand = (eps_hat[:, ctx_idx] - fuller) ** 2
-        else:
-            integrand = (e - eps_hat[:, ctx_idx]) ** 2 - (e - fuller) ** 2
-        w = torch.from_numpy(weights[xi, si]).to(device=x.device, dtype=work)
-        contrib = 0.5 * w.view(-1, 1, *[1] * len(data_shape)) * integrand
-        if quantity == "negative_log_likelihood":
-            contrib = contrib + 0.5 * (math.log(2 * math.pi) + x_rows.unsqueeze(1) ** 2)
-        if sum_channels:
-            contrib = contrib.sum(dim=2)
-
-        totals[xi, :, si] = contrib.flatten(2).sum(-1).double().cpu()
-        if per_dim:
-            rows = torch.from_numpy(xi)
-            contrib = contrib.double().cpu()
-            map_sum.index_add_(0, rows, contrib)
-            map_sumsq.index_add_(0, rows, contrib**2)
+        for kind in kinds:
+            if kind == "negative_log_likelihood":
+                # Control variate: the standard-Gaussian reference's error on the same eps, whose
+                # integral is known in closed form (-log N(x; 0, I)); it cancels the tails' noise.
+                reference = ((1 - sig).sqrt() * x_noisy).unsqueeze(1)
+                integrand = (e - fuller) ** 2 - (e - reference) ** 2
+                contrib = 0.5 * w * integrand
+                contrib = contrib + 0.5 * (math.log(2 * math.pi) + x_rows.unsqueeze(1) ** 2)
+            elif kind == "orthogonal":
+                contrib = 0.5 * w * (eps_hat[:, ctx_idx] - fuller) ** 2
+            else:
+                contrib = 0.5 * w * ((e - eps_hat[:, ctx_idx]) ** 2 - (e - fuller) ** 2)
+            if sum_channels:
+                contrib = contrib.sum(dim=2)
+            totals[kind][xi, :, si] = contrib.flatten(2).sum(-1).double().cpu()
+            if per_dim:
+                rows = torch.from_numpy(xi)
+                contrib = contrib.double().cpu()
+                map_sum[kind].index_add_(0, rows, contrib)
+                map_sumsq[kind].index_add_(0, rows, contrib**2)
         bar.update(len(units))
     bar.close()
 
-    value, stderr = totals.mean(-1), _stderr(totals, stratified)
-    est_map = est_map_se = None
-    if per_dim:
-        est_map = map_sum / n_samples
-        var = (map_sumsq / n_samples - est_map**2).clamp(min=0) / (n_samples - 1)
-        est_map_se = var.sqrt()
-    if not many:
-        value, stderr = value[:, 0], stderr[:, 0]
-        if per_dim:
-            est_map, est_map_se = est_map[:, 0], est_map_se[:, 0]
-
     settings = {
-        "estimator": estimator,
+        "estimator": None,
         "sampling": sampling,
         "n_samples": n_samples,
         "batch_size": batch_size,
@@ -378,16 +376,29 @@ def _estimate(
         "model": type(model).__name__,
         "stream_keys": "given" if keys is not None else "row content",
     }
-    return Estimate(
-        quantity=quantity,
-        value=value,
-        stderr=stderr,
-        n_evaluations=n_units * n_u,
-        seed=seed,
-        settings=settings,
-        map=est_map,
-        map_stderr=est_map_se,
-    )
+    out = {}
+    for kind in kinds:
+        value, stderr = totals[kind].mean(-1), _stderr(totals[kind], stratified)
+        est_map = est_map_se = None
+        if per_dim:
+            est_map = map_sum[kind] / n_samples
+            var = (map_sumsq[kind] / n_samples - est_map**2).clamp(min=0) / (n_samples - 1)
+            est_map_se = var.sqrt()
+        if not many:
+            value, stderr = value[:, 0], stderr[:, 0]
+            if per_dim:
+                est_map, est_map_se = est_map[:, 0], est_map_se[:, 0]
+        out[kind] = Estimate(
+            quantity=quantity,
+            value=value,
+            stderr=stderr,
+            n_evaluations=n_units * n_u,
+            seed=seed,
+            settings=settings | {"estimator": None if kind == quantity else kind},
+            map=est_map,
+            map_stderr=est_map_se,
+        )
+    return out
 
 
 def row_stream_key(row: torch.Tensor, key: Any = None) -> int:
