@@ -1,0 +1,90 @@
+"""What every evaluation shares: the models by name, model inputs, and the run's settings."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..estimators import TruncatedLogistic
+from ..images import load_image
+from ..world.model import WorldModel
+
+EXACT_NAME = "infodecomp/shapes-world-exact"
+# Draws per item unless told: the estimators' standard errors are optimistic below a few hundred
+# draws (heavy-tailed importance weights), so evaluations default to more than the demo.
+DEFAULT_SAMPLES = 128
+
+
+@dataclass
+class EvalModel:
+    """A model under evaluation: the denoiser and how it was made.
+
+    Attributes:
+        denoiser: a :class:`~infodecomp.models.DiffusersModel` or the exact :class:`WorldModel`.
+        name: ``"bundled"``, ``"exact"`` or the diffusers path / id given.
+        label: how tables name it.
+        revision: weights revision (a hash for the bundled model, the package version for the
+            exact model, the cached commit for a hub id), or ``None``.
+        image_size: side of the square images it takes, in pixels.
+        logsnr: the integration distribution of its estimates.
+    """
+
+    denoiser: Any
+    name: str
+    label: str
+    revision: str | None
+    image_size: int
+    logsnr: TruncatedLogistic
+
+    @property
+    def is_exact(self) -> bool:
+        return isinstance(self.denoiser, WorldModel)
+
+    def input(self, image: Any) -> torch.Tensor:
+        """The model's input for an image, ``(1, *data_shape)``: the image as given for the exact
+        model (float64, never clamped), VAE latents or pixels for a diffusers model."""
+        if self.is_exact:
+            return load_image(image, self.image_size)[None].double()
+        return self.denoiser.encode_image(image)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "model_label": self.label, "model_revision": self.revision}
+
+
+def load_model(name: str, device: str | None = None, dtype: torch.dtype | None = None) -> EvalModel:
+    """``"bundled"`` (the shipped shapes-world model), ``"exact"`` (the world's exact model) or
+    a diffusers folder / cached hub id. The world's two models integrate over the bundled model's
+    trained log-SNR range, so their numbers compare like for like."""
+    from ..models.diffusers import DiffusersModel
+    from ..world.demo import BUNDLED, load_bundled
+
+    if name in ("bundled", "exact"):
+        bundled = load_bundled(device=device)
+        logsnr = TruncatedLogistic.from_range(*bundled.logsnr_range)
+        weights = BUNDLED / "unet" / "diffusion_pytorch_model.safetensors"
+        if name == "exact":
+            return EvalModel(
+                WorldModel(), "exact", "exact world model", _version("infodecomp"), 16, logsnr
+            )
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        return EvalModel(bundled, "bundled", "bundled model", digest, bundled.image_size, logsnr)
+    model = DiffusersModel.from_pretrained(name, dtype=dtype, device=device)
+    logsnr = TruncatedLogistic.from_range(*model.logsnr_range)
+    return EvalModel(model, name, name, model.revision, model.image_size, logsnr)
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages that produce the numbers."""
+    names = ("infodecomp", "torch", "diffusers", "transformers", "numpy")
+    return {n: _version(n) for n in names}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,242 @@
+"""Compositional tests (the paper's ARO experiments): does the model prefer the true caption?
+
+Each item is one image with two or more candidate captions, one true. Every caption is scored on
+the same noise draws (keyed by the item id) and the highest score wins. Two scores come from the
+same denoiser calls:
+
+* ``standard`` (default): the standard estimate of log p(x|caption) - log p(x), a log-likelihood
+  ratio. With the prior over captions uniform, the caption with the highest ratio is the most
+  probable caption given the image (Bayes), so this is the score to rank with.
+* ``orthogonal``: the paper's protocol, 1/2 int E||eps_hat(x_a) - eps_hat(x_a|caption)||^2 da.
+  It measures how much a caption changes the denoiser, not how well it fits the image: a caption
+  that contradicts the image moves the denoiser a lot and gets a huge score. Its mean over images
+  drawn with the caption equals the mutual information, but for one image it is not the ratio.
+
+Each row keeps every score with its standard error, and the margin of the true caption over the
+best false one: for ``standard`` the log-likelihood ratio of the two captions estimated directly
+(its own pair on the same draws, so its standard error is exact); for ``orthogonal`` the
+difference of the two scores with a conservative standard error (their covariance, positive on
+shared draws, is ignored). A margin is significant when its 95% interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..estimators import conditional_mutual_info
+from . import metrics
+from .common import EvalModel
+from .items import CompositionalItem
+from .runner import Task
+
+ESTIMATORS = ("standard", "orthogonal")
+Z95 = 1.959963984540054
+
+
+def make_task(
+    model: EvalModel, settings: dict[str, Any], reference: EvalModel | None = None
+) -> Task:
+    """The compositional evaluation of ``model`` (and of the exact ``reference`` on the world's
+    data, so every table shows what a perfect model gets)."""
+
+    def measure(item: CompositionalItem) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "captions": list(item.captions),
+            "true_index": item.true_index,
+            "type": item.type,
+            "group": item.group,
+            "scores": {"model": score(model, item, settings)},
+        }
+        if reference is not None:
+            row["scores"]["reference"] = score(reference, item, settings)
+        return row
+
+    def denoiser_rows(item: CompositionalItem) -> int:
+        return settings["samples"] * (len(item.captions) + 1)
+
+    return Task("compositional", measure, denoiser_rows)
+
+
+def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every caption's scores (nats, with standard errors), the true caption's margin over the
+    best false one, and the ranking credit, for each estimator."""
+    from .datasets import crop_box
+
+    image = item.image if item.box is None else crop_box(item.image, item.box)
+    x = model.input(image)
+    captions, k = list(item.captions), item.true_index
+    falses = [j for j in range(len(captions)) if j != k]
+    # Pairs: each caption against nothing (its score), then the true caption against each false
+    # one (their log-likelihood ratio). The distinct conditions, hence the cost, are the same.
+    conds = captions + [captions[k]] * len(falses)
+    contexts = [None] * len(captions) + [captions[j] for j in falses]
+    estimates = conditional_mutual_info(
+        model.denoiser,
+        x,
+        conds,
+        contexts,
+        estimator=ESTIMATORS,
+        n_samples=settings["samples"],
+        seed=settings["seed"],
+        logsnr=model.logsnr,
+        batch_size=settings["batch_size"],
+        keys=[item.id],
+        progress=False,
+    )
+    out: dict[str, Any] = {"n_evaluations": estimates["standard"].n_evaluations}
+    for name, est in estimates.items():
+        value, se = est.value[0].tolist(), est.stderr[0].tolist()
+        scores, ses = value[: len(captions)], se[: len(captions)]
+        best = max(falses, key=lambda j: scores[j])
+        if name == "standard":
+            pair = len(captions) + falses.index(best)
+            margin, margin_se = value[pair], se[pair]
+        else:
+            margin, margin_se = scores[k] - scores[best], math.hypot(ses[k], ses[best])
+        out[name] = {
+            "scores": scores,
+            "stderr": ses,
+            "credit": metrics.ranking_credit(scores, k),
+            "margin": {
+                "value": margin,
+                "stderr": margin_se,
+                "ci95": [margin - Z95 * margin_se, margin + Z95 * margin_se],
+                "verdict": _verdict(margin, margin_se),
+            },
+        }
+    if model.is_exact:  # the exact log-ratios themselves: the Bayes-optimal ranking
+        log_p = [model.denoiser.log_prob(x, c).item() for c in [None, *captions]]
+        exact = [lp - log_p[0] for lp in log_p[1:]]
+        out["exact"] = {"scores": exact, "credit": metrics.ranking_credit(exact, k)}
+    return out
+
+
+def _verdict(margin: float, se: float) -> str:
+    if margin - Z95 * se > 0:
+        return "true caption significantly ahead"
+    if margin + Z95 * se < 0:
+        return "a false caption significantly ahead"
+    return "not significant"
+
+
+def _columns(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key, model, score) of each column: the reference's first, then the model's."""
+    cols = []
+    for who in ("reference", "model"):
+        if who in rows[0]["scores"]:
+            names = (["exact"] if "exact" in rows[0]["scores"][who] else []) + list(ESTIMATORS)
+            cols += [(f"{who}/{name}", who, name) for name in names]
+    return cols
+
+
+def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy per column (plain, macro over types, per type) with bootstrap 95% intervals,
+    chance, the share of significant margins, and Winoground's text / image / group scores for
+    2x2 groups."""
+    if not rows:
+        return {"columns": {}}
+    seed = settings["seed"]
+    types = [r["type"] or "all" for r in rows]
+    chance = [1 / len(r["captions"]) for r in rows]
+    out: dict[str, Any] = {
+        "labels": {"reference": settings.get("reference_label"), "model": settings["model_label"]},
+        "chance": _accuracies(chance, types, seed),
+        "columns": {},
+    }
+    for key, who, name in _columns(rows, settings):
+        credits = [r["scores"][who][name]["credit"] for r in rows]
+        col = _accuracies(credits, types, seed)
+        if name != "exact":
+            verdicts = [r["scores"][who][name]["margin"]["verdict"] for r in rows]
+            col["significant_true"] = verdicts.count("true caption significantly ahead") / len(rows)
+            col["significant_false"] = verdicts.count("a false caption significantly ahead") / len(
+                rows
+            )
+        groups = _winoground(rows, who, name, seed)
+        if groups is not None:
+            col["winoground"] = groups
+        out["columns"][key] = col
+    return out
+
+
+def _accuracies(credits: list[float], types: list[str], seed: int) -> dict[str, Any]:
+    out = {"accuracy": metrics.accuracy(credits, seed=seed)}
+    if len(set(types)) > 1:
+        macro = metrics.macro_accuracy(credits, types, seed=seed)
+        out["per_type"] = macro.pop("per_type")
+        out["macro_accuracy"] = macro
+    return out
+
+
+def _winoground(rows: list[dict[str, Any]], who: str, name: str, seed: int) -> Any:
+    by_group: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r["group"] is not None:
+            by_group.setdefault(r["group"], {})[r["true_index"]] = r["scores"][who][name]["scores"]
+    complete = [g for g in by_group.values() if set(g) == {0, 1}]
+    if not complete:
+        return None
+    # s[g, c, i]: caption c's score for image i (image i's row holds both captions' scores).
+    s = np.array([[[g[i][c] for i in (0, 1)] for c in (0, 1)] for g in complete])
+    return metrics.winoground_scores(s, seed=seed)
+
+
+def table(summary: dict[str, Any]) -> str:
+    """Accuracy table: a line per score (chance, the reference's, the model's), a column per
+    test type, each cell the accuracy and its 95% bootstrap interval."""
+    cols = summary.get("columns", {})
+    if not cols:
+        return "compositional: no items measured yet"
+    labels, settings = summary["labels"], summary["settings"]
+    names = {"exact": "exact log-ratio", "standard": "standard", "orthogonal": "orthogonal (paper)"}
+    lines_of = {"chance": summary["chance"]}
+    for key, col in cols.items():
+        who, name = key.split("/")
+        lines_of[f"{labels[who]}: {names[name]}"] = col
+    chance = summary["chance"]
+    heads = [("all items", "accuracy", None)]
+    if "per_type" in chance:
+        heads.append(("macro over types", "macro_accuracy", None))
+        heads += [(f"{t} (n={m['n']})", "per_type", t) for t, m in chance["per_type"].items()]
+
+    def cell(entry: dict[str, Any], field: str, kind: str | None) -> str:
+        m = entry[field] if kind is None else entry[field][kind]
+        lo, hi = m["ci95"]
+        return f"{m['value']:.0%}" + (f" [{lo:.0%}-{hi:.0%}]" if lo is not None else "")
+
+    first = max(len(k) for k in lines_of) + 2
+    width = max(18, *(len(h) + 2 for h, _, _ in heads))
+    lines = [
+        f"Compositional tests: {summary['n_items']} items ({summary['n_skipped']} skipped), "
+        f"{settings['samples']} draws, seed {settings['seed']}. Accuracy (true caption ranked "
+        "first) with its 95% bootstrap interval.",
+        f"{'':<{first}}" + "".join(f"{h:>{width}}" for h, _, _ in heads),
+    ]
+    for label, entry in lines_of.items():
+        lines.append(
+            f"{label:<{first}}" + "".join(f"{cell(entry, f, t):>{width}}" for _, f, t in heads)
+        )
+    for key, col in cols.items():
+        who, name = key.split("/")
+        if "significant_true" in col:
+            lines.append(
+                f"{labels[who]}, {name}: margin significant for the true caption in "
+                f"{col['significant_true']:.0%} of items, for a false one in "
+                f"{col['significant_false']:.0%}"
+            )
+        if "winoground" in col:
+            w = col["winoground"]
+            lines.append(
+                f"{labels[who]}, {name}: Winoground text {w['text']['value']:.0%}, image "
+                f"{w['image']['value']:.0%}, group {w['group']['value']:.0%} "
+                f"({w['text']['n']} groups)"
+            )
+    lines.append(
+        "standard: log p(x|caption) - log p(x), the score to rank captions with. orthogonal: "
+        "the paper's protocol; it grows with how much a caption changes the denoiser, so a "
+        "caption that contradicts the image scores high. No attention-based score ranks captions."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,251 @@
+"""Run an evaluation over a dataset: rows written as they come, resumable, sharded.
+
+Layout of an output folder ``DIR``:
+
+* ``settings.json``: what the run measures (task, model, data, seed, draws, ...). A later run into
+  the same folder must have the same settings (``limit`` may grow), or it is refused.
+* ``rows.jsonl`` (one process) or ``rows.<rank>.jsonl`` (one file per process under Accelerate):
+  one JSON line per item, written and flushed when the item is done. A half-written last line
+  (a kill in the middle of a write) is detected and dropped on the next run.
+* ``summary.json``: every metric as ``{"value", "ci95", "n"}``, rebuilt from the rows by
+  :func:`summarize` (``infodecomp eval summarize DIR``).
+
+Items are assigned to processes by position (item ``i`` to process ``i % n``) and skipped if any
+rows file already holds their id, so a rerun (with any number of processes) neither loses nor
+repeats an item; each item's numbers depend only on the item, the seed and the settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .items import BadItemError
+
+# Settings that may change between runs into one folder without changing any row.
+RESUMABLE_KEYS = ("limit", "batch_size", "progress")
+
+
+@dataclass
+class Task:
+    """One kind of evaluation with its model, as the runner sees it. (Its summary and table
+    come from the evaluation's module, so :func:`summarize` needs no model.)
+
+    Attributes:
+        name: ``"compositional"``, ``"localization"`` or ``"intervention"``.
+        measure: item -> the item's row (a JSON-ready dict), from the item alone.
+        denoiser_rows: item -> denoiser rows (network evaluations) the item will take.
+    """
+
+    name: str
+    measure: Callable[[Any], dict[str, Any]]
+    denoiser_rows: Callable[[Any], int]
+
+
+def process_state() -> tuple[int, int, Callable[[], None]]:
+    """``(rank, n_processes, barrier)`` from Accelerate when launched by ``accelerate launch``,
+    else a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, lambda: None
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def run(
+    task: Task,
+    items: Sequence[Any],
+    out: str | Path,
+    settings: dict[str, Any],
+    *,
+    skip_bad: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Measure every item not yet in ``out`` and write its row; then (on the main process)
+    rebuild and return the summary.
+
+    Raises ``ValueError`` if ``out`` holds a run with other settings, or another run is writing
+    into it; :class:`BadItemError` on a bad item unless ``skip_bad`` (then the item's row records
+    the error and the item counts as done).
+    """
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    out = Path(out)
+    rank, n_proc, barrier = process_state()
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("item ids are not unique")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _check_settings(out, settings)
+    barrier()
+
+    rows_path = out / ("rows.jsonl" if n_proc == 1 else f"rows.{rank}.jsonl")
+    with _lock(out / f".lock.{rows_path.stem}"):
+        _drop_partial_line(rows_path)
+        done = {row["id"] for row in read_rows(out)}
+        mine = [(i, item) for i, item in enumerate(items) if i % n_proc == rank]
+        todo = [(i, item) for i, item in mine if item.id not in done]
+        if rank == 0:
+            left = [item for item in items if item.id not in done]
+            cost = sum(task.denoiser_rows(item) for item in left)
+            log(
+                f"{task.name}: {len(items)} items, {len(items) - len(left)} already done; "
+                f"{len(left)} to measure, about {cost} denoiser rows"
+                + (f" over {n_proc} processes" if n_proc > 1 else "")
+            )
+        _measure_all(task, todo, rows_path, settings, skip_bad, progress and rank == 0, log)
+    barrier()
+    return summarize(out, log=log) if rank == 0 else None
+
+
+def _measure_all(
+    task: Task,
+    todo: list[tuple[int, Any]],
+    rows_path: Path,
+    settings: dict[str, Any],
+    skip_bad: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> None:
+    on_terminal = progress and sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="item", disable=not on_terminal, leave=False)
+    start = last_log = time.monotonic()
+    with rows_path.open("a") as f:
+        for n_done, (index, item) in enumerate(todo, start=1):
+            try:
+                result = task.measure(item)
+            except BadItemError as err:
+                if not skip_bad:
+                    raise
+                result = {"skipped": str(err)}
+            row = {"index": index, "id": item.id, "source": item.source, **result}
+            row["settings"] = settings
+            f.write(json.dumps(_plain(row), allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            bar.update(1)
+            now = time.monotonic()
+            left = (now - start) / n_done * (len(todo) - n_done)
+            if n_done == 1 and len(todo) > 1:
+                log(f"first item took {now - start:.1f} s; about {_duration(left)} left")
+            elif progress and not on_terminal and now - last_log > 30:
+                log(f"{n_done}/{len(todo)} items, {_duration(left)} left")
+                last_log = now
+    bar.close()
+    if todo:
+        seconds = time.monotonic() - start
+        log(f"measured {len(todo)} items in {seconds:.1f} s ({seconds / len(todo):.2f} s/item)")
+
+
+def read_rows(out: str | Path) -> list[dict[str, Any]]:
+    """Every complete row of every rows file in ``out``, each id once, in item order."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(out).glob("rows*.jsonl")):
+        with path.open() as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break  # a half-written last line
+                row = json.loads(line)
+                rows.setdefault(row["id"], row)
+    return sorted(rows.values(), key=lambda r: r["index"])
+
+
+def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Rebuild ``out/summary.json`` from the rows and return it (``log`` gets the table)."""
+    from . import EVALUATIONS
+
+    out = Path(out)
+    settings_path = out / "settings.json"
+    if not settings_path.exists():
+        raise ValueError(f"{out} holds no evaluation (no settings.json)")
+    settings = json.loads(settings_path.read_text())
+    rows = read_rows(out)
+    skipped = [r for r in rows if "skipped" in r]
+    evaluation = EVALUATIONS[settings["task"]]
+    summary = evaluation.summarize([r for r in rows if "skipped" not in r], settings)
+    summary = {
+        "task": settings["task"],
+        "n_items": len(rows) - len(skipped),
+        "n_skipped": len(skipped),
+        **summary,
+        "settings": settings,
+    }
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
+    tmp.replace(out / "summary.json")
+    if log is not None:
+        log(evaluation.table(summary))
+    return summary
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = out / "settings.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        keys = sorted(set(old) | set(settings))
+        changed = [
+            f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+            for k in keys
+            if k not in RESUMABLE_KEYS and old.get(k) != settings.get(k)
+        ]
+        if changed:
+            raise ValueError(
+                f"{out} holds a run with other settings ({'; '.join(changed)}): "
+                "use another --out, or the same settings to resume"
+            )
+    tmp = out / "settings.json.tmp"
+    tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Truncate a rows file after its last complete line (a kill can leave half a line)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep != len(data):
+        with path.open("r+b") as f:
+            f.truncate(keep)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    with path.open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"another run is writing into {path.parent}: wait for it or use another --out"
+            ) from None
+        yield
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: NaN and inf become ``None`` (strict JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -1,0 +1,157 @@
+"""Evaluation data built from the shapes world, with known answers.
+
+Item ``i`` of a split is drawn from its own random stream ``(split, kind, i)``, so the first ``n``
+items are the same whatever ``limit`` is asked for, and items never depend on each other.
+Images are the world's draws (rendered scene plus pixel noise), as tensors, never clamped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..world.model import WorldModel
+from ..world.scenes import (
+    COLOURS,
+    PIXEL_NOISE,
+    SHAPES,
+    SIZE,
+    SPLITS,
+    Scene,
+    all_scenes,
+    assignment,
+    captions,
+    parse,
+    render,
+    scene_weights,
+    split_caption,
+    word_masks,
+)
+from .items import CompositionalItem, InterventionItem, LocalizationItem
+
+COMPOSITIONAL_KINDS = ("relation", "attribute", "order")
+SWAP = {"left": "right", "right": "left", "above": "below", "below": "above"}
+ORDER_FALSE_CAPTIONS = 3  # false captions per word-order item (ARO's order sets have 4)
+
+
+def _rng(split: str, kind: str, index: int) -> np.random.Generator:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLITS)}")
+    kinds = ("compositional", "localization", "intervention", *COMPOSITIONAL_KINDS)
+    return np.random.default_rng([SPLITS[split], kinds.index(kind), index])
+
+
+def _draw(rng: np.random.Generator, two_objects: bool) -> tuple[Scene, torch.Tensor, str]:
+    """A scene from the world's prior (two-object scenes only if asked), its noisy image and one
+    of its captions."""
+    scenes, p = all_scenes(), scene_weights()
+    if two_objects:
+        p = p * np.array([len(s.objects) == 2 for s in scenes])
+        p = p / p.sum()
+    scene = scenes[rng.choice(len(scenes), p=p)]
+    caption = str(rng.choice(captions(scene)))
+    noise = torch.from_numpy(rng.standard_normal((3, SIZE, SIZE)).astype(np.float32))
+    return scene, render(scene) + PIXEL_NOISE * noise, caption
+
+
+def compositional_items(split: str = "test", n: int = 24) -> list[CompositionalItem]:
+    """Two-object images with a true caption and false ones, cycling through three tests:
+    ``"relation"`` (the relation word swapped: left/right, above/below), ``"attribute"`` (the two
+    objects' colours exchanged; scenes with two colours) and ``"order"`` (up to three random
+    orders of the caption's words that the world reads as a description of other scenes)."""
+    items = []
+    for i in range(n):
+        kind = COMPOSITIONAL_KINDS[i % len(COMPOSITIONAL_KINDS)]
+        rng = _rng(split, kind, i)
+        while True:
+            scene, image, caption = _draw(rng, two_objects=True)
+            falses = _false_captions(kind, scene, caption, rng)
+            if falses:
+                break
+        texts = [caption, *falses]
+        order = rng.permutation(len(texts))  # the true caption's place is not a tell
+        items.append(
+            CompositionalItem(
+                id=f"world-{split}-{i}",
+                image=image,
+                captions=tuple(texts[j] for j in order),
+                true_index=int(np.argmin(order)),
+                type=kind,
+                source=f"world:{split}:{i}",
+            )
+        )
+    return items
+
+
+def _false_captions(kind: str, scene: Scene, caption: str, rng: np.random.Generator) -> list[str]:
+    words = split_caption(caption)
+    if kind == "relation":
+        return [" ".join(SWAP.get(w, w) for w in words)]
+    if kind == "attribute":
+        colours = [w for w in words if w in COLOURS]
+        if colours[0] == colours[1]:
+            return []
+        swap = {colours[0]: colours[1], colours[1]: colours[0]}
+        return [" ".join(swap.get(w, w) for w in words)]
+    world, falses = _world(), []
+    for _ in range(200):
+        shuffled = " ".join(words[j] for j in rng.permutation(len(words)))
+        if shuffled in falses or shuffled == caption:
+            continue
+        try:
+            world.components(shuffled)  # the world reads it as some scenes ...
+        except ValueError:
+            continue
+        if assignment(scene, parse(shuffled)) is None:  # ... and not as this one
+            falses.append(shuffled)
+            if len(falses) == ORDER_FALSE_CAPTIONS:
+                break
+    return falses
+
+
+_WORLD: list[WorldModel] = []
+
+
+def _world() -> WorldModel:
+    if not _WORLD:
+        _WORLD.append(WorldModel())
+    return _WORLD[0]
+
+
+def localization_items(split: str = "test", n: int = 40) -> list[LocalizationItem]:
+    """Images of the world's prior with their caption and the ground-truth mask of each colour
+    and shape word (the pixels of the object its mention describes)."""
+    items = []
+    for i in range(n):
+        scene, image, caption = _draw(_rng(split, "localization", i), two_objects=False)
+        masks = word_masks(scene, caption)
+        items.append(
+            LocalizationItem(
+                id=f"world-{split}-{i}",
+                image=image,
+                caption=caption,
+                masks=masks,
+                source=f"world:{split}:{i}",
+            )
+        )
+    return items
+
+
+def intervention_items(split: str = "test", n: int = 24) -> list[InterventionItem]:
+    """Images of the world's prior with their caption; the words removed are the colour, shape
+    and relation words."""
+    keep = {*COLOURS, *SHAPES, *SWAP}
+    items = []
+    for i in range(n):
+        _, image, caption = _draw(_rng(split, "intervention", i), two_objects=False)
+        words = tuple(dict.fromkeys(w for w in split_caption(caption) if w in keep))
+        items.append(
+            InterventionItem(
+                id=f"world-{split}-{i}",
+                image=image,
+                caption=caption,
+                words=words,
+                source=f"world:{split}:{i}",
+            )
+        )
+    return items
