@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--samples", type=int, default=128, help="noise draws (default 128)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
+    _eval_arguments(commands)
+
     args = parser.parse_args(argv)
     run = {
         "reference": run_reference,
@@ -116,12 +119,124 @@ def main(argv: Sequence[str] | None = None) -> int:
         "heatmap": run_heatmap,
         "score": run_score,
         "train-world": run_train_world,
+        "eval": run_eval,
     }[args.command]
     try:
         return run(args)
     except (ValueError, DenoiserOutputError, OSError) as err:
         print(f"infodecomp: error: {err}", file=sys.stderr)
         return 2
+
+
+def _eval_arguments(commands: Any) -> None:
+    from .ddim import DEFAULT_STEPS
+    from .evaluate.common import DEFAULT_SAMPLES
+
+    ev = commands.add_parser(
+        "eval",
+        help="evaluate a model over a dataset (compositional tests, localization, interventions)",
+        description="Measure a model over a dataset, one row per item in OUT/rows.jsonl (written "
+        "as it goes; rerun the same command to resume after a kill), then OUT/summary.json and a "
+        "table. On the world's data the exact world model is measured beside the model. Shard "
+        "over processes or GPUs with `accelerate launch -m infodecomp eval ...`.",
+    )
+    kinds = ev.add_subparsers(dest="evaluation", required=True)
+    texts = {
+        "compositional": "does the model rank the true caption first? (relations, attribute "
+        "binding, word order; ARO, Winoground-style groups)",
+        "localization": "do a word's information and attention maps find its object? (mIoU, "
+        "pixel accuracy, mAP)",
+        "intervention": "does a word's information predict what changes when it is removed?",
+    }
+    for name, text in texts.items():
+        sub = kinds.add_parser(name, help=text, description=text)
+        sub.add_argument("--out", type=Path, required=True, help="output folder")
+        sub.add_argument(
+            "--model",
+            default="bundled",
+            help="'bundled', 'exact' (the world's exact model) or a diffusers folder / cached id "
+            "(default bundled)",
+        )
+        sub.add_argument(
+            "--data", default="world", help="'world' (default; answers known) or a data file"
+        )
+        formats = {
+            "compositional": "jsonl or aro (ARO's VG-Relation / VG-Attribution JSON)",
+            "localization": "jsonl or coco (instances JSON; with --coco-captions)",
+            "intervention": "jsonl",
+        }[name]
+        sub.add_argument("--format", dest="data_format", help=f"data format: {formats}")
+        sub.add_argument("--image-root", help="folder of the data's images (default: its folder)")
+        if name == "localization":
+            sub.add_argument("--coco-captions", help="COCO captions JSON (--format coco)")
+        sub.add_argument("--split", default="test", help="the world's split (default test)")
+        sub.add_argument("--limit", type=int, help="at most this many items")
+        sub.add_argument(
+            "--samples",
+            type=int,
+            default=DEFAULT_SAMPLES,
+            help=f"noise draws per item (default {DEFAULT_SAMPLES})",
+        )
+        sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        sub.add_argument("--batch-size", type=int, help="rows per denoiser call (default: auto)")
+        if name != "compositional":
+            sub.add_argument(
+                "--ddim-steps",
+                type=int,
+                default=DEFAULT_STEPS,
+                help=f"DDIM steps each way (default {DEFAULT_STEPS})",
+            )
+        else:
+            sub.add_argument(
+                "--estimator",
+                choices=["standard", "orthogonal"],
+                default="standard",
+                help="ranking score: standard (log p(x|caption) - log p(x), default) or "
+                "orthogonal (the paper's protocol); both are measured and shown",
+            )
+        sub.add_argument("--device", help="torch device (default cpu, or each process's GPU)")
+        sub.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype")
+        sub.add_argument(
+            "--skip-bad", action="store_true", help="record and skip bad items instead of stopping"
+        )
+    summ = kinds.add_parser(
+        "summarize", help="rebuild OUT/summary.json from the rows and print the table"
+    )
+    summ.add_argument("out", type=Path, help="an evaluation's output folder")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import EVALUATIONS, summarize
+    from .evaluate.evaluation import evaluate
+
+    _quiet_libraries()
+    if args.evaluation == "summarize":
+        summarize(args.out, log=print)
+        return 0
+    summary = evaluate(
+        args.evaluation,
+        args.out,
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        data_format=args.data_format,
+        image_root=args.image_root,
+        coco_captions=getattr(args, "coco_captions", None),
+        limit=args.limit,
+        samples=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        ddim_steps=getattr(args, "ddim_steps", 50),
+        estimator=getattr(args, "estimator", "standard"),
+        device=args.device,
+        dtype=DTYPES.get(args.dtype),
+        skip_bad=args.skip_bad,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    if summary is not None:
+        print(EVALUATIONS[args.evaluation].table(summary))
+        print(f"rows in {args.out}/rows*.jsonl; summary: {args.out / 'summary.json'}")
+    return 0
 
 
 def _model_arguments(sub: argparse.ArgumentParser) -> None:

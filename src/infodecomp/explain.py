@@ -33,8 +33,10 @@ class Explanation:
             ``k`` is i(x; word k | prompt without it). ``estimate.map`` has shape
             ``(1, 1 + n_words, h, w)`` at the model's input resolution, channels summed.
         image: the image as the model saw it, ``(3, H, W)`` in [-1, 1].
-        attention: per word, the DAAM-style cross-attention map ``(h, w)`` on the same noisy
-            inputs (heads and layers summed, mean over draws), or ``None``.
+        attention: per word, the "attention + information" map of the paper (Kong et al.):
+            DAAM's aggregation of cross-attention (heads and layers summed, mean over draws)
+            collected in the estimator's own denoiser calls on the noisy image, ``(h, w)``; or
+            ``None``.
         model_name, model_revision: where the model came from.
     """
 
@@ -64,15 +66,16 @@ class Explanation:
         return self._upsample(heat) if upsample else heat
 
     def attention_map(self, word: str, upsample: bool = True) -> torch.Tensor:
-        """The cross-attention map of ``word`` (summed over its tokens)."""
+        """The "attention + information" map of ``word`` (cross-attention summed over its tokens,
+        collected on the estimator's noisy inputs)."""
         if self.attention is None:
             raise ValueError("attention maps were not collected (attention=False)")
         heat = self.attention[self.words[self._index(word) - 1]].float()
         return self._upsample(heat, keep_total=False) if upsample else heat
 
     def combined_map(self, word: str) -> torch.Tensor:
-        """Attention and information together: the geometric mean of the two maps, each scaled
-        to a maximum of 1 (high only where both are high)."""
+        """Our combination (not the paper's): the geometric mean of the CMI and attention maps,
+        each scaled to a maximum of 1 (high only where both are high)."""
         cmi, attn = self.heat_map(word), self.attention_map(word)
         return (cmi.clamp(min=0) / cmi.max().clamp(min=1e-12) * attn / attn.max()).sqrt()
 
@@ -92,8 +95,11 @@ class Explanation:
             title = f"{word} | rest: {value:.3g} ± {se:.2g} nats"
             return plot_overlay(self.image, self.heat_map(word), title, ax)
         heat = self.attention_map(word) if kind == "attention" else self.combined_map(word)
-        label = "attention (sum over heads, layers)" if kind == "attention" else "combined (0-1)"
-        return plot_overlay(self.image, heat, f"{word}: {kind}", ax, colorbar_label=label)
+        if kind == "attention":
+            name, label = "attention + information", "cross-attention (sum over heads, layers)"
+        else:
+            name, label = "combined (ours)", "geometric mean of scaled maps (0-1)"
+        return plot_overlay(self.image, heat, f"{word}: {name}", ax, colorbar_label=label)
 
     def plot_grid(self) -> tuple[Any, Any]:
         """All maps side by side: the prompt's MI and each word's CMI (top row), attention and
@@ -225,6 +231,7 @@ def explain(
     context: Literal["remove", "pad"] = "remove",
     attention: bool = True,
     logsnr: TruncatedLogistic | None = None,
+    key: str | int | None = None,
     progress: bool = True,
 ) -> Explanation:
     """How much each word of ``prompt`` tells about ``image``, and where.
@@ -247,6 +254,7 @@ def explain(
             replaces its tokens by padding.
         attention: also collect cross-attention maps.
         logsnr: integration distribution (default: the model's trained log-SNR range).
+        key: the image's item id, naming its random streams (default: the image's content).
         progress: show a progress bar.
     """
     if not isinstance(model, DiffusersModel):
@@ -269,6 +277,7 @@ def explain(
         "batch_size": batch_size or model.default_batch_size(),
         "per_dim": True,
         "sum_channels": True,
+        "keys": None if key is None else [key],
     }
     conds = [prompt] * len(contexts)
     attention_maps = None

@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 
 from .items import BadItemError
 
-# Settings that may change between runs into one folder without changing any row.
-RESUMABLE_KEYS = ("limit", "batch_size", "progress")
+# Settings that may differ between runs into one folder: how many items, how they are batched
+# (rows agree to float rounding), and package versions (each row records its own).
+RESUMABLE_KEYS = ("limit", "batch_size", "versions")
 
 
 @dataclass
@@ -108,7 +109,7 @@ def run(
             )
         _measure_all(task, todo, rows_path, settings, skip_bad, progress and rank == 0, log)
     barrier()
-    return summarize(out, log=log) if rank == 0 else None
+    return summarize(out) if rank == 0 else None
 
 
 def _measure_all(

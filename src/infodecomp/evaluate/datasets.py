@@ -1,0 +1,846 @@
+"""Reading evaluation data: compositional (caption choice), ARO, localization and COCO items.
+
+Every reader returns ``(items, bad)``. A line or entry that cannot be used raises a
+``BadItemError`` whose message starts with ``"{path}:{line}: "`` (lines count from 1; for a JSON
+array file the entry index, ``"{path}[{index}]: "``) and says in one line what is wrong. With
+``skip_bad=True`` the reader goes on instead, and ``bad`` lists ``(source, message)`` for every
+bad line, ``message`` being the text the error would have had. Errors about a whole file (missing,
+not JSON, wrong top-level shape) are always raised.
+
+Item ids key the estimators' random noise, so they must stay stable from run to run: an item's
+id is the line's ``"id"`` field when it has one (unique within the file), else ``"line{N}"``
+(``"entry{i}"`` for a JSON array). Relative image and mask paths resolve against ``image_root``,
+by default the data file's folder. Files are checked to exist when read, but images are decoded
+only when evaluated (``load_item_image_and_masks``, ``load_mask``, ``crop_box``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ..images import load_image
+from ..words import occurrences, split_words
+from .items import BadItemError, CompositionalItem, InterventionItem, LocalizationItem
+
+Bad = list[tuple[str, str]]
+T = TypeVar("T")
+
+# Extra words for COCO category names, found in captions (short on purpose; extend it through
+# ``read_coco(synonyms=...)``). Regular plurals ("dogs", "buses") need no entry.
+COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "person": (
+        "man",
+        "men",
+        "woman",
+        "women",
+        "people",
+        "boy",
+        "girl",
+        "child",
+        "children",
+        "kid",
+        "guy",
+        "lady",
+        "ladies",
+    ),
+    "bicycle": ("bike",),
+    "motorcycle": ("motorbike",),
+    "airplane": ("plane", "jet", "aircraft"),
+    "tv": ("television",),
+    "couch": ("sofa",),
+    "cell phone": ("phone", "cellphone"),
+    "dining table": ("table",),
+    "sports ball": ("ball",),
+    "potted plant": ("plant",),
+    "donut": ("doughnut",),
+    "hair drier": ("hair dryer",),
+    "knife": ("knives",),
+}
+
+
+class _Invalid(Exception):
+    """One line is unusable; the message says why, without the ``path:line`` prefix."""
+
+
+# ----------------------------------------------------------------------------- JSON helpers
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _require(record: dict[str, Any], key: str) -> Any:
+    """``record[key]``, or ``_Invalid`` naming the missing key."""
+    if key not in record:
+        raise _Invalid(f"missing key {key!r}")
+    return record[key]
+
+
+def _string(record: dict[str, Any], key: str, *, optional: bool = False) -> str | None:
+    """A non-empty string field (``None`` if optional and absent or null)."""
+    if optional and record.get(key) is None:
+        return None
+    value = _require(record, key)
+    if not isinstance(value, str):
+        raise _Invalid(f"{key!r} must be a string, got {_kind(value)}")
+    if not value.strip():
+        raise _Invalid(f"{key!r} is empty")
+    return value
+
+
+def _integer(record: dict[str, Any], key: str) -> int:
+    """An integer field (booleans refused)."""
+    value = _require(record, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"{key!r} must be an integer, got {_kind(value)}")
+    return value
+
+
+def _number(record: dict[str, Any], key: str) -> float:
+    """A number field (booleans refused)."""
+    value = _require(record, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"{key!r} must be a number, got {_kind(value)}")
+    return float(value)
+
+
+def _strings(record: dict[str, Any], key: str) -> list[str]:
+    """A field holding an array of strings."""
+    value = _require(record, key)
+    if not isinstance(value, list):
+        raise _Invalid(f"{key!r} must be an array of strings, got {_kind(value)}")
+    for k, element in enumerate(value):
+        if not isinstance(element, str):
+            raise _Invalid(f"{key!r}[{k}] must be a string, got {_kind(element)}")
+    return value
+
+
+def _captions(record: dict[str, Any], key: str = "captions") -> tuple[str, ...]:
+    """Two or more non-empty captions."""
+    captions = _strings(record, key)
+    if len(captions) < 2:
+        raise _Invalid(f"fewer than two captions (got {len(captions)})")
+    for k, caption in enumerate(captions):
+        if not caption.strip():
+            raise _Invalid(f"caption {k} is empty")
+    return tuple(captions)
+
+
+def _item_id(record: dict[str, Any], default: str) -> str:
+    """The record's ``"id"`` (a string or integer) or ``default`` when it has none."""
+    value = record.get("id")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Invalid(f"'id' must be a string or integer, got {_kind(value)}")
+    if not str(value).strip():
+        raise _Invalid("'id' is empty")
+    return str(value)
+
+
+def _existing(root: Path, name: str, what: str) -> Path:
+    """``root / name`` (``name`` as is when absolute), which must be a file."""
+    path = root / name
+    if not path.is_file():
+        raise _Invalid(f"{what} file missing: {path}")
+    return path
+
+
+def _read_text(path: Path) -> str:
+    """A data file's text; ``BadItemError`` naming the file if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise BadItemError(f"{path}: cannot read the file: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadItemError(f"{path}: not UTF-8 text") from None
+
+
+def _load_json(path: Path) -> Any:
+    """A whole JSON file; ``BadItemError`` naming the file (and line) if it cannot be read."""
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BadItemError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from None
+
+
+class _Collector:
+    """Items read so far, the bad lines, and the ids already taken (with where)."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.items: list[Any] = []
+        self.bad: Bad = []
+        self.seen: dict[str, str] = {}
+
+    def take(self, source: str, make: Callable[[], list[Any]]) -> None:
+        """Add the items ``make()`` builds for ``source``, or record (or raise) why it cannot."""
+        try:
+            new = make()
+            ids = [item.id for item in new]
+            for item_id in ids:
+                if item_id in self.seen or ids.count(item_id) > 1:
+                    first = self.seen.get(item_id, source)
+                    raise _Invalid(f"duplicate id {item_id!r} (first at {first})")
+        except _Invalid as err:
+            message = f"{source}: {err}"
+            if not self.skip_bad:
+                raise BadItemError(message) from None
+            self.bad.append((source, message))
+            return
+        for item in new:
+            self.seen[item.id] = source
+        self.items.extend(new)
+
+
+def _read_jsonl(
+    path: str | Path,
+    parse: Callable[[dict[str, Any], str, str], list[T]],
+    skip_bad: bool,
+) -> tuple[list[T], Bad]:
+    """Items of a JSON-lines file: ``parse(record, source, default_id)`` for each non-blank
+    line."""
+    path = Path(path)
+    text = _read_text(path)
+    collector = _Collector(skip_bad)
+    # Split on "\n" only: str.splitlines would also split on characters JSON strings may hold.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        source = f"{path}:{number}"
+
+        def make(line: str = line, source: str = source, number: int = number) -> list[T]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise _Invalid(f"malformed JSON line: {err.msg} (column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise _Invalid(f"expected a JSON object, got {_kind(record)}")
+            return parse(record, source, f"line{number}")
+
+        collector.take(source, make)
+    return collector.items, collector.bad
+
+
+# ------------------------------------------------------------------------------ compositional
+
+
+def read_compositional(
+    path: str | Path, image_root: str | Path | None = None, skip_bad: bool = False
+) -> tuple[list[CompositionalItem], Bad]:
+    """Caption-choice items from a JSON-lines file.
+
+    Each line is ``{"id"?, "image": str, "captions": [str, ...], "true": int, "type"?: str,
+    "group"?: str}``: one image, two or more candidate captions, the index of the true one. A
+    Winoground-style 2x2 line ``{"id"?, "images": [a, b], "captions": [c0, c1], "type"?: str}``
+    gives two items, ids ``"{id}/0"`` and ``"{id}/1"``, both with ``group=id``; item ``k`` has
+    image ``k`` and true caption ``k``.
+
+    Ids key the random noise of the estimators, so they must be stable: give each line an
+    ``"id"`` (unique in the file) when lines may be added or removed; without one it is
+    ``"line{N}"``. Relative image paths resolve against ``image_root`` (default: the file's
+    folder). Returns ``(items, bad)``; see the module docstring for errors and ``skip_bad``.
+    """
+    root = Path(image_root) if image_root is not None else Path(path).parent
+
+    def parse(record: dict[str, Any], source: str, default_id: str) -> list[CompositionalItem]:
+        item_id = _item_id(record, default_id)
+        kind = _string(record, "type", optional=True)
+        if "images" in record:
+            if "image" in record or "true" in record:
+                raise _Invalid("a 2x2 line ('images') takes no 'image' or 'true'")
+            names = _strings(record, "images")
+            if len(names) != 2:
+                raise _Invalid(f"'images' must hold two images, got {len(names)}")
+            captions = _captions(record)
+            if len(captions) != 2:
+                raise _Invalid(f"a 2x2 line needs exactly two captions, got {len(captions)}")
+            images = [_existing(root, name, "image") for name in names]
+            return [
+                CompositionalItem(
+                    id=f"{item_id}/{k}",
+                    image=images[k],
+                    captions=captions,
+                    true_index=k,
+                    type=kind,
+                    group=item_id,
+                    source=source,
+                )
+                for k in range(2)
+            ]
+        name = _string(record, "image")
+        captions = _captions(record)
+        true = _integer(record, "true")
+        if not 0 <= true < len(captions):
+            raise _Invalid(f"true index {true} out of range for {len(captions)} captions")
+        group = _string(record, "group", optional=True)
+        image = _existing(root, name or "", "image")
+        return [
+            CompositionalItem(
+                id=item_id,
+                image=image,
+                captions=captions,
+                true_index=true,
+                type=kind,
+                group=group,
+                source=source,
+            )
+        ]
+
+    return _read_jsonl(path, parse, skip_bad)
+
+
+# ------------------------------------------------------------------------------------------ ARO
+
+
+def read_aro(
+    path: str | Path, image_root: str | Path, skip_bad: bool = False
+) -> tuple[list[CompositionalItem], Bad]:
+    """Items of ARO's VG-Relation or VG-Attribution file (``visual_genome_relation.json``,
+    ``visual_genome_attribution.json``, as released with ARO, Yuksekgonul et al. 2023).
+
+    The file is a JSON array of entries ``{"image_path", "bbox_x", "bbox_y", "bbox_w",
+    "bbox_h", "true_caption", "false_caption"}`` plus ``"relation_name"`` (VG-Relation) or
+    ``"attributes": [a, b]`` (VG-Attribution). Each entry gives an item with
+    ``captions=(true_caption, false_caption)``, ``true_index=0``, ``box=(x, y, w, h)`` (crop
+    it with ``crop_box``, as ARO does) and ``type`` what ARO macro-averages over: the relation
+    name, or ``"{a}_{b}"`` for the attribute pair.
+
+    ``image_root`` is the folder holding ARO's images (ARO's ``root_dir/images``). Ids are the
+    entry's ``"id"`` if any, else ``"entry{i}"`` with ``i`` its index in the array: they key
+    the random noise, so use the released file unchanged. Sources are ``"{path}[{i}]"``.
+    Returns ``(items, bad)``; see the module docstring for errors and ``skip_bad``.
+    """
+    path = Path(path)
+    root = Path(image_root)
+    entries = _load_json(path)
+    if not isinstance(entries, list):
+        raise BadItemError(f"{path}:1: expected a JSON array of ARO entries, got {_kind(entries)}")
+
+    def parse(entry: Any, source: str, default_id: str) -> list[CompositionalItem]:
+        if not isinstance(entry, dict):
+            raise _Invalid(f"expected a JSON object, got {_kind(entry)}")
+        item_id = _item_id(entry, default_id)
+        if "relation_name" in entry:
+            kind = _string(entry, "relation_name")
+        elif "attributes" in entry:
+            attributes = _strings(entry, "attributes")
+            if len(attributes) != 2:
+                raise _Invalid(f"'attributes' must hold two attributes, got {len(attributes)}")
+            kind = f"{attributes[0]}_{attributes[1]}"
+        else:
+            raise _Invalid(
+                "missing key 'relation_name' (VG-Relation) or 'attributes' (VG-Attribution)"
+            )
+        x, y, w, h = (_number(entry, f"bbox_{k}") for k in "xywh")
+        if w <= 0 or h <= 0:
+            raise _Invalid(f"empty box: width {w:g}, height {h:g}")
+        true_caption = _string(entry, "true_caption") or ""
+        false_caption = _string(entry, "false_caption") or ""
+        image = _existing(root, _string(entry, "image_path") or "", "image")
+        return [
+            CompositionalItem(
+                id=item_id,
+                image=image,
+                captions=(true_caption, false_caption),
+                true_index=0,
+                type=kind,
+                box=(x, y, w, h),
+                source=source,
+            )
+        ]
+
+    collector = _Collector(skip_bad)
+    for index, entry in enumerate(entries):
+        source = f"{path}[{index}]"
+        collector.take(source, lambda e=entry, s=source, i=index: parse(e, s, f"entry{i}"))
+    return collector.items, collector.bad
+
+
+def crop_box(
+    image: str | Path | Image.Image, box: tuple[float, float, float, float]
+) -> Image.Image:
+    """The RGB crop of ``image`` to ``box = (x, y, w, h)``, as ARO crops: PIL's
+    ``crop((x, y, x + w, y + h))`` of the image converted to RGB.
+
+    Raises ``ValueError`` with one line for a file that is missing or not an image.
+    """
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:
+                image = opened.convert("RGB")
+        except (OSError, UnidentifiedImageError) as err:
+            reason = "not an image" if isinstance(err, UnidentifiedImageError) else err.strerror
+            raise ValueError(f"cannot read image {str(image)!r}: {reason}") from None
+    x, y, w, h = box
+    return image.convert("RGB").crop((x, y, x + w, y + h))
+
+
+# --------------------------------------------------------------------------------- localization
+
+
+def _check_in_caption(phrase: str, caption: str) -> None:
+    """Every word of ``phrase`` occurs in ``caption``, or ``_Invalid``."""
+    words = split_words(phrase)
+    if not words:
+        raise _Invalid(f"word {phrase!r} holds no word")
+    for word in words:
+        try:
+            occurrences(caption, word.text)
+        except ValueError:
+            which = repr(word.text) if len(words) == 1 else f"{word.text!r} of {phrase!r}"
+            raise _Invalid(f"word {which} is not in the caption {caption!r}") from None
+
+
+def read_localization(
+    path: str | Path, image_root: str | Path | None = None, skip_bad: bool = False
+) -> tuple[list[LocalizationItem], Bad]:
+    """Localization items from a JSON-lines file.
+
+    Each line is ``{"id"?, "image": str, "caption": str, "word": str, "mask": str}`` or
+    ``{"id"?, "image": str, "caption": str, "masks": {word: mask_path, ...}}``. A word may be a
+    phrase; each of its words must occur in the caption. A mask is any image, non-zero inside
+    (see ``load_mask``); its size must be the image's, which is checked when loaded
+    (``load_item_image_and_masks``).
+
+    Ids key the random noise of the estimators, so they must be stable: give each line an
+    ``"id"`` (unique in the file) when lines may be added or removed; without one it is
+    ``"line{N}"``. Relative paths resolve against ``image_root`` (default: the file's folder).
+    Returns ``(items, bad)``; see the module docstring for errors and ``skip_bad``.
+    """
+    root = Path(image_root) if image_root is not None else Path(path).parent
+
+    def parse(record: dict[str, Any], source: str, default_id: str) -> list[LocalizationItem]:
+        item_id = _item_id(record, default_id)
+        caption = _string(record, "caption") or ""
+        if "masks" in record:
+            if "word" in record or "mask" in record:
+                raise _Invalid("give 'masks', or 'word' and 'mask', not both")
+            given = record["masks"]
+            if not isinstance(given, dict):
+                raise _Invalid(f"'masks' must be an object {{word: mask path}}, got {_kind(given)}")
+            if not given:
+                raise _Invalid("'masks' is empty")
+            for word, name in given.items():
+                if not isinstance(name, str) or not name.strip():
+                    raise _Invalid(f"'masks'[{word!r}] must be a mask path, got {_kind(name)}")
+        elif "word" in record:
+            given = {_string(record, "word") or "": _string(record, "mask") or ""}
+        else:
+            raise _Invalid("missing key 'masks' (or 'word' and 'mask')")
+        for word in given:
+            _check_in_caption(word, caption)
+        image = _existing(root, _string(record, "image") or "", "image")
+        masks = {word: _existing(root, name, f"mask ({word!r})") for word, name in given.items()}
+        return [LocalizationItem(item_id, image, caption, masks, source)]
+
+    return _read_jsonl(path, parse, skip_bad)
+
+
+def read_intervention(
+    path: str | Path, image_root: str | Path | None = None, skip_bad: bool = False
+) -> tuple[list[InterventionItem], Bad]:
+    """Prompt-intervention items from a JSON-lines file: ``{"id"?, "image": str, "caption": str,
+    "words": [str, ...]}`` (the words removed one at a time; each must occur in the caption).
+    Ids and paths as in :func:`read_localization`. Returns ``(items, bad)``."""
+    root = Path(image_root) if image_root is not None else Path(path).parent
+
+    def parse(record: dict[str, Any], source: str, default_id: str) -> list[InterventionItem]:
+        item_id = _item_id(record, default_id)
+        caption = _string(record, "caption") or ""
+        words = _strings(record, "words")
+        if not words:
+            raise _Invalid("'words' is empty")
+        for word in words:
+            _check_in_caption(word, caption)
+        image = _existing(root, _string(record, "image") or "", "image")
+        return [InterventionItem(item_id, image, caption, tuple(words), source)]
+
+    return _read_jsonl(path, parse, skip_bad)
+
+
+# ----------------------------------------------------------------------------------------- COCO
+
+
+@dataclass(frozen=True)
+class CocoMask:
+    """A COCO category's region in one image, built on demand (``array()``): the union of the
+    masks of its instance annotations.
+
+    Attributes:
+        height: the image's height in pixels (from the instances file).
+        width: its width.
+        segmentations: each instance annotation's ``"segmentation"`` (polygons, or RLE
+            compressed or not) as its JSON text, which keeps the mask hashable and small.
+    """
+
+    height: int
+    width: int
+    segmentations: tuple[str, ...]
+
+    def array(self) -> np.ndarray:
+        """The mask, a bool array ``(height, width)``, as pycocotools' ``annToMask`` builds
+        each instance's (polygons with fewer than three points are left out)."""
+        from pycocotools import mask as mask_utils
+
+        h, w = self.height, self.width
+        union = np.zeros((h, w), dtype=bool)
+        for text in self.segmentations:
+            segmentation = json.loads(text)
+            if isinstance(segmentation, list):
+                polygons = [p for p in segmentation if len(p) >= 6]
+                if not polygons:
+                    continue
+                rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+            elif isinstance(segmentation.get("counts"), list):
+                rle = mask_utils.frPyObjects(segmentation, h, w)
+            else:
+                rle = segmentation
+            with warnings.catch_warnings():
+                # pycocotools' decode trips a NumPy 2 DeprecationWarning (no copy keyword).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                union |= mask_utils.decode(rle).astype(bool)
+        return union
+
+
+def _load_coco(path: Path) -> Any:
+    """A pycocotools ``COCO`` index of an annotation file, quietly."""
+    from pycocotools.coco import COCO
+
+    dataset = _load_json(path)
+    if not isinstance(dataset, dict):
+        raise BadItemError(f"{path}:1: expected a COCO JSON object, got {_kind(dataset)}")
+    coco = COCO()
+    coco.dataset = dataset
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    except (KeyError, TypeError) as err:
+        what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+        raise BadItemError(f"{path}: not a COCO annotation file ({what})") from None
+    return coco
+
+
+def _is_form(token: str, word: str) -> bool:
+    """Whether the lower-cased caption word ``token`` is ``word``, its plural or possessive."""
+    if token in (word, word + "s", word + "'s", word + "’s"):
+        return True
+    return word.endswith(("s", "x", "z", "ch", "sh")) and token == word + "es"
+
+
+def _find_categories(
+    caption: str, phrases: list[tuple[tuple[str, ...], int]]
+) -> dict[int, tuple[int, str]]:
+    """``{category id: (word index, text)}``: where each category's first mention starts and
+    its text as written in ``caption``.
+
+    ``phrases`` are ``(lower-cased words, category id)``, longest first: a caption word belongs
+    to the first phrase that matches it ("hot dog" is not also a "dog"). The last word of a
+    phrase may take a plural or possessive ending.
+    """
+    tokens = split_words(caption)
+    lower = [token.text.lower() for token in tokens]
+    used = [False] * len(tokens)
+    found: dict[int, tuple[int, str]] = {}
+    for words, category in phrases:
+        n = len(words)
+        for i in range(len(tokens) - n + 1):
+            if any(used[i : i + n]) or tuple(lower[i : i + n - 1]) != words[:-1]:
+                continue
+            if not _is_form(lower[i + n - 1], words[-1]):
+                continue
+            used[i : i + n] = [True] * n
+            if category not in found or i < found[category][0]:
+                found[category] = (i, caption[tokens[i].start : tokens[i + n - 1].end])
+    return found
+
+
+def _id_order(value: Any) -> tuple[int, Any]:
+    """Sort key for ids: integers by value, then anything else by its text."""
+    if isinstance(value, int):
+        return 0, value
+    return 1, str(value)
+
+
+def _missing_image(image_id: Any, instances_json: str | Path) -> Callable[[], list[Any]]:
+    """A maker that refuses a caption of an image the instances file lacks."""
+
+    def make() -> list[Any]:
+        raise _Invalid(f"image {image_id} is not in {instances_json}")
+
+    return make
+
+
+def _coco_item(
+    ann: dict[str, Any],
+    source: str,
+    info: dict[str, Any],
+    phrases: list[tuple[tuple[str, ...], int]],
+    by_category: dict[int, list[dict[str, Any]]],
+    root: Path,
+) -> Callable[[], list[LocalizationItem]]:
+    """A maker of the item (if any) of one caption annotation ``ann`` of image ``info``."""
+
+    def make() -> list[LocalizationItem]:
+        caption = _string(ann, "caption") or ""
+        found = _find_categories(caption, phrases)
+        if not found:
+            return []
+        image = _existing(root, str(info.get("file_name", "")), "image")
+        height, width = int(info["height"]), int(info["width"])
+        masks: dict[str, Any] = {}
+        for category, (_, text) in sorted(found.items(), key=lambda kv: kv[1][0]):
+            parts = []
+            for instance in by_category[category]:
+                if "segmentation" not in instance:
+                    raise _Invalid(f"instance {instance.get('id')} has no segmentation")
+                parts.append(json.dumps(instance["segmentation"]))
+            masks[text] = CocoMask(height, width, tuple(parts))
+        item_id = f"{info['id']}/{ann['id']}"
+        return [LocalizationItem(item_id, image, caption, masks, source)]
+
+    return make
+
+
+def read_coco(
+    instances_json: str | Path,
+    captions_json: str | Path,
+    image_root: str | Path,
+    synonyms: dict[str, list[str]] | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+) -> tuple[list[LocalizationItem], Bad]:
+    """Localization items from COCO instances and captions files (read with pycocotools).
+
+    For each image (by id) and each of its captions (by id), an item whose masks hold, for each
+    category annotated in the image whose name or synonym occurs in the caption as whole words
+    (case-insensitive; the last word may be plural, "dogs" for "dog", or possessive), the union
+    of that category's instance masks, keyed by the words as written in the caption (its first
+    mention). Synonyms are ``COCO_SYNONYMS`` extended by ``synonyms``
+    (``{category name: [words]}``). Captions that mention no annotated category give no item.
+    Masks are ``CocoMask``, built only when loaded.
+
+    Ids are ``"{image_id}/{caption_id}"``; sources ``"{captions_json}[{k}]"``, ``k`` the
+    caption's index in the file's ``"annotations"`` array. Images are
+    ``image_root / file_name``. ``limit`` stops after that many items. Returns
+    ``(items, bad)``; see the module docstring for errors and ``skip_bad``.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be at least 0, got {limit}")
+    instances = _load_coco(Path(instances_json))
+    captions = _load_coco(Path(captions_json))
+    root = Path(image_root)
+
+    names = {category["name"]: category["id"] for category in instances.cats.values()}
+    unknown = sorted(set(synonyms or {}) - set(names))
+    if unknown:
+        raise ValueError(f"synonyms for categories not in {instances_json}: {', '.join(unknown)}")
+    for name, words in (synonyms or {}).items():
+        if isinstance(words, str) or not all(isinstance(word, str) for word in words):
+            raise ValueError(f"synonyms of {name!r} must be a list of words, got {words!r}")
+    phrases: list[tuple[tuple[str, ...], int]] = []
+    for name, category in names.items():
+        extra = [*COCO_SYNONYMS.get(name, ()), *(synonyms or {}).get(name, [])]
+        for text in dict.fromkeys([name, *extra]):
+            words = tuple(word.text.lower() for word in split_words(text))
+            if words:
+                phrases.append((words, category))
+    phrases.sort(key=lambda phrase: (-len(phrase[0]), phrase[1], phrase[0]))
+
+    position = {id(ann): k for k, ann in enumerate(captions.dataset.get("annotations", []))}
+    collector = _Collector(skip_bad)
+    for image_id in sorted(captions.imgToAnns, key=_id_order):
+        if limit is not None and len(collector.items) >= limit:
+            break
+        by_category: dict[int, list[dict[str, Any]]] = {}
+        for ann in instances.imgToAnns.get(image_id, []):
+            by_category.setdefault(ann["category_id"], []).append(ann)
+        present = [phrase for phrase in phrases if phrase[1] in by_category]
+
+        info = instances.imgs.get(image_id)
+        for ann in sorted(captions.imgToAnns[image_id], key=lambda a: _id_order(a["id"])):
+            if limit is not None and len(collector.items) >= limit:
+                break
+            source = f"{captions_json}[{position[id(ann)]}]"
+            if info is None:
+                make = _missing_image(image_id, instances_json)
+            else:
+                make = _coco_item(ann, source, info, present, by_category, root)
+            collector.take(source, make)
+    return collector.items, collector.bad
+
+
+# ---------------------------------------------------------------------------------------- masks
+
+
+def _mask_from_image(image: Image.Image) -> np.ndarray:
+    """A bool array: non-zero pixels of any image mode (16-bit and 32-bit kept as they are,
+    palette images by their colours, alpha ignored)."""
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    if len(image.getbands()) == 1:
+        return np.asarray(image) != 0
+    if image.mode not in ("RGB", "RGBA", "LA"):
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if image.mode in ("RGBA", "LA"):
+        array = array[..., :-1]
+    return (array != 0).any(axis=-1)
+
+
+def _open_mask(path: str | Path) -> np.ndarray:
+    """A mask file as a bool array; ``ValueError`` if missing or not an image."""
+    try:
+        with Image.open(path) as opened:
+            return _mask_from_image(opened)
+    except (OSError, UnidentifiedImageError) as err:
+        reason = "not an image" if isinstance(err, UnidentifiedImageError) else err.strerror
+        raise ValueError(f"cannot read mask {str(path)!r}: {reason}") from None
+
+
+def _file_size_hw(path: str | Path, what: str) -> tuple[int, int]:
+    """``(height, width)`` of an image file, reading its header only."""
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+    except (OSError, UnidentifiedImageError) as err:
+        reason = "not an image" if isinstance(err, UnidentifiedImageError) else err.strerror
+        raise ValueError(f"cannot read {what} {str(path)!r}: {reason}") from None
+    return height, width
+
+
+def _mask_size_hw(mask: Any) -> tuple[int, int]:
+    """``(height, width)`` of a mask before any resizing."""
+    if isinstance(mask, (str, Path)):
+        return _file_size_hw(mask, "mask")
+    if isinstance(mask, CocoMask):
+        return mask.height, mask.width
+    if isinstance(mask, Image.Image):
+        return mask.height, mask.width
+    if isinstance(mask, (np.ndarray, torch.Tensor)):
+        if mask.ndim != 2:
+            raise ValueError(f"a mask must be 2-D (H, W), got shape {tuple(mask.shape)}")
+        return int(mask.shape[0]), int(mask.shape[1])
+    raise ValueError(f"expected a mask path, array, tensor or CocoMask, got {type(mask).__name__}")
+
+
+def load_mask(mask: Any, size: int) -> torch.Tensor:
+    """A mask as a bool tensor ``(size, size)``, aligned with ``images.load_image(image, size)``.
+
+    ``mask`` is a path (any image; non-zero inside, 16-bit and palette PNGs included), a PIL
+    image, an array or tensor ``(H, W)`` (non-zero inside) or a ``CocoMask``. It is transformed
+    as ``load_image`` transforms its image, shorter side to ``size`` then the centre crop, with
+    nearest-neighbour resampling. Raises ``ValueError`` for a mask that is unreadable or not 2-D.
+    """
+    if isinstance(mask, (str, Path)):
+        array = _open_mask(mask)
+    elif isinstance(mask, Image.Image):
+        array = _mask_from_image(mask)
+    elif isinstance(mask, CocoMask):
+        array = mask.array()
+    elif isinstance(mask, torch.Tensor):
+        array = (mask.detach().cpu() != 0).numpy()
+    elif isinstance(mask, np.ndarray):
+        array = mask != 0
+    else:
+        raise ValueError(
+            f"expected a mask path, array, tensor or CocoMask, got {type(mask).__name__}"
+        )
+    if array.ndim != 2:
+        raise ValueError(f"a mask must be 2-D (H, W), got shape {tuple(array.shape)}")
+    h, w = array.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"a mask must not be empty, got shape {(h, w)}")
+    pixels = torch.from_numpy(np.ascontiguousarray(array)).float()
+    # The same sizes and crop as images.load_image.
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        pixels = F.interpolate(pixels[None, None], size=(new_h, new_w), mode="nearest-exact")[0, 0]
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return pixels[top : top + size, left : left + size] > 0.5
+
+
+def check_mask_size(
+    mask: Any, image_size_hw: tuple[int, int], source: str = "", word: str | None = None
+) -> None:
+    """Raise ``BadItemError`` ``"mask is HxW, image is HxW"`` unless the mask's original size is
+    the image's ``(height, width)`` (before resizing); ``source`` prefixes the message and
+    ``word`` names the mask. A path is opened without decoding its pixels."""
+    prefix = f"{source}: " if source else ""
+    try:
+        h, w = _mask_size_hw(mask)
+    except ValueError as err:
+        raise BadItemError(f"{prefix}{err}") from None
+    if (h, w) != tuple(image_size_hw):
+        name = "mask" if word is None else f"mask of {word!r}"
+        height, width = image_size_hw
+        raise BadItemError(f"{prefix}{name} is {h}x{w}, image is {height}x{width}")
+
+
+def _image_size_hw(image: Any) -> tuple[int, int]:
+    """``(height, width)`` of an image before any resizing, decoding no pixels."""
+    if isinstance(image, (str, Path)):
+        return _file_size_hw(image, "image")
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    if isinstance(image, torch.Tensor) and image.ndim == 3:
+        return int(image.shape[1]), int(image.shape[2])
+    raise ValueError(f"expected an image path, PIL image or tensor (3, H, W), got {type(image)}")
+
+
+def load_item_image_and_masks(
+    item: LocalizationItem, size: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The item's image ``(3, size, size)`` in [-1, 1] (``images.load_image``) and its masks
+    ``{word: bool (size, size)}`` (``load_mask``), aligned.
+
+    Raises ``BadItemError`` naming the item's source if a file cannot be read or a mask's size
+    is not the image's.
+    """
+    source = item.source or item.id
+    try:
+        image_hw = _image_size_hw(item.image)
+    except ValueError as err:
+        raise BadItemError(f"{source}: {err}") from None
+    for word, mask in item.masks.items():
+        check_mask_size(mask, image_hw, source=source, word=word)
+    try:
+        image = load_image(item.image, size)
+    except ValueError as err:
+        raise BadItemError(f"{source}: {err}") from None
+    masks = {}
+    for word, mask in item.masks.items():
+        try:
+            masks[word] = load_mask(mask, size)
+        except ValueError as err:
+            raise BadItemError(f"{source}: mask of {word!r}: {err}") from None
+    return image, masks

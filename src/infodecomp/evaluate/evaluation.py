@@ -1,0 +1,187 @@
+"""One call per evaluation: pick the data and the model, fix the settings, run, summarize."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import ddim
+from . import EVALUATIONS, datasets, world_data
+from .common import DEFAULT_SAMPLES, EvalModel, load_model, versions
+from .runner import process_state, run
+
+# Items of the world's data per evaluation unless --limit says otherwise.
+WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24}
+FORMATS = ("jsonl", "aro", "coco")
+
+
+def evaluate(
+    task: str,
+    out: str | Path,
+    *,
+    model: str = "bundled",
+    data: str = "world",
+    split: str = "test",
+    data_format: str | None = None,
+    image_root: str | None = None,
+    coco_captions: str | None = None,
+    limit: int | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    batch_size: int | None = None,
+    ddim_steps: int = ddim.DEFAULT_STEPS,
+    estimator: str = "standard",
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Run the evaluation ``task`` (``"compositional"``, ``"localization"``, ``"intervention"``)
+    of ``model`` on ``data`` into the folder ``out`` and return its summary (``None`` on the
+    processes other than the main one under Accelerate).
+
+    Args:
+        task: which evaluation.
+        out: output folder (``rows.jsonl``, ``summary.json``, ``settings.json``); a rerun with
+            the same settings resumes, with other settings it is refused.
+        model: ``"bundled"``, ``"exact"`` (the shapes world's two models) or a diffusers folder
+            or cached hub id.
+        data: ``"world"`` (built with known answers) or a data file.
+        split: the world's split (``"train"``, ``"validation"``, ``"test"``).
+        data_format: ``"jsonl"``, ``"aro"`` (ARO's VG-Relation / VG-Attribution JSON) or
+            ``"coco"`` (instances JSON; captions in ``coco_captions``); default from the file:
+            ``.jsonl`` is JSONL, ``.json`` is ARO for compositional tests and COCO otherwise.
+        image_root: folder that image paths are relative to (default: the data file's folder).
+        coco_captions: COCO captions JSON (with ``data_format="coco"``).
+        limit: at most this many items (the first ones; the world's items do not change with it).
+        samples: noise draws per item (per image for localization and interventions).
+        seed: seed of every item's noise (with the item id).
+        batch_size: rows per denoiser call (default: from the model).
+        ddim_steps: DDIM steps each way (DAAM's maps, interventions).
+        estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
+            or ``"orthogonal"``, the paper's protocol); both are always measured and shown.
+        device, dtype: where and in which precision the model runs.
+        skip_bad: record and skip bad items instead of stopping at the first.
+        progress: progress bar (on a terminal) or periodic log lines.
+        log: where messages go (default: standard error).
+    """
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    if task not in EVALUATIONS:
+        raise ValueError(f"unknown evaluation {task!r}; choose one of {tuple(EVALUATIONS)}")
+    for name, value, low in (("samples", samples, 2), ("ddim_steps", ddim_steps, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if estimator not in ("standard", "orthogonal"):
+        raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
+    items, bad, data_settings = _items(
+        task, data, split, data_format, image_root, coco_captions, limit, skip_bad
+    )
+    for source, message in bad:
+        log(f"skipped {source}: {message}")
+    if not items:
+        raise ValueError(f"no items to evaluate in {data}")
+
+    rank, n_proc, _ = process_state()
+    if device is None and n_proc > 1:
+        from accelerate import PartialState
+
+        device = str(PartialState().device)
+    evaluated = load_model(model, device=device, dtype=dtype)
+    reference = None
+    if data == "world" and not evaluated.is_exact:
+        reference = load_model("exact")
+    settings = {
+        "task": task,
+        **data_settings,
+        "limit": limit,
+        "samples": samples,
+        "seed": seed,
+        "batch_size": batch_size or _default_batch_size(evaluated),
+        "ddim_steps": ddim_steps,
+        "estimator": estimator,
+        **evaluated.describe(),
+        "reference_label": reference.label if reference else None,
+        "logsnr": {
+            "loc": evaluated.logsnr.loc,
+            "scale": evaluated.logsnr.scale,
+            "clip": evaluated.logsnr.clip,
+        },
+        "dtype": str(dtype or torch.float32).removeprefix("torch."),
+        "versions": versions(),
+    }
+    evaluation = EVALUATIONS[task]
+    summary = run(
+        evaluation.make_task(evaluated, settings, reference),
+        items,
+        out,
+        settings,
+        skip_bad=skip_bad,
+        progress=progress,
+        log=log,
+    )
+    if bad and rank == 0:
+        lines = [json.dumps({"source": s, "error": m}) for s, m in bad]
+        (Path(out) / "skipped_data.jsonl").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def _items(
+    task: str,
+    data: str,
+    split: str,
+    data_format: str | None,
+    image_root: str | None,
+    coco_captions: str | None,
+    limit: int | None,
+    skip_bad: bool,
+) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
+    if data == "world":
+        build = {
+            "compositional": world_data.compositional_items,
+            "localization": world_data.localization_items,
+            "intervention": world_data.intervention_items,
+        }[task]
+        n = limit or WORLD_ITEMS[task]
+        return build(split, n), [], {"data": "world", "split": split}
+    path = Path(data)
+    if not path.is_file():
+        raise ValueError(f"data {data!r} is neither 'world' nor a file")
+    fmt = data_format or (
+        "jsonl" if path.suffix == ".jsonl" else "aro" if task == "compositional" else "coco"
+    )
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown data format {fmt!r}; choose one of {FORMATS}")
+    if task == "compositional" and fmt == "jsonl":
+        items, bad = datasets.read_compositional(path, image_root, skip_bad=skip_bad)
+    elif task == "compositional" and fmt == "aro":
+        if image_root is None:
+            raise ValueError("ARO data needs --image-root (ARO's root_dir/images)")
+        items, bad = datasets.read_aro(path, image_root, skip_bad=skip_bad)
+    elif task == "localization" and fmt == "jsonl":
+        items, bad = datasets.read_localization(path, image_root, skip_bad=skip_bad)
+    elif task == "localization" and fmt == "coco":
+        if coco_captions is None or image_root is None:
+            raise ValueError("COCO data needs --coco-captions and --image-root")
+        items, bad = datasets.read_coco(path, coco_captions, image_root, skip_bad=skip_bad)
+    elif task == "intervention" and fmt == "jsonl":
+        items, bad = datasets.read_intervention(path, image_root, skip_bad=skip_bad)
+    else:
+        raise ValueError(f"the {task} evaluation does not read {fmt!r} data")
+    settings = {"data": str(path.resolve()), "format": fmt, "image_root": image_root}
+    if coco_captions:
+        settings["coco_captions"] = str(Path(coco_captions).resolve())
+    return (items[:limit] if limit else items), bad, settings
+
+
+def _default_batch_size(model: EvalModel) -> int:
+    return 256 if model.is_exact else model.denoiser.default_batch_size()
