@@ -92,10 +92,10 @@ def evaluate(
         raise ValueError(f"no items to evaluate in {data}")
 
     rank, n_proc, _ = process_state()
-    if device is None and n_proc > 1:
+    if device is None and n_proc > 1 and torch.cuda.is_available():
         from accelerate import PartialState
 
-        device = str(PartialState().device)
+        device = str(PartialState().device)  # this process's GPU
     evaluated = load_model(model, device=device, dtype=dtype)
     reference = None
     if data == "world" and not evaluated.is_exact:

@@ -59,9 +59,12 @@ def process_state() -> tuple[int, int, Callable[[], None]]:
     else a single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, lambda: None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without CUDA, Accelerate needs cpu=True to join the processes (gloo) instead of running
+    # each alone.
+    state = PartialState(cpu=not torch.cuda.is_available())
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 

@@ -1,0 +1,303 @@
+"""The evaluation subsystem end to end: commands on world items, resume, shards, bad data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from infodecomp import ddim
+from infodecomp.cli import main
+from infodecomp.evaluate import read_rows, run, summarize
+from infodecomp.evaluate.items import BadItemError, CompositionalItem
+from infodecomp.evaluate.runner import Task
+from infodecomp.evaluate.world_data import (
+    compositional_items,
+    intervention_items,
+    localization_items,
+)
+from infodecomp.models import example_mixture
+from infodecomp.world.model import WorldModel
+from infodecomp.world.scenes import assignment, parse
+
+FAST = ["--samples", "16", "--ddim-steps", "10"]
+
+
+def rows_without_settings(out):
+    return [{k: v for k, v in r.items() if k != "settings"} for r in read_rows(out)]
+
+
+def test_world_compositional_items_have_known_truth():
+    world = WorldModel()
+    items = compositional_items("test", 9)
+    assert [it.type for it in items[:3]] == ["relation", "attribute", "order"]
+    for item in items:
+        scene = world.classify(item.image[None].double())[0]
+        fits = [assignment(scene, parse(c)) is not None for c in item.captions]
+        assert fits[item.true_index] and sum(fits) == 1, item
+    # Items do not depend on how many are asked for, nor on the other splits.
+    again = compositional_items("test", 4)[3]
+    assert again.captions == items[3].captions and torch.equal(again.image, items[3].image)
+    assert not torch.equal(compositional_items("validation", 1)[0].image, items[0].image)
+
+
+def test_compositional_on_the_exact_model(tmp_path, capsys):
+    out = tmp_path / "comp"
+    args = ["eval", "compositional", "--model", "exact", "--limit", "6", "--samples", "64"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "exact world model: standard" in table and "orthogonal (paper)" in table
+    rows = read_rows(out)
+    assert len(rows) == 6 and [r["index"] for r in rows] == list(range(6))
+    for r in rows:
+        s = r["scores"]["model"]
+        assert s["exact"]["credit"] == 1.0  # the world's own answer
+        assert s["standard"]["credit"] == 1.0  # the log-likelihood ratio ranks right ...
+        assert s["orthogonal"]["credit"] == 0.0  # ... the paper's score ranks a false one first
+        assert s["standard"]["margin"]["verdict"] == "true caption significantly ahead"
+        k = r["true_index"]
+        exact, est, se = (
+            s["exact"]["scores"][k],
+            s["standard"]["scores"][k],
+            s["standard"]["stderr"][k],
+        )
+        assert abs(est - exact) < 5 * se + 0.5
+        assert r["settings"]["samples"] == 64 and r["settings"]["versions"]["torch"]
+    summary = json.loads((out / "summary.json").read_text())
+    cols = summary["columns"]
+    assert cols["model/standard"]["accuracy"]["value"] == 1.0
+    assert cols["model/orthogonal"]["accuracy"]["value"] == 0.0
+    assert summary["chance"]["accuracy"]["value"] == pytest.approx(
+        np.mean([1 / len(r["captions"]) for r in rows])
+    )
+    assert set(cols["model/standard"]["per_type"]) == {"relation", "attribute", "order"}
+
+
+def test_each_command_runs_on_the_bundled_model(tmp_path, capsys):
+    for name in ("compositional", "localization", "intervention"):
+        extra = FAST if name != "compositional" else ["--samples", "16"]
+        out = tmp_path / name
+        assert main(["eval", name, "--limit", "2", *extra, "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["n_items"] == 2 and summary["settings"]["model"] == "bundled"
+    table = capsys.readouterr().out
+    assert "DAAM (DDIM inversion)" in table and "attention + information" in table
+    assert "exact world model CMI" in table and "bundled model, pixel level, CMI" in table
+    row = read_rows(tmp_path / "localization")[0]
+    word = next(iter(row["words"]))
+    assert len(row["words"][word]["information (CMI)"]["iou"]) == 50
+    assert "cmi" in row and "reference" in row  # numbers of both models, with standard errors
+
+
+def test_localization_maps_beat_the_whole_image_on_the_exact_model(tmp_path):
+    out = tmp_path / "loc"
+    assert (
+        main(
+            ["eval", "localization", "--model", "exact", "--limit", "12", *FAST, "--out", str(out)]
+        )
+        == 0
+    )
+    methods = json.loads((out / "summary.json").read_text())["methods"]
+    cmi, whole = methods["information (CMI)"], methods["whole image"]
+    assert cmi["paper"]["miou"]["value"] > whole["paper"]["miou"]["value"] + 0.1
+    assert cmi["honest"]["miou"]["value"] <= cmi["paper"]["miou"]["value"] + 1e-12
+    assert cmi["map"]["value"] > whole["map"]["value"]
+
+
+class Counting:
+    """A task over plain items whose rows are a function of the item; it can be told to stop
+    (as a kill would) after some items."""
+
+    def __init__(self, stop_after=None):
+        self.measured, self.stop_after = [], stop_after
+
+    def task(self):
+        def measure(item):
+            if self.stop_after is not None and len(self.measured) == self.stop_after:
+                raise KeyboardInterrupt
+            self.measured.append(item.id)
+            if item.captions[0] == "bad":
+                raise BadItemError(f"{item.source}: unreadable image")
+            return {"value": len(item.id) * 1.5, "nan": float("nan")}
+
+        return Task("compositional", measure, lambda item: 3)
+
+
+def plain_items(n, bad=()):
+    return [
+        CompositionalItem(f"i{k}", None, ("bad" if k in bad else "a", "b"), 0, source=f"f:{k + 1}")
+        for k in range(n)
+    ]
+
+
+SETTINGS = {"task": "compositional", "seed": 0, "samples": 4, "model_label": "m", "limit": None}
+
+
+def test_interrupted_run_resumes_without_losing_or_repeating(tmp_path, monkeypatch):
+    monkeypatch.setattr("infodecomp.evaluate.compositional.summarize", lambda rows, s: {})
+    whole = Counting()
+    run(whole.task(), plain_items(7), tmp_path / "whole", SETTINGS, progress=False, log=print)
+
+    out = tmp_path / "resumed"
+    first = Counting(stop_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        run(first.task(), plain_items(7), out, SETTINGS, progress=False, log=print)
+    with (out / "rows.jsonl").open("a") as f:
+        f.write('{"index": 3, "id": "i3", "val')  # a kill in the middle of a write
+    second = Counting()
+    run(second.task(), plain_items(7), out, SETTINGS, progress=False, log=print)
+    assert first.measured == ["i0", "i1", "i2"] and second.measured == ["i3", "i4", "i5", "i6"]
+    assert (out / "rows.jsonl").read_text() == (tmp_path / "whole" / "rows.jsonl").read_text()
+    assert read_rows(out)[0]["nan"] is None  # strict JSON
+
+    third = Counting()
+    run(third.task(), plain_items(7), out, SETTINGS, progress=False, log=print)
+    assert third.measured == []  # all done: nothing repeated
+    with pytest.raises(ValueError, match=r"other settings \(samples: 4 -> 8\)"):
+        run(third.task(), plain_items(7), out, SETTINGS | {"samples": 8}, log=print)
+    run(third.task(), plain_items(9), out, SETTINGS | {"limit": 9}, progress=False, log=print)
+    assert third.measured == ["i7", "i8"]  # a larger limit extends the run
+
+
+def test_bad_items_stop_the_run_or_are_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr("infodecomp.evaluate.compositional.summarize", lambda rows, s: {})
+    with pytest.raises(BadItemError, match="f:2: unreadable image"):
+        run(Counting().task(), plain_items(3, bad={1}), tmp_path / "a", SETTINGS, log=print)
+    summary = run(
+        Counting().task(),
+        plain_items(3, bad={1}),
+        tmp_path / "b",
+        SETTINGS,
+        skip_bad=True,
+        progress=False,
+        log=print,
+    )
+    assert summary["n_items"] == 2 and summary["n_skipped"] == 1
+    assert read_rows(tmp_path / "b")[1]["skipped"] == "f:2: unreadable image"
+
+
+def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    data = tmp_path / "data.jsonl"
+    good = {"image": "x.png", "captions": ["a red circle", "a blue circle"], "true": 0}
+    data.write_text(json.dumps(good) + "\n" + '{"image": "missing.png", "captions"\n')
+    base = ["eval", "compositional", "--model", "exact", "--samples", "8", "--data", str(data)]
+    assert main([*base, "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2: malformed JSON line" in err and "Traceback" not in err
+    assert main([*base, "--skip-bad", "--out", str(tmp_path / "o2")]) == 0
+    assert f"skipped {data}:2" in capsys.readouterr().err
+    assert len(read_rows(tmp_path / "o2")) == 1
+    assert main([*base, "--out", str(tmp_path / "o3"), "--samples", "1"]) == 2
+    assert main(["eval", "summarize", str(tmp_path / "nothing")]) == 2
+
+
+def test_summarize_rebuilds_the_summary(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert (
+        main(
+            [
+                "eval",
+                "compositional",
+                "--model",
+                "exact",
+                "--limit",
+                "3",
+                "--samples",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    before = (out / "summary.json").read_text()
+    (out / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["eval", "summarize", str(out)]) == 0
+    assert "Compositional tests: 3 items" in capsys.readouterr().out
+    assert (out / "summary.json").read_text() == before
+    assert summarize(out)["n_items"] == 3
+
+
+def cli(*args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "infodecomp", *args], env=env, **kwargs)
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_rows(tmp_path):
+    args = ["eval", "compositional", "--limit", "8", "--samples", "32"]
+    killed = tmp_path / "killed"
+    proc = cli(*args, "--out", str(killed), stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    rows = killed / "rows.jsonl"
+    deadline = time.monotonic() + 120
+    while not (rows.exists() and rows.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert rows.read_text().count("\n") < 8  # killed in the middle
+    for out in (killed, tmp_path / "whole"):
+        assert cli(*args, "--out", str(out), stderr=subprocess.DEVNULL).wait() == 0
+    assert read_rows(killed) == read_rows(tmp_path / "whole")
+
+
+def test_two_processes_give_the_rows_of_one(tmp_path):
+    pytest.importorskip("accelerate")
+    args = ["eval", "compositional", "--model", "exact", "--limit", "5", "--samples", "16"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli(*args, "--out", str(one), stderr=subprocess.DEVNULL).wait() == 0
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",  # torchrun's launcher; without CUDA the processes join over gloo
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "infodecomp",
+        *args,
+        "--out",
+        str(two),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in two.glob("rows*.jsonl")) == ["rows.0.jsonl", "rows.1.jsonl"]
+    assert read_rows(two) == read_rows(one)
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary == json.loads((one / "summary.json").read_text())
+
+
+def test_ddim_inversion_reconstructs_on_an_exact_model():
+    model = example_mixture()
+    x, labels = model.sample(4, seed=3)
+    errors = []
+    for steps in (10, 40, 160):
+        noise = ddim.invert(model, x, labels[0], steps)
+        errors.append((ddim.sample(model, noise, [labels[0]] * 4, steps) - x).pow(2).mean().item())
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.01 * x.pow(2).mean().item()
+    with pytest.raises(ValueError, match="steps"):
+        ddim.logsnr_grid(model, 1)
+
+
+def test_world_items_for_localization_and_intervention():
+    loc = localization_items("test", 5)
+    assert all(set(it.masks) <= set(it.caption.split()) for it in loc)
+    assert all(m.any() for it in loc for m in it.masks.values())
+    inter = intervention_items("test", 5)
+    assert all(w in it.caption.split() for it in inter for w in it.words)
