@@ -71,8 +71,13 @@ def test_read_compositional_items_and_2x2(folder: Path) -> None:
     assert [item.id for item in items] == ["first", "line3", "7/0", "7/1"]
     first = items[0]
     assert first == CompositionalItem(
-        id="first", image=folder / "a.png", captions=("a dog on a mat", "a mat on a dog"),
-        true_index=0, type="relation", group="g", source=f"{path}:1",
+        id="first",
+        image=folder / "a.png",
+        captions=("a dog on a mat", "a mat on a dog"),
+        true_index=0,
+        type="relation",
+        group="g",
+        source=f"{path}:1",
     )
     assert items[1].captions == ("x", "y", "z") and items[1].true_index == 2
     assert items[1].source == f"{path}:3" and items[1].type is None
@@ -143,8 +148,13 @@ def test_duplicate_ids_refused(folder: Path) -> None:
 
 def aro_entry(**changes) -> dict:
     entry = {
-        "image_path": "a.png", "bbox_x": 1, "bbox_y": 2, "bbox_w": 4, "bbox_h": 3,
-        "relation_name": "on", "true_caption": "the cup is on the table",
+        "image_path": "a.png",
+        "bbox_x": 1,
+        "bbox_y": 2,
+        "bbox_w": 4,
+        "bbox_h": 3,
+        "relation_name": "on",
+        "true_caption": "the cup is on the table",
         "false_caption": "the table is on the cup",
     }
     entry.update(changes)
@@ -158,9 +168,13 @@ def test_read_aro_relation_and_attribution(folder: Path) -> None:
     items, bad = read_aro(path, image_root=folder)
     assert bad == []
     assert items[0] == CompositionalItem(
-        id="entry0", image=folder / "a.png",
-        captions=("the cup is on the table", "the table is on the cup"), true_index=0,
-        type="on", box=(1.0, 2.0, 4.0, 3.0), source=f"{path}[0]",
+        id="entry0",
+        image=folder / "a.png",
+        captions=("the cup is on the table", "the table is on the cup"),
+        true_index=0,
+        type="on",
+        box=(1.0, 2.0, 4.0, 3.0),
+        source=f"{path}[0]",
     )
     assert items[1].type == "white_black" and items[1].source == f"{path}[1]"
 
@@ -224,8 +238,11 @@ def test_read_localization_both_forms(folder: Path) -> None:
     items, bad = read_localization(path)
     assert bad == []
     assert items[0] == LocalizationItem(
-        id="line1", image=folder / "a.png", caption="A dog on a mat.",
-        masks={"Dog": folder / "m.png"}, source=f"{path}:1",
+        id="line1",
+        image=folder / "a.png",
+        caption="A dog on a mat.",
+        masks={"Dog": folder / "m.png"},
+        source=f"{path}:1",
     )
     assert items[1].id == "two" and items[1].masks == {
         "red ball": folder / "m.png",
@@ -279,8 +296,11 @@ def coco_files(folder: Path) -> tuple[Path, Path]:
             {"id": 13, "image_id": 1, "category_id": 2, "segmentation": square(0, 5, 2, 8)},
             # Uncompressed RLE, column-major: columns 2-4 of an 8x10 image.
             {
-                "id": 14, "image_id": 2, "category_id": 2,
-                "segmentation": {"counts": [16, 24, 40], "size": [8, 10]}, "iscrowd": 1,
+                "id": 14,
+                "image_id": 2,
+                "category_id": 2,
+                "segmentation": {"counts": [16, 24, 40], "size": [8, 10]},
+                "iscrowd": 1,
             },
         ],
     }
