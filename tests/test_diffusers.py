@@ -292,6 +292,7 @@ def test_score_command_json(saved, image_file, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["prompts"] == ["a red dog", "a blue cat"] and len(doc["value"][0]) == 2
     assert doc["n_evaluations"] == 4 * 3
+    assert doc["settings"]["estimator"] == "standard"  # the log-likelihood ratio ranks captions
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     score = commands.add_parser(
         "score",
         help="mutual information of each prompt with an image (choose among captions)",
-        description="i(x; prompt) for each --prompt on shared noise, with standard errors.",
+        description="i(x; prompt) = log p(x|prompt) - log p(x) for each --prompt on shared "
+        "noise, with standard errors; the highest is the most probable caption.",
     )
     _model_arguments(score)
     score.add_argument(
@@ -77,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument("--samples", type=int, default=256, help="noise draws (default 256)")
     score.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     score.add_argument("--batch-size", type=int, help="rows per UNet call (default: automatic)")
+    score.add_argument(
+        "--estimator",
+        choices=["standard", "orthogonal"],
+        default="standard",
+        help="standard (default): log p(x|prompt) - log p(x), the score to rank captions with; "
+        "orthogonal: the paper's score, which is large for a caption that contradicts the image",
+    )
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     train = commands.add_parser(
@@ -358,6 +366,7 @@ def run_score(args: argparse.Namespace) -> int:
         x,
         prompts,
         None,
+        estimator=args.estimator,
         n_samples=args.samples,
         seed=args.seed,
         batch_size=args.batch_size or model.default_batch_size(),
@@ -367,10 +376,15 @@ def run_score(args: argparse.Namespace) -> int:
         doc.update(model=model.name, image=str(args.image), prompts=prompts)
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"{'prompt':<50}{'i(x; prompt)':>13}{'± SE':>9}")
+    print(f"{'prompt':<50}{'i(x; prompt)':>13}{'± SE':>9}{'95% interval':>22}")
     for j, p in enumerate(prompts):
-        print(f"{p[:49]:<50}{est.value[0, j].item():>13.4f}{est.stderr[0, j].item():>9.4f}")
-    print(f"nats; {est.n_evaluations} denoiser evaluations, seed {args.seed}")
+        value, se = est.value[0, j].item(), est.stderr[0, j].item()
+        interval = f"[{value - 1.96 * se:.3f}, {value + 1.96 * se:.3f}]"
+        print(f"{p[:49]:<50}{value:>13.4f}{se:>9.4f}{interval:>22}")
+    print(
+        f"nats, {args.estimator} estimator; {est.n_evaluations} denoiser evaluations, "
+        f"seed {args.seed}"
+    )
     return 0
 
 

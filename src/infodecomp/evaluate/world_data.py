@@ -84,15 +84,16 @@ def compositional_items(split: str = "test", n: int = 24) -> list[CompositionalI
 
 
 def _false_captions(kind: str, scene: Scene, caption: str, rng: np.random.Generator) -> list[str]:
+    """False captions of ``kind`` for the scene; none if the swap would still describe it (two
+    identical objects swapped, two objects of one colour)."""
     words = split_caption(caption)
-    if kind == "relation":
-        return [" ".join(SWAP.get(w, w) for w in words)]
-    if kind == "attribute":
-        colours = [w for w in words if w in COLOURS]
-        if colours[0] == colours[1]:
-            return []
-        swap = {colours[0]: colours[1], colours[1]: colours[0]}
-        return [" ".join(swap.get(w, w) for w in words)]
+    if kind in ("relation", "attribute"):
+        swap = dict(SWAP)
+        if kind == "attribute":
+            first, second = [w for w in words if w in COLOURS]
+            swap = {first: second, second: first}
+        false = " ".join(swap.get(w, w) for w in words)
+        return [false] if assignment(scene, parse(false)) is None else []
     world, falses = _world(), []
     for _ in range(200):
         shuffled = " ".join(words[j] for j in rng.permutation(len(words)))
