@@ -300,3 +300,64 @@ def test_world_items_for_localization_and_intervention():
     assert all(m.any() for it in loc for m in it.masks.values())
     inter = intervention_items("test", 5)
     assert all(w in it.caption.split() for it in inter for w in it.words)
+
+
+def world_png(tmp_path, name, image):
+    """A world image saved as an 8-bit PNG (as a user's file would be)."""
+    pixels = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    path = tmp_path / name
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_user_files_through_every_command(tmp_path, capsys):
+    comp = compositional_items("test", 2)
+    a, b = (world_png(tmp_path, f"{k}.png", it.image) for k, it in enumerate(comp))
+    c0, c1 = comp[0].captions[comp[0].true_index], comp[1].captions[comp[1].true_index]
+    (tmp_path / "comp.jsonl").write_text(
+        json.dumps({"id": "g", "images": [a.name, b.name], "captions": [c0, c1]})
+        + "\n"
+        + json.dumps(
+            {"image": a.name, "captions": list(comp[0].captions), "true": comp[0].true_index}
+        )
+        + "\n"
+    )
+    aro = [
+        {
+            "image_path": a.name,
+            "bbox_x": 0,
+            "bbox_y": 0,
+            "bbox_w": 16,
+            "bbox_h": 16,
+            "true_caption": c0,
+            "false_caption": c1,
+            "relation_name": "left of",
+        }
+    ]
+    (tmp_path / "aro.json").write_text(json.dumps(aro))
+    loc = localization_items("test", 1)[0]
+    image = world_png(tmp_path, "loc.png", loc.image)
+    word, mask = next(iter(loc.masks.items()))
+    Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    line = {"image": image.name, "caption": loc.caption, "word": word, "mask": "mask.png"}
+    (tmp_path / "loc.jsonl").write_text(json.dumps(line) + "\n")
+    line = {"image": image.name, "caption": loc.caption, "words": [word]}
+    (tmp_path / "int.jsonl").write_text(json.dumps(line) + "\n")
+
+    runs = [
+        ("compositional", "comp.jsonl", []),
+        ("compositional", "aro.json", ["--image-root", str(tmp_path)]),
+        ("localization", "loc.jsonl", ["--ddim-steps", "4"]),
+        ("intervention", "int.jsonl", ["--ddim-steps", "4"]),
+    ]
+    for k, (name, data, extra) in enumerate(runs):
+        out = tmp_path / f"out{k}"
+        argv = ["eval", name, "--data", str(tmp_path / data), "--samples", "8", "--out", str(out)]
+        assert main([*argv, *extra]) == 0, capsys.readouterr().err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["n_items"] >= 1 and summary["settings"]["data"].endswith(data)
+        assert "reference_label" in summary["settings"]  # no exact model beside user data
+        assert summary["settings"]["reference_label"] is None
+    group = json.loads((tmp_path / "out0" / "summary.json").read_text())["columns"]
+    assert group["model/standard"]["winoground"]["text"]["n"] == 1
+    assert "Winoground" in capsys.readouterr().out
