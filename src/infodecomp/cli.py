@@ -22,6 +22,17 @@ from .models.diffusers import DiffusersModel
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count, a size), refused with one line otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="infodecomp",
@@ -37,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "known, estimate -log p(x), i(x; label) and i(x; colour | shape) from its denoiser, and "
         "print them beside the exact values.",
     )
-    ref.add_argument("--samples", type=int, default=2000, help="draws per estimate (default 2000)")
+    ref.add_argument(
+        "--samples", type=positive_int, default=2000, help="draws per estimate (default 2000)"
+    )
     ref.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ref.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ref.add_argument("--out", type=Path, help="also save every estimate as JSON in this folder")
@@ -53,9 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _model_arguments(heat)
     heat.add_argument("--prompt", required=True, help="the image's caption")
     heat.add_argument("--words", help="comma-separated words to explain (default: all)")
-    heat.add_argument("--samples", type=int, default=256, help="noise draws (default 256)")
+    heat.add_argument("--samples", type=positive_int, default=256, help="noise draws (default 256)")
     heat.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    heat.add_argument("--batch-size", type=int, help="rows per UNet call (default: automatic)")
+    heat.add_argument(
+        "--batch-size", type=positive_int, help="rows per UNet call (default: automatic)"
+    )
     heat.add_argument(
         "--context",
         choices=["remove", "pad"],
@@ -75,9 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument(
         "--prompt", action="append", required=True, help="a candidate caption (repeat for several)"
     )
-    score.add_argument("--samples", type=int, default=256, help="noise draws (default 256)")
+    score.add_argument(
+        "--samples", type=positive_int, default=256, help="noise draws (default 256)"
+    )
     score.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    score.add_argument("--batch-size", type=int, help="rows per UNet call (default: automatic)")
+    score.add_argument(
+        "--batch-size", type=positive_int, help="rows per UNet call (default: automatic)"
+    )
     score.add_argument(
         "--estimator",
         choices=["standard", "orthogonal"],
@@ -95,12 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "running the same command again resumes. The final model is written to OUT/model.",
     )
     train.add_argument("--out", type=Path, required=True, help="training folder")
-    train.add_argument("--steps", type=int, default=6000, help="optimizer steps (default 6000)")
-    train.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    train.add_argument(
+        "--steps", type=positive_int, default=6000, help="optimizer steps (default 6000)"
+    )
+    train.add_argument(
+        "--batch-size", type=positive_int, default=64, help="batch size (default 64)"
+    )
     train.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument(
-        "--checkpoint-every", type=int, default=250, help="steps between checkpoints"
+        "--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints"
     )
 
     demo = commands.add_parser(
@@ -115,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--caption", default="a red circle left of a blue square", help="a caption of the world"
     )
     demo.add_argument("--image", help="explain this image instead of a draw of the world")
-    demo.add_argument("--samples", type=int, default=128, help="noise draws (default 128)")
+    demo.add_argument("--samples", type=positive_int, default=128, help="noise draws (default 128)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     _eval_arguments(commands)
@@ -134,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, DenoiserOutputError, OSError) as err:
         print(f"infodecomp: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("infodecomp: interrupted", file=sys.stderr)
+        return 130
 
 
 def _eval_arguments(commands: Any) -> None:
@@ -178,19 +204,21 @@ def _eval_arguments(commands: Any) -> None:
         if name == "localization":
             sub.add_argument("--coco-captions", help="COCO captions JSON (--format coco)")
         sub.add_argument("--split", default="test", help="the world's split (default test)")
-        sub.add_argument("--limit", type=int, help="at most this many items")
+        sub.add_argument("--limit", type=positive_int, help="at most this many items")
         sub.add_argument(
             "--samples",
-            type=int,
+            type=positive_int,
             default=DEFAULT_SAMPLES,
             help=f"noise draws per item (default {DEFAULT_SAMPLES})",
         )
         sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        sub.add_argument("--batch-size", type=int, help="rows per denoiser call (default: auto)")
+        sub.add_argument(
+            "--batch-size", type=positive_int, help="rows per denoiser call (default: auto)"
+        )
         if name != "compositional":
             sub.add_argument(
                 "--ddim-steps",
-                type=int,
+                type=positive_int,
                 default=DEFAULT_STEPS,
                 help=f"DDIM steps each way (default {DEFAULT_STEPS})",
             )
