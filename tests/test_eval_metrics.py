@@ -280,3 +280,42 @@ def test_mean_with_ci_drops_nan_and_small_n():
     assert one == {"value": 5.0, "ci95": [None, None], "n": 1}
     none = mean_with_ci([])
     assert none["n"] == 0 and math.isnan(none["value"]) and none["ci95"] == [None, None]
+
+
+def test_cluster_bootstrap_resamples_whole_groups():
+    """Three copies of each value in one cluster carry no more information than the value: the
+    grouped interval equals the interval of the values themselves; ignoring the clusters would
+    give a narrower, overconfident one."""
+    from infodecomp.evaluate.metrics import correlation, mean_with_ci
+
+    v = np.array([0.1, 0.5, 0.2, 0.9, 0.4, 0.7, 0.3, 0.8])
+    grouped = mean_with_ci(np.repeat(v, 3), seed=4, groups=np.repeat(np.arange(8), 3))
+    plain = mean_with_ci(v, seed=4)
+    assert grouped["value"] == pytest.approx(plain["value"]) and grouped["n"] == 24
+    assert grouped["ci95"] == pytest.approx(plain["ci95"])
+    naive = mean_with_ci(np.repeat(v, 3), seed=4)
+    assert naive["ci95"][1] - naive["ci95"][0] < 0.8 * (grouped["ci95"][1] - grouped["ci95"][0])
+    x, y = np.repeat(v, 2), np.repeat(v**2 + 0.1 * np.sin(7 * v), 2)
+    c = correlation(x, y, "pearson", seed=1, groups=np.repeat(np.arange(8), 2))
+    assert c["n"] == 16 and c["ci95"][0] <= c["value"] <= c["ci95"][1]
+
+
+def test_constant_map_predicts_every_pixel_in_the_segmentation_protocol():
+    from infodecomp.evaluate.metrics import segmentation_stats, segmentation_summary
+
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    stats = segmentation_stats(np.ones((4, 4)), mask)
+    assert stats["correct"] == 8 and stats["intersection"] == [0, 8] and stats["union"] == [8, 16]
+    summary = segmentation_summary([stats, stats], groups=["a", "a"])
+    assert summary["iou_foreground"]["value"] == 0.5 and summary["pixel_accuracy"]["n"] == 2
+
+
+def test_cross_fitted_thresholds_apply_to_other_curves():
+    from infodecomp.evaluate.metrics import cross_fitted_scores, cross_fitted_thresholds
+
+    iou = np.array([[0.1, 0.9], [0.2, 0.8], [0.9, 0.1], [0.7, 0.3]])
+    folds = np.array([0, 0, 1, 1])
+    # Fold 0 takes fold 1's best (index 0), fold 1 takes fold 0's best (index 1).
+    assert cross_fitted_thresholds(iou, folds).tolist() == [0, 0, 1, 1]
+    assert cross_fitted_scores(iou, folds).tolist() == [0.1, 0.2, 0.1, 0.3]

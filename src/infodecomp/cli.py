@@ -18,6 +18,7 @@ from .explain import explain
 from .images import load_image
 from .models import example_mixture
 from .models.diffusers import DiffusersModel
+from .results import Z95
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -242,9 +243,11 @@ def _eval_arguments(commands: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from .ddim import DEFAULT_STEPS
     from .evaluate import EVALUATIONS, summarize
     from .evaluate.evaluation import evaluate
 
+    device = None if args.evaluation == "summarize" else check_device(args.device)
     _quiet_libraries()
     if args.evaluation == "summarize":
         summarize(args.out, log=print)
@@ -262,9 +265,9 @@ def run_eval(args: argparse.Namespace) -> int:
         samples=args.samples,
         seed=args.seed,
         batch_size=args.batch_size,
-        ddim_steps=getattr(args, "ddim_steps", 50),
+        ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", "standard"),
-        device=args.device,
+        device=device,
         dtype=DTYPES.get(args.dtype),
         skip_bad=args.skip_bad,
         log=lambda message: print(message, file=sys.stderr, flush=True),
@@ -288,10 +291,30 @@ def _model_arguments(sub: argparse.ArgumentParser) -> None:
 
 def _load_model(args: argparse.Namespace) -> DiffusersModel:
     load_image(args.image, 8)  # an unreadable image fails before the (slow) model load
+    device = check_device(args.device)
     _quiet_libraries()
-    return DiffusersModel.from_pretrained(
-        args.model, dtype=DTYPES.get(args.dtype), device=args.device
-    )
+    return DiffusersModel.from_pretrained(args.model, dtype=DTYPES.get(args.dtype), device=device)
+
+
+def check_device(name: str | None) -> str | None:
+    """``name`` if this torch can run on it, else ``ValueError`` with one line (before any slow
+    loading)."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r} (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch build sees no CUDA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported (cpu, cuda or mps)")
+    return name
 
 
 def _quiet_libraries() -> None:
@@ -407,7 +430,7 @@ def run_score(args: argparse.Namespace) -> int:
     print(f"{'prompt':<50}{'i(x; prompt)':>13}{'± SE':>9}{'95% interval':>22}")
     for j, p in enumerate(prompts):
         value, se = est.value[0, j].item(), est.stderr[0, j].item()
-        interval = f"[{value - 1.96 * se:.3f}, {value + 1.96 * se:.3f}]"
+        interval = f"[{value - Z95 * se:.3f}, {value + Z95 * se:.3f}]"
         print(f"{p[:49]:<50}{value:>13.4f}{se:>9.4f}{interval:>22}")
     print(
         f"nats, {args.estimator} estimator; {est.n_evaluations} denoiser evaluations, "

@@ -42,38 +42,68 @@ def logsnr_grid(model: Any, steps: int = DEFAULT_STEPS) -> torch.Tensor:
 
 
 def sample(
-    model: Any, noise: torch.Tensor, conds: Sequence[Any], steps: int = DEFAULT_STEPS
+    model: Any,
+    noise: torch.Tensor,
+    conds: Sequence[Any],
+    steps: int = DEFAULT_STEPS,
+    schedule: Any = None,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Data from ``noise`` ``(n, *data_shape)`` under the ``n`` conditions ``conds`` (batched in
-    one call per step), ``(n, *data_shape)`` in the model's input space."""
-    grid = logsnr_grid(model, steps)
+    """Data from ``noise`` ``(n, *data_shape)`` under the ``n`` conditions ``conds``,
+    ``(n, *data_shape)`` in the model's input space. Each step is one denoiser call of all rows
+    (or calls of ``batch_size`` rows). ``schedule``: whose :func:`logsnr_grid` to follow
+    (default the model's own)."""
+    grid = logsnr_grid(model if schedule is None else schedule, steps)
     x = noise.to(torch.float64) * torch.sigmoid(-grid[0]).sqrt()
-    return _run(model, x, list(conds), grid)
+    return _run(model, x, list(conds), grid, batch_size)
 
 
-def invert(model: Any, x: torch.Tensor, cond: Any, steps: int = DEFAULT_STEPS) -> torch.Tensor:
+def invert(
+    model: Any,
+    x: torch.Tensor,
+    cond: Any,
+    steps: int = DEFAULT_STEPS,
+    schedule: Any = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
     """The noise from which :func:`sample` under ``cond`` regenerates ``x`` ``(n, *data_shape)``:
-    the point of the DDIM path at the grid's lowest log-SNR, rescaled to unit variance."""
-    grid = logsnr_grid(model, steps).flip(0)
+    the point of the DDIM path at the grid's lowest log-SNR, rescaled to unit variance
+    (``steps - 1`` denoiser calls)."""
+    grid = logsnr_grid(model if schedule is None else schedule, steps).flip(0)
     start = x.to(torch.float64) * torch.sigmoid(grid[0]).sqrt()
-    out = _run(model, start, [cond] * len(x), grid, return_x0=False)
+    out = _run(model, start, [cond] * len(x), grid, batch_size, to_data=False)
     return out / torch.sigmoid(-grid[-1]).sqrt()
 
 
 def _run(
-    model: Any, x: torch.Tensor, conds: list[Any], grid: torch.Tensor, return_x0: bool = True
+    model: Any,
+    x: torch.Tensor,
+    conds: list[Any],
+    grid: torch.Tensor,
+    batch_size: int | None,
+    to_data: bool = True,
 ) -> torch.Tensor:
+    """Follow ``grid``; return the last x0_hat (``to_data``) or the point at the grid's end
+    (which needs no denoiser call at that point)."""
     dtype = torch.float64
-    x0 = x
-    for i, a in enumerate(grid.tolist()):
-        alpha = torch.full((len(x),), a, dtype=dtype, device=x.device)
+    rows = batch_size or len(x)
+    calls = len(grid) if to_data else len(grid) - 1
+    for i in range(calls):
+        a = grid[i].item()
+        alpha = torch.full((rows,), a, dtype=dtype, device=x.device)
         with torch.no_grad():
-            eps = model(x.to(dtype), alpha, conds).to(dtype)
+            eps = torch.cat(
+                [
+                    model(x[k : k + rows], alpha[: len(x[k : k + rows])], conds[k : k + rows])
+                    for k in range(0, len(x), rows)
+                ]
+            ).to(dtype)
         if not torch.isfinite(eps).all():
             raise ValueError(f"the denoiser returned NaN or inf at log-SNR {a:.3g}")
         sig = torch.sigmoid(torch.tensor(a, dtype=dtype))
         x0 = (x - (1 - sig).sqrt() * eps) / sig.sqrt()
-        if i + 1 < len(grid):
-            nxt = torch.sigmoid(grid[i + 1])
-            x = nxt.sqrt() * x0 + (1 - nxt).sqrt() * eps
-    return x0 if return_x0 else x
+        if i + 1 == len(grid):
+            return x0
+        nxt = torch.sigmoid(grid[i + 1])
+        x = nxt.sqrt() * x0 + (1 - nxt).sqrt() * eps
+    return x

@@ -23,7 +23,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 import torch
@@ -159,6 +159,16 @@ def log_likelihood(
     )["negative_log_likelihood"]
 
 
+@overload
+def mutual_info(
+    model: Denoiser, x: torch.Tensor, cond: Any, *, estimator: str = ..., **settings: Any
+) -> Estimate: ...
+@overload
+def mutual_info(
+    model: Denoiser, x: torch.Tensor, cond: Any, *, estimator: tuple[str, ...], **settings: Any
+) -> dict[str, Estimate]: ...
+
+
 def mutual_info(
     model: Denoiser,
     x: torch.Tensor,
@@ -174,7 +184,7 @@ def mutual_info(
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
     progress: bool = True,
-) -> Any:
+) -> Estimate | dict[str, Estimate]:
     """Pointwise mutual information i(x; cond) in nats, against the null condition ``None``.
 
     ``estimator="standard"`` estimates log p(x|cond) - log p(x) exactly in expectation;
@@ -200,6 +210,28 @@ def mutual_info(
     )
 
 
+@overload
+def conditional_mutual_info(
+    model: Denoiser,
+    x: torch.Tensor,
+    cond: Any,
+    context: Any,
+    *,
+    estimator: str = ...,
+    **settings: Any,
+) -> Estimate: ...
+@overload
+def conditional_mutual_info(
+    model: Denoiser,
+    x: torch.Tensor,
+    cond: Any,
+    context: Any,
+    *,
+    estimator: tuple[str, ...],
+    **settings: Any,
+) -> dict[str, Estimate]: ...
+
+
 def conditional_mutual_info(
     model: Denoiser,
     x: torch.Tensor,
@@ -216,7 +248,7 @@ def conditional_mutual_info(
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
     progress: bool = True,
-) -> Any:
+) -> Estimate | dict[str, Estimate]:
     """Pointwise conditional mutual information i(x; y | context) in nats.
 
     ``cond`` is the fuller condition (context plus the part y), ``context`` the one with y removed;
@@ -227,7 +259,7 @@ def conditional_mutual_info(
     names returns ``{name: Estimate}``, all from one pass of denoiser calls). Other arguments as
     in :func:`log_likelihood`.
     """
-    names = (estimator,) if isinstance(estimator, str) else tuple(estimator)
+    names = (estimator,) if isinstance(estimator, str) else tuple(dict.fromkeys(estimator))
     if not names or any(e not in ESTIMATORS for e in names):
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
     many = isinstance(cond, list) or isinstance(context, list)
@@ -374,7 +406,7 @@ def _estimate(
         "per_dim": per_dim,
         "sum_channels": sum_channels,
         "model": type(model).__name__,
-        "stream_keys": "given" if keys is not None else "row content",
+        "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
     }
     out = {}
     for kind in kinds:

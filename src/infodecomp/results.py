@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal: 95% intervals are +- Z95 SE
+
 
 @dataclass
 class Estimate:

@@ -29,11 +29,20 @@ def distinct_words(prompt: str) -> list[str]:
 
 
 def occurrences(prompt: str, word: str) -> list[Word]:
-    """All occurrences of ``word`` (case-insensitive) in ``prompt``.
+    """All occurrences of ``word`` (case-insensitive) in ``prompt``; ``word`` may be a phrase of
+    several words ("hot dog", "red car"), found where its words stand next to each other (the
+    occurrence's span then covers the phrase).
 
     Raises ``ValueError`` if there are none.
     """
-    found = [w for w in split_words(prompt) if w.text.lower() == word.strip().lower()]
+    wanted = [w.text.lower() for w in split_words(word)]
+    words = split_words(prompt)
+    n = len(wanted)
+    found = [
+        Word(prompt[words[i].start : words[i + n - 1].end], words[i].start, words[i + n - 1].end)
+        for i in range(len(words) - n + 1)
+        if n and [w.text.lower() for w in words[i : i + n]] == wanted
+    ]
     if not found:
         raise ValueError(
             f"word {word!r} is not in the prompt {prompt!r} (its words: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,8 +15,9 @@ from ..images import load_image
 from ..world.model import WorldModel
 
 EXACT_NAME = "infodecomp/shapes-world-exact"
-# Draws per item unless told: the estimators' standard errors are optimistic below a few hundred
-# draws (heavy-tailed importance weights), so evaluations default to more than the demo.
+# Draws per item unless told (the demo's count; the cost of an evaluation grows with it). At this
+# count the estimators' standard errors are optimistic (heavy-tailed importance weights): the
+# tables say so beside significance verdicts.
 DEFAULT_SAMPLES = 128
 
 
@@ -31,6 +33,9 @@ class EvalModel:
             exact model, the cached commit for a hub id), or ``None``.
         image_size: side of the square images it takes, in pixels.
         logsnr: the integration distribution of its estimates.
+        schedule: whose DDIM grid its inversions follow (:func:`infodecomp.ddim.logsnr_grid`):
+            the model itself, or for the exact world model the bundled model's schedule, so
+            that both world models are inverted the same way.
     """
 
     denoiser: Any
@@ -39,6 +44,7 @@ class EvalModel:
     revision: str | None
     image_size: int
     logsnr: TruncatedLogistic
+    schedule: Any
 
     @property
     def is_exact(self) -> bool:
@@ -55,26 +61,49 @@ class EvalModel:
         return {"model": self.name, "model_label": self.label, "model_revision": self.revision}
 
 
+@dataclass
+class Schedule:
+    """A diffusers noise schedule without its network (enough for a DDIM grid and the trained
+    log-SNR range): ``scheduler`` and the log-SNR of each training timestep."""
+
+    scheduler: Any
+    timestep_logsnr: torch.Tensor
+
+    @classmethod
+    def from_folder(cls, path: Path) -> Schedule:
+        from diffusers import DDPMScheduler
+
+        scheduler = DDPMScheduler.from_pretrained(path)
+        abar = scheduler.alphas_cumprod.to(torch.float64)
+        return cls(scheduler, abar.log() - (1 - abar).log())
+
+    @property
+    def logsnr_range(self) -> tuple[float, float]:
+        return self.timestep_logsnr.min().item(), self.timestep_logsnr.max().item()
+
+
 def load_model(name: str, device: str | None = None, dtype: torch.dtype | None = None) -> EvalModel:
     """``"bundled"`` (the shipped shapes-world model), ``"exact"`` (the world's exact model) or
     a diffusers folder / cached hub id. The world's two models integrate over the bundled model's
-    trained log-SNR range, so their numbers compare like for like."""
+    trained log-SNR range and invert on its DDIM grid, so their numbers compare like for like."""
     from ..models.diffusers import DiffusersModel
     from ..world.demo import BUNDLED, load_bundled
 
-    if name in ("bundled", "exact"):
+    if name == "exact":
+        schedule = Schedule.from_folder(BUNDLED / "scheduler")
+        logsnr = TruncatedLogistic.from_range(*schedule.logsnr_range)
+        version = _version("infodecomp")
+        return EvalModel(WorldModel(), "exact", "exact world model", version, 16, logsnr, schedule)
+    if name == "bundled":
         bundled = load_bundled(device=device)
-        logsnr = TruncatedLogistic.from_range(*bundled.logsnr_range)
         weights = BUNDLED / "unet" / "diffusion_pytorch_model.safetensors"
-        if name == "exact":
-            return EvalModel(
-                WorldModel(), "exact", "exact world model", _version("infodecomp"), 16, logsnr
-            )
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-        return EvalModel(bundled, "bundled", "bundled model", digest, bundled.image_size, logsnr)
+        logsnr = TruncatedLogistic.from_range(*bundled.logsnr_range)
+        size = bundled.image_size
+        return EvalModel(bundled, "bundled", "bundled model", digest, size, logsnr, bundled)
     model = DiffusersModel.from_pretrained(name, dtype=dtype, device=device)
     logsnr = TruncatedLogistic.from_range(*model.logsnr_range)
-    return EvalModel(model, name, name, model.revision, model.image_size, logsnr)
+    return EvalModel(model, name, name, model.revision, model.image_size, logsnr, model)
 
 
 def versions() -> dict[str, str | None]:

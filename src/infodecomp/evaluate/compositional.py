@@ -14,26 +14,27 @@ same denoiser calls:
 
 Each row keeps every score with its standard error, and the margin of the true caption over the
 best false one: for ``standard`` the log-likelihood ratio of the two captions estimated directly
-(its own pair on the same draws, so its standard error is exact); for ``orthogonal`` the
-difference of the two scores with a conservative standard error (their covariance, positive on
-shared draws, is ignored). A margin is significant when its 95% interval excludes 0.
+(its own pair on the same draws, with its own standard error); for ``orthogonal`` the difference
+of the two scores with the sum of their standard errors (an upper bound on the difference's,
+whatever the covariance). A margin is significant when its 95% interval excludes 0; at a few
+hundred draws the standard errors are optimistic (heavy-tailed importance weights), so read the
+verdicts as indicative there.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from ..estimators import conditional_mutual_info
+from ..results import Z95
 from . import metrics
 from .common import EvalModel
 from .items import CompositionalItem
 from .runner import Task
 
-ESTIMATORS = ("standard", "orthogonal")
-Z95 = 1.959963984540054
+SCORES = ("standard", "orthogonal")  # both from one pass of denoiser calls, shown in this order
 
 
 def make_task(
@@ -78,7 +79,7 @@ def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -
         x,
         conds,
         contexts,
-        estimator=ESTIMATORS,
+        estimator=SCORES,
         n_samples=settings["samples"],
         seed=settings["seed"],
         logsnr=model.logsnr,
@@ -94,8 +95,8 @@ def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -
         if name == "standard":
             pair = len(captions) + falses.index(best)
             margin, margin_se = value[pair], se[pair]
-        else:
-            margin, margin_se = scores[k] - scores[best], math.hypot(ses[k], ses[best])
+        else:  # se of a difference <= sum of the two se's, whatever their covariance
+            margin, margin_se = scores[k] - scores[best], ses[k] + ses[best]
         out[name] = {
             "scores": scores,
             "stderr": ses,
@@ -127,7 +128,7 @@ def _columns(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[tuple
     cols = []
     for who in ("reference", "model"):
         if who in rows[0]["scores"]:
-            names = (["exact"] if "exact" in rows[0]["scores"][who] else []) + list(ESTIMATORS)
+            names = (["exact"] if "exact" in rows[0]["scores"][who] else []) + list(SCORES)
             cols += [(f"{who}/{name}", who, name) for name in names]
     return cols
 
@@ -143,6 +144,7 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     chance = [1 / len(r["captions"]) for r in rows]
     out: dict[str, Any] = {
         "labels": {"reference": settings.get("reference_label"), "model": settings["model_label"]},
+        "headline": f"model/{settings['estimator']}",
         "chance": _accuracies(chance, types, seed),
         "columns": {},
     }
@@ -172,16 +174,28 @@ def _accuracies(credits: list[float], types: list[str], seed: int) -> dict[str, 
 
 
 def _winoground(rows: list[dict[str, Any]], who: str, name: str, seed: int) -> Any:
-    by_group: dict[str, dict[int, list[float]]] = {}
+    """Text / image / group scores over the complete 2x2 groups: two rows (true caption 0 and
+    1) with the same two captions; other groups are counted as incomplete and left out."""
+    by_group: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r["group"] is not None:
-            by_group.setdefault(r["group"], {})[r["true_index"]] = r["scores"][who][name]["scores"]
-    complete = [g for g in by_group.values() if set(g) == {0, 1}]
-    if not complete:
+            by_group.setdefault(r["group"], []).append(r)
+    complete = [
+        {r["true_index"]: r["scores"][who][name]["scores"] for r in g}
+        for g in by_group.values()
+        if len(g) == 2
+        and {r["true_index"] for r in g} == {0, 1}
+        and len(g[0]["captions"]) == 2
+        and g[0]["captions"] == g[1]["captions"]
+    ]
+    if not by_group:
         return None
-    # s[g, c, i]: caption c's score for image i (image i's row holds both captions' scores).
-    s = np.array([[[g[i][c] for i in (0, 1)] for c in (0, 1)] for g in complete])
-    return metrics.winoground_scores(s, seed=seed)
+    out: dict[str, Any] = {"incomplete_groups": len(by_group) - len(complete)}
+    if complete:
+        # s[g, c, i]: caption c's score for image i (image i's row holds both captions' scores).
+        s = np.array([[[g[i][c] for i in (0, 1)] for c in (0, 1)] for g in complete])
+        out |= metrics.winoground_scores(s, seed=seed)
+    return out
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -195,7 +209,8 @@ def table(summary: dict[str, Any]) -> str:
     lines_of = {"chance": summary["chance"]}
     for key, col in cols.items():
         who, name = key.split("/")
-        lines_of[f"{labels[who]}: {names[name]}"] = col
+        star = " *" if key == summary["headline"] else ""
+        lines_of[f"{labels[who]}: {names[name]}{star}"] = col
     chance = summary["chance"]
     heads = [("all items", "accuracy", None)]
     if "per_type" in chance:
@@ -227,7 +242,7 @@ def table(summary: dict[str, Any]) -> str:
                 f"{col['significant_true']:.0%} of items, for a false one in "
                 f"{col['significant_false']:.0%}"
             )
-        if "winoground" in col:
+        if "winoground" in col and "text" in col["winoground"]:
             w = col["winoground"]
             lines.append(
                 f"{labels[who]}, {name}: Winoground text {w['text']['value']:.0%}, image "
@@ -235,8 +250,10 @@ def table(summary: dict[str, Any]) -> str:
                 f"({w['text']['n']} groups)"
             )
     lines.append(
-        "standard: log p(x|caption) - log p(x), the score to rank captions with. orthogonal: "
-        "the paper's protocol; it grows with how much a caption changes the denoiser, so a "
-        "caption that contradicts the image scores high. No attention-based score ranks captions."
+        "* the ranking score chosen with --estimator. standard: log p(x|caption) - log p(x), the "
+        "score to rank captions with. orthogonal: the paper's protocol; it grows with how much a "
+        "caption changes the denoiser, so a caption that contradicts the image scores high. No "
+        "attention-based score ranks captions. Significance verdicts rest on standard errors "
+        "that are optimistic at a few hundred draws."
     )
     return "\n".join(lines)

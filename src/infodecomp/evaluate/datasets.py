@@ -614,7 +614,12 @@ def _coco_item(
         found = _find_categories(caption, phrases)
         if not found:
             return []
-        image = _existing(root, str(info.get("file_name", "")), "image")
+        for key in ("file_name", "height", "width", "id"):
+            if key not in info:
+                raise _Invalid(f"its image entry has no {key!r}")
+        if "id" not in ann:
+            raise _Invalid("caption annotation has no 'id'")
+        image = _existing(root, str(info["file_name"]), "image")
         height, width = int(info["height"]), int(info["width"])
         masks: dict[str, Any] = {}
         for category, (_, text) in sorted(found.items(), key=lambda kv: kv[1][0]):

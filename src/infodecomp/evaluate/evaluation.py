@@ -107,8 +107,8 @@ def evaluate(
         "samples": samples,
         "seed": seed,
         "batch_size": batch_size or _default_batch_size(evaluated),
-        "ddim_steps": ddim_steps,
-        "estimator": estimator,
+        # Only what changes this evaluation's rows (a rerun must match these).
+        **({"estimator": estimator} if task == "compositional" else {"ddim_steps": ddim_steps}),
         **evaluated.describe(),
         "reference_label": reference.label if reference else None,
         "logsnr": {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +43,8 @@ def make_task(
 
     def denoiser_rows(item: InterventionItem) -> int:
         steps = settings["ddim_steps"]
-        return settings["samples"] * (2 + len(item.words)) + steps * (2 + len(item.words))
+        ddim_rows = (steps - 1) + steps * (1 + len(item.words))
+        return settings["samples"] * (2 + len(item.words)) + ddim_rows
 
     def _measure(m: EvalModel, item: InterventionItem) -> dict[str, Any]:
         return measure_item(m, item, settings)
@@ -99,12 +99,15 @@ def measure_item(
         n_eval = res.estimate.n_evaluations
 
     steps = settings["ddim_steps"]
-    noise = ddim.invert(model.denoiser, x, item.caption, steps)
+    along = {"schedule": model.schedule, "batch_size": settings["batch_size"]}
+    noise = ddim.invert(model.denoiser, x, item.caption, steps, **along)
     conds = [item.caption, *contexts]
-    regenerated = ddim.sample(model.denoiser, noise.expand(len(conds), *x.shape[1:]), conds, steps)
+    noises = noise.expand(len(conds), *x.shape[1:])
+    regenerated = ddim.sample(model.denoiser, noises, conds, steps, **along)
     change_maps = ((regenerated[1:] - regenerated[:1]) ** 2).sum(1)  # (words, h, w)
 
-    out: dict[str, Any] = {"n_evaluations": n_eval + steps * (1 + len(conds)), "words": {}}
+    n_eval += (steps - 1) + steps * len(conds)
+    out: dict[str, Any] = {"n_evaluations": n_eval, "words": {}}
     for k, w in enumerate(words):
         change = change_maps[k].float()
         entry = {
@@ -122,25 +125,13 @@ def measure_item(
 
 
 def _pixel_corr(heat: torch.Tensor, change: torch.Tensor, method: str) -> float:
+    """Correlation of a map with the change map over pixels (the map resized to the change's
+    size); NaN when either is constant."""
     heat = heat.detach().float().cpu()
     if heat.shape != change.shape:
         heat = F.interpolate(heat[None, None], size=change.shape, mode="bilinear")[0, 0]
-    a, b = heat.flatten().numpy(), change.flatten().numpy()
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    if method == "spearman":
-        a, b = _ranks(a), _ranks(b)
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="stable")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(len(v))
-    # Average ranks over ties.
-    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
+    corr = metrics.pearson if method == "pearson" else metrics.spearman
+    return corr(heat.flatten().double().numpy(), change.flatten().double().numpy())
 
 
 def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
@@ -153,32 +144,28 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
         return out
     labels = {"model": settings["model_label"], "reference": settings.get("reference_label")}
     for who in rows[0]["models"]:
-        entries = [e for r in rows for e in r["models"][who]["words"].values()]
+        pairs = [(r["id"], e) for r in rows for e in r["models"][who]["words"].values()]
+        images = [item_id for item_id, _ in pairs]  # a caption's words share their image
+        entries = [e for _, e in pairs]
         change = [e["change"] for e in entries]
-        cmi = [e["cmi"]["value"] for e in entries]
+        kw = {"seed": seed, "groups": images}
         model_out: dict[str, Any] = {
             "label": labels[who],
             "n_pairs": len(entries),
-            "mean_change": metrics.mean_with_ci(change, seed=seed),
-            "image_level": {
-                f"{method}_cmi": metrics.correlation(cmi, change, method, seed=seed)
-                for method in ("pearson", "spearman")
-            },
-            "pixel_level": {
-                f"{method}_cmi": metrics.mean_with_ci(
-                    [e[f"pixel_{method}_cmi"] for e in entries], seed=seed
-                )
-                for method in ("pearson", "spearman")
-            },
+            "mean_change": metrics.mean_with_ci(change, **kw),
+            "image_level": {},
+            "pixel_level": {},
         }
+        signals = {"cmi": [e["cmi"]["value"] for e in entries]}
         if entries and "attention" in entries[0]:
-            attn = [e["attention"] for e in entries]
+            signals["attention"] = [e["attention"] for e in entries]
+        for what, signal in signals.items():
             for method in ("pearson", "spearman"):
-                model_out["image_level"][f"{method}_attention"] = metrics.correlation(
-                    attn, change, method, seed=seed
+                model_out["image_level"][f"{method}_{what}"] = metrics.correlation(
+                    signal, change, method, **kw
                 )
-                model_out["pixel_level"][f"{method}_attention"] = metrics.mean_with_ci(
-                    [e[f"pixel_{method}_attention"] for e in entries], seed=seed
+                model_out["pixel_level"][f"{method}_{what}"] = metrics.mean_with_ci(
+                    [e[f"pixel_{method}_{what}"] for e in entries], **kw
                 )
         out["models"][who] = model_out
     return out
@@ -220,6 +207,7 @@ def table(summary: dict[str, Any]) -> str:
         )
     lines.append(
         "image level: across (image, word) pairs, the word's CMI (nats) or mean attention against"
-        " the mean change; pixel level: per pair, map against change map, then the mean."
+        " the mean change; pixel level: per pair, map against change map, then the mean. "
+        "Intervals resample images."
     )
     return "\n".join(lines)

@@ -73,18 +73,48 @@ def _vector(values: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
-def mean_with_ci(values: ArrayLike, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
+def _clusters(groups: ArrayLike | None, n: int) -> np.ndarray:
+    """Cluster index (0..G-1) of each of ``n`` values: one cluster per value without ``groups``."""
+    if groups is None:
+        return np.arange(n)
+    labels = np.asarray(groups, dtype=object)
+    if labels.shape != (n,):
+        raise ValueError(f"groups must have one label per value ({n}), got shape {labels.shape}")
+    _, index = np.unique(labels.astype(str), return_inverse=True)
+    return index.reshape(-1)
+
+
+def _cluster_draws(rng: np.random.Generator, n_clusters: int, n_boot: int) -> np.ndarray:
+    """``(n_boot, n_clusters)`` resamples of the clusters, with replacement."""
+    return rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+
+
+def mean_with_ci(
+    values: ArrayLike, seed: int = 0, n_boot: int = 2000, groups: ArrayLike | None = None
+) -> dict[str, Any]:
     """Mean of ``values`` with a percentile bootstrap 95% interval.
 
     NaNs are dropped first and ``n`` counts the values kept; the value is NaN when none is left.
+    ``groups`` gives each value's cluster (e.g. the image of each word): the bootstrap then
+    resamples whole clusters, since values of one cluster are correlated.
     """
     arr = _vector(values, "values")
-    arr = arr[~np.isnan(arr)]
+    cluster = _clusters(groups, arr.size)
+    keep = ~np.isnan(arr)
+    arr, cluster = arr[keep], cluster[keep]
     n = arr.size
     if n == 0:
         return _result(float("nan"), None, 0)
-    reps = _replicates(np.random.default_rng(seed), n, n_boot, lambda idx: arr[idx].mean(axis=1))
-    return _result(arr.mean(), reps, n)
+    if groups is None:
+        reps = _replicates(
+            np.random.default_rng(seed), n, n_boot, lambda idx: arr[idx].mean(axis=1)
+        )
+        return _result(arr.mean(), reps, n)
+    _, cluster = np.unique(cluster, return_inverse=True)
+    sums, counts = np.bincount(cluster, weights=arr), np.bincount(cluster).astype(np.float64)
+    idx = _cluster_draws(np.random.default_rng(seed), len(sums), n_boot)
+    reps = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    return _result(arr.mean(), reps if len(sums) >= 2 else None, n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +346,12 @@ def segmentation_stats(
     """One image's counts for :func:`segmentation_summary` (JSON-ready): correct pixels, pixels,
     per-class (background, foreground) intersections and unions, and the pooled AP."""
     h, m = _map_and_mask(heat, mask)
-    pred = h > h.mean() if threshold == "mean" else h >= float(threshold)
+    if threshold == "mean":
+        # A constant map (the whole-image baseline) predicts every pixel; Chefer's code would
+        # turn it into NaN, then zeros, and predict none.
+        pred = h > h.mean() if h.max() > h.min() else np.ones_like(m)
+    else:
+        pred = h >= float(threshold)
     pairs = ((~pred, ~m), (pred, m))
     return {
         "correct": int(np.count_nonzero(pred == m)),
@@ -328,15 +363,32 @@ def segmentation_stats(
 
 
 def segmentation_summary(
-    stats: Sequence[dict[str, Any]], seed: int = 0, n_boot: int = 2000
+    stats: Sequence[dict[str, Any]],
+    seed: int = 0,
+    n_boot: int = 2000,
+    groups: ArrayLike | None = None,
 ) -> dict[str, Any]:
-    """The metrics of :func:`segmentation_metrics` from per-image :func:`segmentation_stats`."""
-    n = len(stats)
-    correct = np.array([s["correct"] for s in stats], dtype=np.float64)
-    pixels = np.array([s["pixels"] for s in stats], dtype=np.float64)
-    inter = np.array([s["intersection"] for s in stats], dtype=np.float64).reshape(n, 2)
-    union = np.array([s["union"] for s in stats], dtype=np.float64).reshape(n, 2)
-    ap = np.array([s["ap"] for s in stats], dtype=np.float64)
+    """The metrics of :func:`segmentation_metrics` from per-map :func:`segmentation_stats`;
+    with ``groups`` (each map's cluster, e.g. its image) the bootstrap resamples whole clusters.
+    ``n`` counts the maps."""
+    n_maps = len(stats)
+    cluster = _clusters(groups, n_maps)
+    _, cluster = np.unique(cluster, return_inverse=True)
+    n = int(cluster.max()) + 1 if n_maps else 0
+
+    def per_cluster(values: np.ndarray) -> np.ndarray:
+        out = np.zeros((n, *values.shape[1:]))
+        np.add.at(out, cluster, values)
+        return out
+
+    correct = per_cluster(np.array([s["correct"] for s in stats], dtype=np.float64))
+    pixels = per_cluster(np.array([s["pixels"] for s in stats], dtype=np.float64))
+    inter = per_cluster(
+        np.array([s["intersection"] for s in stats], dtype=np.float64).reshape(-1, 2)
+    )
+    union = per_cluster(np.array([s["union"] for s in stats], dtype=np.float64).reshape(-1, 2))
+    ap_sum = per_cluster(np.array([s["ap"] for s in stats], dtype=np.float64))
+    ap_count = per_cluster(np.ones(n_maps))
 
     def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         # Chefer divides by (union + eps): a class absent from prediction and truth scores 0.
@@ -353,13 +405,13 @@ def segmentation_summary(
         "pixel_accuracy": acc_of,
         "miou": lambda idx: ious_of(idx).mean(axis=-1),
         "iou_foreground": lambda idx: ious_of(idx)[..., 1],
-        "map": lambda idx: ap[idx].mean(axis=-1),
+        "map": lambda idx: ap_sum[idx].sum(axis=-1) / ap_count[idx].sum(axis=-1),
     }
     out: dict[str, Any] = {}
     for name, stat in metrics.items():
         value = stat(everything) if n else float("nan")
         reps = _replicates(np.random.default_rng(seed), n, n_boot, stat) if n else None
-        out[name] = _result(float(value), reps, n)
+        out[name] = _result(float(value), reps, n_maps)
     return out
 
 
@@ -393,18 +445,26 @@ def cross_fitted_scores(curves: ArrayLike, folds: ArrayLike) -> np.ndarray:
     No item's score depends on a threshold chosen with that item, so the mean is honest.
     """
     arr = _curves(curves)
+    return arr[np.arange(arr.shape[0]), cross_fitted_thresholds(arr, folds)]
+
+
+def cross_fitted_thresholds(curves: ArrayLike, folds: ArrayLike) -> np.ndarray:
+    """Each item's threshold index, chosen (as :func:`paper_threshold`) on the other fold's
+    ``curves``; apply it to any other curve of the items (e.g. pixel accuracy at the threshold
+    chosen by IoU)."""
+    arr = _curves(curves)
     f = np.asarray(folds)
     if f.shape != (arr.shape[0],):
         raise ValueError(f"folds must have shape ({arr.shape[0]},), got {f.shape}")
     if not np.isin(f, (0, 1)).all():
         raise ValueError("folds must be 0 or 1")
-    scores = np.empty(arr.shape[0])
+    chosen = np.empty(arr.shape[0], dtype=np.int64)
     for fold in (0, 1):
         here = f == fold
         if here.all():
             raise ValueError("both folds must have items")
-        scores[here] = arr[here, paper_threshold(arr[~here])]
-    return scores
+        chosen[here] = paper_threshold(arr[~here])
+    return chosen
 
 
 def fold_of(item_id: str) -> int:
@@ -433,7 +493,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation; NaN when either variable is constant."""
     dx, dy = x - x.mean(), y - y.mean()
     sxx, syy = float(dx @ dx), float(dy @ dy)
@@ -442,9 +502,9 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.clip((dx @ dy) / np.sqrt(sxx * syy), -1.0, 1.0))
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of the average ranks."""
-    return _pearson(_average_ranks(x), _average_ranks(y))
+    return pearson(_average_ranks(x), _average_ranks(y))
 
 
 def correlation(
@@ -453,8 +513,10 @@ def correlation(
     method: Literal["pearson", "spearman"] = "pearson",
     seed: int = 0,
     n_boot: int = 2000,
+    groups: ArrayLike | None = None,
 ) -> dict[str, Any]:
-    """Pearson or Spearman correlation with a bootstrap 95% interval resampling pairs.
+    """Pearson or Spearman correlation with a bootstrap 95% interval resampling pairs (or, with
+    ``groups``, whole clusters of pairs, as in :func:`mean_with_ci`).
 
     Pairs with a NaN are dropped (``n`` counts the pairs kept). Spearman is the Pearson
     correlation of average ranks (ties share their mean rank), ranked anew in each replicate. The
@@ -465,15 +527,24 @@ def correlation(
         raise ValueError(f"x has {a.size} values but y has {b.size}")
     if method not in ("pearson", "spearman"):
         raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    cluster = _clusters(groups, a.size)
     keep = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[keep], b[keep]
+    a, b, cluster = a[keep], b[keep], cluster[keep]
     n = a.size
-    corr = _pearson if method == "pearson" else _spearman
+    corr = pearson if method == "pearson" else spearman
     if n < 2:
         return _result(float("nan"), None, n)
+    rng = np.random.default_rng(seed)
+    if groups is None:
 
-    def stat(idx: np.ndarray) -> np.ndarray:
-        return np.array([corr(a[row], b[row]) for row in idx])
+        def stat(idx: np.ndarray) -> np.ndarray:
+            return np.array([corr(a[row], b[row]) for row in idx])
 
-    reps = _replicates(np.random.default_rng(seed), n, n_boot, stat)
-    return _result(corr(a, b), reps, n)
+        return _result(corr(a, b), _replicates(rng, n, n_boot, stat), n)
+    _, cluster = np.unique(cluster, return_inverse=True)
+    members = [np.flatnonzero(cluster == g) for g in range(cluster.max() + 1)]
+    reps = []
+    for draw in _cluster_draws(rng, len(members), n_boot):
+        rows = np.concatenate([members[g] for g in draw])
+        reps.append(corr(a[rows], b[rows]))
+    return _result(corr(a, b), np.array(reps) if len(members) >= 2 else None, n)

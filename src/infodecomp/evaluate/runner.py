@@ -18,7 +18,9 @@ repeats an item; each item's numbers depend only on the item, the seed and the s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -29,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .items import BadItemError
 
-# Settings that may differ between runs into one folder: how many items, how they are batched
-# (rows agree to float rounding), and package versions (each row records its own).
+# Settings that may differ between runs into one folder: a larger limit (more items), how they
+# are batched (rows agree to float rounding), and package versions (each row records its own).
 RESUMABLE_KEYS = ("limit", "batch_size", "versions")
 
 
@@ -59,7 +63,6 @@ def process_state() -> tuple[int, int, Callable[[], None]]:
     else a single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, lambda: None
-    import torch
     from accelerate import PartialState
 
     # Without CUDA, Accelerate needs cpu=True to join the processes (gloo) instead of running
@@ -91,17 +94,18 @@ def run(
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError("item ids are not unique")
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _check_settings(out, settings)
-    barrier()
-
-    rows_path = out / ("rows.jsonl" if n_proc == 1 else f"rows.{rank}.jsonl")
-    with _lock(out / f".lock.{rows_path.stem}"):
+    with contextlib.ExitStack() as locks:
+        if rank == 0:  # held for the whole run: a second run into this folder is refused
+            out.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(_lock(out / ".lock"))
+            _check_settings(out, settings)
+        barrier()
+        rows_path = out / ("rows.jsonl" if n_proc == 1 else f"rows.{rank}.jsonl")
+        locks.enter_context(_lock(out / f".lock.{rows_path.stem}"))
         _drop_partial_line(rows_path)
-        done = {row["id"] for row in read_rows(out)}
-        mine = [(i, item) for i, item in enumerate(items) if i % n_proc == rank]
-        todo = [(i, item) for i, item in mine if item.id not in done]
+        done = {row["id"]: row for row in read_rows(out)}
+        _check_unchanged(items, done, out)
+        todo = [(i, it) for i, it in enumerate(items) if i % n_proc == rank and it.id not in done]
         if rank == 0:
             left = [item for item in items if item.id not in done]
             cost = sum(task.denoiser_rows(item) for item in left)
@@ -111,8 +115,50 @@ def run(
                 + (f" over {n_proc} processes" if n_proc > 1 else "")
             )
         _measure_all(task, todo, rows_path, settings, skip_bad, progress and rank == 0, log)
-    barrier()
-    return summarize(out) if rank == 0 else None
+        barrier()
+        return summarize(out) if rank == 0 else None
+
+
+def fingerprint(item: Any) -> str:
+    """A short hash of everything an item holds (captions, words, image path or pixels, masks),
+    stored in its row so that a resumed run notices an item that changed under its id."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            digest.update(f"array{value.shape}{value.dtype}".encode() + value.tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                feed(str(key))
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"seq{len(value)}".encode())
+            for v in value:
+                feed(v)
+        else:
+            digest.update(f"{type(value).__name__}:{value!s};".encode())
+
+    feed({f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "source"})
+    return digest.hexdigest()[:16]
+
+
+def _check_unchanged(items: Sequence[Any], done: dict[str, dict[str, Any]], out: Path) -> None:
+    """Every row in ``out`` is of an item of this run, and of the same item."""
+    extra = set(done) - {item.id for item in items}
+    if extra:
+        raise ValueError(
+            f"{out} holds rows of {len(extra)} items that this run does not have (a smaller "
+            "--limit, or other data): use another --out, or the same items to resume"
+        )
+    for item in items:
+        row = done.get(item.id)
+        if row is not None and row.get("fingerprint") != fingerprint(item):
+            raise ValueError(
+                f"item {item.id!r} ({item.source}) is not the item whose row {out} holds "
+                "(the data changed under its id): use another --out"
+            )
 
 
 def _measure_all(
@@ -131,11 +177,13 @@ def _measure_all(
         for n_done, (index, item) in enumerate(todo, start=1):
             try:
                 result = task.measure(item)
-            except BadItemError as err:
+            except ValueError as err:  # BadItemError and any other reason it cannot be measured
+                message = str(err) if str(err).startswith(item.source) else f"{item.source}: {err}"
                 if not skip_bad:
-                    raise
-                result = {"skipped": str(err)}
-            row = {"index": index, "id": item.id, "source": item.source, **result}
+                    raise BadItemError(message) from None
+                result = {"skipped": message}
+            row = {"index": index, "id": item.id, "source": item.source}
+            row |= {"fingerprint": fingerprint(item), **result}
             row["settings"] = settings
             f.write(json.dumps(_plain(row), allow_nan=False) + "\n")
             f.flush()
@@ -187,7 +235,7 @@ def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict
         **summary,
         "settings": settings,
     }
-    tmp = out / "summary.json.tmp"
+    tmp = out / f"summary.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
     tmp.replace(out / "summary.json")
     if log is not None:
@@ -205,12 +253,13 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             for k in keys
             if k not in RESUMABLE_KEYS and old.get(k) != settings.get(k)
         ]
+
         if changed:
             raise ValueError(
                 f"{out} holds a run with other settings ({'; '.join(changed)}): "
                 "use another --out, or the same settings to resume"
             )
-    tmp = out / "settings.json.tmp"
+    tmp = out / f"settings.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(settings, indent=2) + "\n")
     tmp.replace(path)
 
