@@ -398,3 +398,45 @@ def test_user_files_through_every_command(tmp_path, capsys):
     group = json.loads((tmp_path / "out0" / "summary.json").read_text())["columns"]
     assert group["model/standard"]["winoground"]["text"]["n"] == 1
     assert "Winoground" in capsys.readouterr().out
+
+
+def test_aro_macro_rules(tmp_path):
+    """ARO leaves symmetric relations out of VG-Relation and averages VG-Attribution over pairs
+    with at least 25 items."""
+    from infodecomp.evaluate.compositional import summarize as comp_summary
+    from infodecomp.evaluate.datasets import read_aro
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    entry = {"image_path": "a.png", "bbox_x": 0, "bbox_y": 0, "bbox_w": 8, "bbox_h": 8}
+    entry |= {"true_caption": "the cup is on the table", "false_caption": "the table is on the cup"}
+    entries = [entry | {"relation_name": "on"}, entry | {"relation_name": "next to"}]
+    (tmp_path / "rel.json").write_text(json.dumps(entries))
+    items, bad = read_aro(tmp_path / "rel.json", tmp_path)
+    assert [it.type for it in items] == ["on"] and items[0].id == "entry0" and not bad
+
+    def row(kind, credit):
+        score = {"scores": [1.0, 0.0], "credit": credit, "margin": {"verdict": "not significant"}}
+        cols = {"standard": score, "orthogonal": score}
+        return {
+            "type": kind,
+            "captions": ["a", "b"],
+            "true_index": 0,
+            "group": None,
+            "scores": {"model": cols},
+        }
+
+    rows = [row("big_small", 1.0)] * 25 + [row("red_blue", 0.0)] * 3
+    settings = {"seed": 0, "model_label": "m", "estimator": "standard", "macro_min_items": 25}
+    col = comp_summary(rows, settings)["columns"]["model/standard"]
+    assert col["macro_accuracy"]["value"] == 1.0  # the 3-item pair is left out of the macro
+    assert col["per_type"]["red_blue"]["value"] == 0.0 and col["accuracy"]["n"] == 28
+
+
+@pytest.mark.parametrize("name", ["localization", "intervention"])
+def test_extending_a_run_gives_the_rows_of_one_run(tmp_path, name):
+    base = ["eval", name, "--model", "exact", *FAST]
+    assert main([*base, "--limit", "1", "--out", str(tmp_path / "grown")]) == 0
+    assert main([*base, "--limit", "3", "--out", str(tmp_path / "grown")]) == 0
+    assert main([*base, "--limit", "3", "--out", str(tmp_path / "once")]) == 0
+    assert read_rows(tmp_path / "grown") == read_rows(tmp_path / "once")
+    assert len(read_rows(tmp_path / "once")) == 3

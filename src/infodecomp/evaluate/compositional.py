@@ -139,18 +139,18 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     2x2 groups."""
     if not rows:
         return {"columns": {}}
-    seed = settings["seed"]
+    seed, min_items = settings["seed"], settings.get("macro_min_items", 1)
     types = [r["type"] or "all" for r in rows]
     chance = [1 / len(r["captions"]) for r in rows]
     out: dict[str, Any] = {
         "labels": {"reference": settings.get("reference_label"), "model": settings["model_label"]},
         "headline": f"model/{settings['estimator']}",
-        "chance": _accuracies(chance, types, seed),
+        "chance": _accuracies(chance, types, seed, min_items),
         "columns": {},
     }
     for key, who, name in _columns(rows, settings):
         credits = [r["scores"][who][name]["credit"] for r in rows]
-        col = _accuracies(credits, types, seed)
+        col = _accuracies(credits, types, seed, min_items)
         if name != "exact":
             verdicts = [r["scores"][who][name]["margin"]["verdict"] for r in rows]
             col["significant_true"] = verdicts.count("true caption significantly ahead") / len(rows)
@@ -164,12 +164,21 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     return out
 
 
-def _accuracies(credits: list[float], types: list[str], seed: int) -> dict[str, Any]:
+def _accuracies(
+    credits: list[float], types: list[str], seed: int, min_items: int = 1
+) -> dict[str, Any]:
+    """Plain accuracy, per-type accuracy and the macro average over the types with at least
+    ``min_items`` items (ARO's rule for VG-Attribution's attribute pairs)."""
     out = {"accuracy": metrics.accuracy(credits, seed=seed)}
     if len(set(types)) > 1:
-        macro = metrics.macro_accuracy(credits, types, seed=seed)
-        out["per_type"] = macro.pop("per_type")
-        out["macro_accuracy"] = macro
+        out["per_type"] = metrics.macro_accuracy(credits, types, seed=seed)["per_type"]
+        kept = [k for k, t in enumerate(types) if types.count(t) >= min_items]
+        if kept:
+            macro = metrics.macro_accuracy(
+                [credits[k] for k in kept], [types[k] for k in kept], seed=seed
+            )
+            macro.pop("per_type")
+            out["macro_accuracy"] = macro | {"min_items_per_type": min_items}
     return out
 
 
@@ -218,6 +227,8 @@ def table(summary: dict[str, Any]) -> str:
         heads += [(f"{t} (n={m['n']})", "per_type", t) for t, m in chance["per_type"].items()]
 
     def cell(entry: dict[str, Any], field: str, kind: str | None) -> str:
+        if field not in entry:  # no type has enough items for a macro average
+            return "n/a"
         m = entry[field] if kind is None else entry[field][kind]
         lo, hi = m["ci95"]
         return f"{m['value']:.0%}" + (f" [{lo:.0%}-{hi:.0%}]" if lo is not None else "")

@@ -156,6 +156,7 @@ def _items(
     path = Path(data)
     if not path.is_file():
         raise ValueError(f"data {data!r} is neither 'world' nor a file")
+    extra: dict[str, Any] = {}
     fmt = data_format or (
         "jsonl" if path.suffix == ".jsonl" else "aro" if task == "compositional" else "coco"
     )
@@ -167,6 +168,8 @@ def _items(
         if image_root is None:
             raise ValueError("ARO data needs --image-root (ARO's root_dir/images)")
         items, bad = datasets.read_aro(path, image_root, skip_bad=skip_bad)
+        if items and all("_" in (item.type or "") for item in items):  # VG-Attribution pairs
+            extra["macro_min_items"] = datasets.ARO_MIN_PAIR_ITEMS
     elif task == "localization" and fmt == "jsonl":
         items, bad = datasets.read_localization(path, image_root, skip_bad=skip_bad)
     elif task == "localization" and fmt == "coco":
@@ -177,7 +180,7 @@ def _items(
         items, bad = datasets.read_intervention(path, image_root, skip_bad=skip_bad)
     else:
         raise ValueError(f"the {task} evaluation does not read {fmt!r} data")
-    settings = {"data": str(path.resolve()), "format": fmt, "image_root": image_root}
+    settings = {"data": str(path.resolve()), "format": fmt, "image_root": image_root, **extra}
     if coco_captions:
         settings["coco_captions"] = str(Path(coco_captions).resolve())
     return (items[:limit] if limit else items), bad, settings

@@ -184,7 +184,7 @@ def _measure_all(
                 result = {"skipped": message}
             row = {"index": index, "id": item.id, "source": item.source}
             row |= {"fingerprint": fingerprint(item), **result}
-            row["settings"] = settings
+            row["settings"] = {k: v for k, v in settings.items() if k != "limit"}  # not the row's
             f.write(json.dumps(_plain(row), allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
