@@ -509,6 +509,8 @@ def _check_inputs(
     x = torch.as_tensor(x)
     if x.ndim < 2:
         raise ValueError(f"x must have a batch axis: shape (n, *data_shape), got {tuple(x.shape)}")
+    if x.shape[0] == 0 or x[0].numel() == 0:
+        raise ValueError(f"x is empty: shape {tuple(x.shape)}")
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     if not torch.isfinite(x).all():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import re
@@ -258,7 +259,12 @@ def explain(
         progress: show a progress bar.
     """
     if not isinstance(model, DiffusersModel):
+        if not hasattr(model, "unet") or not hasattr(model, "scheduler"):
+            got = type(model).__name__
+            raise TypeError(f"model must be a DiffusersModel or a diffusers pipeline, got {got}")
         model = DiffusersModel.from_pipeline(model)
+    if isinstance(words, str):
+        raise TypeError(f"words must be a list of words or phrases, e.g. [{words!r}], not a str")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty")
     prompt = prompt.strip()
@@ -326,4 +332,7 @@ def _token_positions(model: DiffusersModel, prompt: str, word: str) -> list[int]
 
 
 def _file_name(word: str) -> str:
-    return re.sub(r"[^\w-]", "_", word)
+    """A file name for ``word``; words that needed characters replaced get a short hash of the
+    word, so that "cat's" and "cat’s" do not share a file."""
+    safe = re.sub(r"[^\w-]", "_", word)
+    return safe if safe == word else f"{safe}-{hashlib.sha1(word.encode()).hexdigest()[:6]}"

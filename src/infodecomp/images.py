@@ -20,21 +20,19 @@ def load_image(image: Any, size: int) -> torch.Tensor:
     integer, non-finite or far out-of-range tensors are refused. Raises ``ValueError`` with one
     line for a file that is missing or not an image, or a tensor that is not an image.
     """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image size must be a positive integer, got {size!r}")
     is_tensor = isinstance(image, torch.Tensor)
     if is_tensor:
         pixels = _check_tensor(image)
     else:
         if isinstance(image, (str, Path)):
-            try:
-                with Image.open(image) as opened:
-                    image = opened.convert("RGB")
-            except (OSError, UnidentifiedImageError) as err:
-                reason = "not an image" if isinstance(err, UnidentifiedImageError) else err.strerror
-                raise ValueError(f"cannot read image {str(image)!r}: {reason}") from None
+            image = _open(Path(image))
         if not isinstance(image, Image.Image):
-            raise ValueError(f"expected an image path, PIL image or tensor, got {type(image)}")
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-        pixels = torch.from_numpy(array).permute(2, 0, 1)
+            raise ValueError(
+                f"expected an image path, PIL image or tensor, got {type(image).__name__}"
+            )
+        pixels = torch.from_numpy(_rgb(image)).permute(2, 0, 1)
     _, h, w = pixels.shape
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
@@ -46,6 +44,37 @@ def load_image(image: Any, size: int) -> torch.Tensor:
     pixels = pixels[:, top : top + size, left : left + size]
     # Files are 8-bit: clamp the resampling overshoot. Tensors are taken as given, never clamped.
     return pixels if is_tensor else pixels.clamp(-1, 1)
+
+
+def _open(path: Path) -> Image.Image:
+    """The decoded image at ``path``, or ``ValueError`` saying in one line why not."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return opened.copy()
+    except Image.DecompressionBombError:
+        raise ValueError(
+            f"cannot read image {str(path)!r}: larger than {Image.MAX_IMAGE_PIXELS} pixels "
+            "(PIL's decompression-bomb limit)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image {str(path)!r}: not an image") from None
+    except OSError as err:  # missing, unreadable, truncated
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ValueError(f"cannot read image {str(path)!r}: {reason}") from None
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    """``(H, W, 3)`` float32 in [-1, 1]. 8-bit modes go through RGB (alpha is dropped); 16- and
+    32-bit integer greyscale is scaled by its bit depth, not clipped to 8 bits."""
+    if image.mode.startswith("I"):  # "I;16", "I;16B", "I": 16-bit PNGs open as these
+        grey = np.asarray(image, dtype=np.float64)
+        depth = 65535.0 if image.mode.startswith("I;16") or grey.max() <= 65535 else 2**32 - 1
+        grey = grey / depth * 2 - 1
+        return np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    if image.mode == "F":
+        raise ValueError("floating-point images (PIL mode F) are not read: save 8- or 16-bit")
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
 
 
 # Image tensors are in [-1, 1]; a little beyond is allowed (e.g. pixel noise on a saturated

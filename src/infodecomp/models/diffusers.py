@@ -115,7 +115,7 @@ class DiffusersModel:
         """
         from diffusers import DiffusionPipeline
 
-        dtype = dtype or torch_dtype
+        dtype = _dtype(dtype or torch_dtype)
         source = str(path_or_id)
         try:
             index = DiffusionPipeline.load_config(source, local_files_only=True, revision=revision)
@@ -250,6 +250,8 @@ class DiffusersModel:
     def _embed(self, conds: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text embeddings (and SDXL pooled embeddings) for each condition, cached by condition."""
         for c in conds:
+            if not (c is None or isinstance(c, (str, PaddedPrompt))):
+                raise ValueError(f"conditions of a diffusers model are prompts, got {c!r}")
             if c not in self._embedding_cache:
                 self._embedding_cache[c] = self._encode(c)
         hidden = torch.stack([self._embedding_cache[c][0] for c in conds])
@@ -324,6 +326,21 @@ class DiffusersModel:
         per_row = max(torch.cuda.max_memory_allocated(self.device) - before, 1)
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(limit, int(0.7 * free / per_row)))
+
+
+def _dtype(dtype: Any) -> torch.dtype | None:
+    """A torch dtype from a dtype or its name ("float16", "torch.bfloat16"); ``TypeError``
+    otherwise."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    found = (
+        getattr(torch, str(dtype).removeprefix("torch."), None) if isinstance(dtype, str) else None
+    )
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise TypeError(
+            f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}"
+        )
+    return found
 
 
 def _cached_commit(repo_id: str, revision: str | None) -> str | None:

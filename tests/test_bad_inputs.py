@@ -1,0 +1,105 @@
+"""Bad inputs get one clear error of the right type (issue: a new user's first hour)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import infodecomp as idc
+from infodecomp.cli import check_device, main
+from infodecomp.explain import _file_name, explain
+from infodecomp.images import load_image
+from infodecomp.models import example_mixture
+from infodecomp.models.diffusers import DiffusersModel, _dtype
+
+
+def test_sixteen_bit_greyscale_keeps_its_levels(tmp_path):
+    grey = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    x = load_image(tmp_path / "g16.png", 64)
+    assert x.min() < -0.99 and x.max() > 0.99  # not read as a nearly white image
+    assert abs(x.mean().item()) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        (torch.zeros(3, 8, 8, dtype=torch.uint8), "floating point"),
+        (torch.full((3, 8, 8), 255.0), "must lie in"),
+        (torch.full((3, 8, 8), float("inf")), "NaN or inf"),
+        (torch.zeros(3, 0, 32), "shape"),
+        (torch.zeros(8, 8), "shape"),
+    ],
+)
+def test_image_tensors_are_refused_not_clamped(tensor, message):
+    with pytest.raises(ValueError, match=message):
+        load_image(tensor, 8)
+
+
+def test_world_like_tensors_are_kept_as_they_are():
+    x = torch.full((3, 8, 8), 1.0)
+    x[0, 0, 0] = 1.3  # pixel noise on a saturated colour
+    assert torch.equal(load_image(x, 8), x)
+
+
+def test_unreadable_files_say_why(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read image .*cut.png"):
+        load_image(tmp_path / "cut.png", 8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40x40 is then a "bomb"
+    with pytest.raises(ValueError, match="decompression-bomb"):
+        load_image(tmp_path / "ok.png", 8)
+    with pytest.raises(ValueError, match="positive integer"):
+        load_image(tmp_path / "ok.png", 0)
+
+
+def test_python_api_errors_have_the_right_type():
+    model = example_mixture()
+    with pytest.raises(ValueError, match="empty"):
+        idc.log_likelihood(model, torch.zeros(0, 8))
+    with pytest.raises(TypeError, match="DiffusersModel or a diffusers pipeline"):
+        explain(object(), torch.zeros(3, 8, 8), "a cat")
+    with pytest.raises(TypeError, match="floating torch dtype"):
+        _dtype("int8")
+    assert _dtype("float16") is torch.float16 and _dtype("torch.bfloat16") is torch.bfloat16
+
+
+def test_explain_refuses_a_string_of_words(tiny_sd):
+    with pytest.raises(TypeError, match=r"\['dog'\]"):
+        explain(tiny_sd, torch.zeros(3, 32, 32), "a red dog", words="dog")
+    with pytest.raises(ValueError, match="prompts"):
+        tiny_sd(torch.zeros(1, *tiny_sd.data_shape), torch.zeros(1), [{"cat": 1}])
+
+
+@pytest.fixture(scope="module")
+def tiny_sd():
+    from tiny_pipelines import sd_pipeline
+
+    return DiffusersModel.from_pipeline(sd_pipeline())
+
+
+def test_file_names_of_words_do_not_collide():
+    assert _file_name("cat") == "cat"
+    assert _file_name("cat's") != _file_name("cat’s")
+
+
+def test_devices_are_checked_before_loading(capsys):
+    assert check_device(None) is None and check_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            check_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        check_device("tpu9")
+    with pytest.raises(ValueError, match="not supported"):
+        check_device("meta")
+    assert main(["eval", "compositional", "--out", "x", "--device", "tpu9"]) == 2
+    assert capsys.readouterr().err.strip().startswith("infodecomp: error: unknown device")
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--batch-size", "--checkpoint-every"])
+def test_train_world_refuses_zero_counts(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train-world", "--out", str(tmp_path), flag, "0"])
+    assert stop.value.code == 2 and "positive integer" in capsys.readouterr().err
