@@ -216,6 +216,13 @@ def _eval_arguments(commands: Any) -> None:
         sub.add_argument(
             "--batch-size", type=positive_int, help="rows per denoiser call (default: auto)"
         )
+        if name == "intervention":
+            sub.add_argument(
+                "--generated",
+                action="store_true",
+                help="on the world: each model generates its own image from recorded noise and "
+                "edits start from that noise (no inversion)",
+            )
         if name != "compositional":
             sub.add_argument(
                 "--ddim-steps",
@@ -267,6 +274,7 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", "standard"),
+        generated=getattr(args, "generated", False),
         device=device,
         dtype=DTYPES.get(args.dtype),
         skip_bad=args.skip_bad,

@@ -502,8 +502,10 @@ def read_intervention(
     path: str | Path, image_root: str | Path | None = None, skip_bad: bool = False
 ) -> tuple[list[InterventionItem], Bad]:
     """Prompt-intervention items from a JSON-lines file: ``{"id"?, "image": str, "caption": str,
-    "words": [str, ...]}`` (the words removed one at a time; each must occur in the caption).
-    Ids and paths as in :func:`read_localization`. Returns ``(items, bad)``."""
+    "words": [str, ...]}`` (the words removed one at a time; each must occur in the caption), or
+    for an image the model generates, ``"noise"`` (a safetensors file holding the starting
+    noise as tensor ``"noise"``) instead of ``"image"``. Ids and paths as in
+    :func:`read_localization`. Returns ``(items, bad)``."""
     root = Path(image_root) if image_root is not None else Path(path).parent
 
     def parse(record: dict[str, Any], source: str, default_id: str) -> list[InterventionItem]:
@@ -514,6 +516,11 @@ def read_intervention(
             raise _Invalid("'words' is empty")
         for word in words:
             _check_in_caption(word, caption)
+        if ("image" in record) == ("noise" in record):
+            raise _Invalid("give 'image' (an image to invert) or 'noise' (generate from it)")
+        if "noise" in record:
+            noise = _existing(root, _string(record, "noise") or "", "noise")
+            return [InterventionItem(item_id, None, caption, tuple(words), source, noise)]
         image = _existing(root, _string(record, "image") or "", "image")
         return [InterventionItem(item_id, image, caption, tuple(words), source)]
 

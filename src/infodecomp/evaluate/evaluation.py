@@ -36,6 +36,7 @@ def evaluate(
     batch_size: int | None = None,
     ddim_steps: int = ddim.DEFAULT_STEPS,
     estimator: str = "standard",
+    generated: bool = False,
     device: str | None = None,
     dtype: torch.dtype | None = None,
     skip_bad: bool = False,
@@ -66,6 +67,8 @@ def evaluate(
         ddim_steps: DDIM steps each way (DAAM's maps, interventions).
         estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
             or ``"orthogonal"``, the paper's protocol); both are always measured and shown.
+        generated: interventions on the world: images each model generates from recorded noise
+            (no inversion) instead of the world's draws.
         device, dtype: where and in which precision the model runs.
         skip_bad: record and skip bad items instead of stopping at the first.
         progress: progress bar (on a terminal) or periodic log lines.
@@ -83,8 +86,10 @@ def evaluate(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
+    if generated and (task != "intervention" or data != "world"):
+        raise ValueError("generated applies to interventions on the world's data")
     items, bad, data_settings = _items(
-        task, data, split, data_format, image_root, coco_captions, limit, skip_bad
+        task, data, split, data_format, image_root, coco_captions, limit, skip_bad, generated
     )
     for source, message in bad:
         log(f"skipped {source}: {message}")
@@ -144,6 +149,7 @@ def _items(
     coco_captions: str | None,
     limit: int | None,
     skip_bad: bool,
+    generated: bool = False,
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
     if data == "world":
         build = {
@@ -152,6 +158,9 @@ def _items(
             "intervention": world_data.intervention_items,
         }[task]
         n = limit or WORLD_ITEMS[task]
+        if generated:
+            items = world_data.intervention_items(split, n, generated=True)
+            return items, [], {"data": "world", "split": split, "generated": True}
         return build(split, n), [], {"data": "world", "split": split}
     path = Path(data)
     if not path.is_file():

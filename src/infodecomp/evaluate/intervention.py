@@ -2,8 +2,9 @@
 what changes when the word is removed?
 
 For each (image, caption, word): the image is inverted to noise by deterministic DDIM under the
-caption, then regenerated from that noise under the caption and under the caption without the
-word (all in one batch per step, no guidance). The change is the squared difference of the two
+caption (or, for an image the model generated, its recorded starting noise is used), then
+regenerated from that noise under the caption and under the caption without the word (all in one
+batch per step, no guidance). The change is the squared difference of the two
 regenerations in the model's input space (latents for latent models), summed over channels: per
 pixel a map, its mean the image-level change. Comparing two regenerations (rather than the
 original image) keeps the inversion's own error out of the change.
@@ -16,10 +17,13 @@ the same way.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import safetensors
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from .. import ddim
 from ..estimators import conditional_mutual_info
@@ -60,8 +64,16 @@ def measure_item(
     words = list(item.words)
     contexts = word_contexts(item.caption, words)
     run = {"n_samples": settings["samples"], "seed": settings["seed"], "logsnr": model.logsnr}
+    steps = settings["ddim_steps"]
+    along = {"schedule": model.schedule, "batch_size": settings["batch_size"]}
+    image, noise, n_eval = item.image, None, 0
+    if item.noise is not None:  # a generated image: its starting noise is known
+        noise = _noise(item)[None]
+        generated = ddim.sample(model.denoiser, noise, [item.caption], steps, **along)
+        image = generated[0] if model.is_exact else model.denoiser.decode(generated)[0]
+        n_eval += steps
     if model.is_exact:
-        x = model.input(item.image)
+        x = model.input(image)
         est = conditional_mutual_info(
             model.denoiser,
             x,
@@ -77,12 +89,12 @@ def measure_item(
         cmi_maps = {w: est.map[0, k] for k, w in enumerate(words)}
         cmi = {w: (est.value[0, k].item(), est.stderr[0, k].item()) for k, w in enumerate(words)}
         attention: dict[str, torch.Tensor] = {}
-        n_eval = est.n_evaluations
+        n_eval += est.n_evaluations
     else:
         try:
             res = explain(
                 model.denoiser,
-                item.image,
+                image,
                 item.caption,
                 words,
                 key=item.id,
@@ -96,18 +108,25 @@ def measure_item(
         cmi_maps = {w: res.heat_map(w, upsample=False) for w in words}
         cmi = {w: res.cmi(w) for w in words}
         attention = {w: res.attention_map(w, upsample=False) for w in words}
-        n_eval = res.estimate.n_evaluations
+        n_eval += res.estimate.n_evaluations
 
-    steps = settings["ddim_steps"]
-    along = {"schedule": model.schedule, "batch_size": settings["batch_size"]}
-    noise = ddim.invert(model.denoiser, x, item.caption, steps, **along)
+    if noise is None:
+        noise = ddim.invert(model.denoiser, x, item.caption, steps, **along)
+        n_eval += steps - 1
     conds = [item.caption, *contexts]
     noises = noise.expand(len(conds), *x.shape[1:])
     regenerated = ddim.sample(model.denoiser, noises, conds, steps, **along)
     change_maps = ((regenerated[1:] - regenerated[:1]) ** 2).sum(1)  # (words, h, w)
 
-    n_eval += (steps - 1) + steps * len(conds)
-    out: dict[str, Any] = {"n_evaluations": n_eval, "words": {}}
+    n_eval += steps * len(conds)
+    # How faithfully the edits' starting point reproduces the image (0 for generated images
+    # up to rounding; the inversion's error otherwise), per input value.
+    reconstruction = (regenerated[0] - x[0].to(regenerated)).pow(2).mean().item()
+    out: dict[str, Any] = {
+        "n_evaluations": n_eval,
+        "reconstruction_mse": reconstruction,
+        "words": {},
+    }
     for k, w in enumerate(words):
         change = change_maps[k].float()
         entry = {
@@ -122,6 +141,18 @@ def measure_item(
             entry["pixel_spearman_attention"] = _pixel_corr(attention[w], change, "spearman")
         out["words"][w] = entry
     return out
+
+
+def _noise(item: InterventionItem) -> torch.Tensor:
+    """The item's recorded noise: a tensor, or a safetensors file holding a tensor "noise"."""
+    if isinstance(item.noise, (str, Path)):
+        try:
+            return load_file(str(item.noise))["noise"].to(torch.float64)
+        except (OSError, KeyError, safetensors.SafetensorError) as err:
+            raise BadItemError(
+                f"{item.source}: cannot read noise from {item.noise}: {err}"
+            ) from None
+    return torch.as_tensor(item.noise, dtype=torch.float64)
 
 
 def _pixel_corr(heat: torch.Tensor, change: torch.Tensor, method: str) -> float:
@@ -153,6 +184,9 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
             "label": labels[who],
             "n_pairs": len(entries),
             "mean_change": metrics.mean_with_ci(change, **kw),
+            "reconstruction_mse": metrics.mean_with_ci(
+                [r["models"][who]["reconstruction_mse"] for r in rows], seed=seed
+            ),
             "image_level": {},
             "pixel_level": {},
         }
@@ -185,7 +219,9 @@ def table(summary: dict[str, Any]) -> str:
         return text + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
 
     lines = [
-        f"Prompt interventions: {summary['n_items']} images ({summary['n_skipped']} skipped), "
+        f"Prompt interventions: {summary['n_items']} images"
+        + (" generated from recorded noise" if settings.get("generated") else "")
+        + f" ({summary['n_skipped']} skipped), "
         f"{settings['samples']} draws, {settings['ddim_steps']} DDIM steps, seed "
         f"{settings['seed']}. Correlation of the change on removing a word with the word's "
         "CMI / attention, 95% bootstrap interval.",
@@ -203,7 +239,8 @@ def table(summary: dict[str, Any]) -> str:
                 )
         lines.append(
             f"{m['label']}: {m['n_pairs']} (image, word) pairs, mean change "
-            f"{fmt(m['mean_change'])} (squared difference per input value, summed over channels)"
+            f"{fmt(m['mean_change'])} (squared difference per input value, summed over channels);"
+            f" reconstruction error {fmt(m['reconstruction_mse'])} per input value"
         )
     lines.append(
         "image level: across (image, word) pairs, the word's CMI (nats) or mean attention against"

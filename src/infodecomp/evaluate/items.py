@@ -69,10 +69,13 @@ class InterventionItem:
 
     Attributes:
         id: stable item id.
-        image: the image.
+        image: the image, or ``None`` for an image the model generates from ``noise``.
         caption: its caption.
         words: words of ``caption`` to remove, one at a time.
         source: where the item came from.
+        noise: recorded starting noise ``(*data_shape)`` (the model's input space), or ``None``:
+            the image is then DDIM-generated from it under the caption and the edits start from
+            it, with no inversion.
     """
 
     id: str
@@ -80,3 +83,4 @@ class InterventionItem:
     caption: str
     words: tuple[str, ...]
     source: str = ""
+    noise: Any = None

@@ -138,21 +138,30 @@ def localization_items(split: str = "test", n: int = 40) -> list[LocalizationIte
     return items
 
 
-def intervention_items(split: str = "test", n: int = 24) -> list[InterventionItem]:
+def intervention_items(
+    split: str = "test", n: int = 24, generated: bool = False
+) -> list[InterventionItem]:
     """Images of the world's prior with their caption; the words removed are the colour, shape
-    and relation words."""
+    and relation words. With ``generated``, no image: a recorded starting noise from which each
+    model generates its own image for the caption (no inversion needed)."""
     keep = {*COLOURS, *SHAPES, *SWAP}
     items = []
     for i in range(n):
-        _, image, caption = _draw(_rng(split, "intervention", i), two_objects=False)
+        rng = _rng(split, "intervention", i)
+        _, image, caption = _draw(rng, two_objects=False)
         words = tuple(dict.fromkeys(w for w in split_caption(caption) if w in keep))
+        noise = None
+        if generated:
+            image = None
+            noise = torch.from_numpy(rng.standard_normal((3, SIZE, SIZE)))
         items.append(
             InterventionItem(
-                id=f"world-{split}-{i}",
+                id=f"world-{split}-{i}" + ("-generated" if generated else ""),
                 image=image,
                 caption=caption,
                 words=words,
                 source=f"world:{split}:{i}",
+                noise=noise,
             )
         )
     return items

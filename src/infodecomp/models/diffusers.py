@@ -209,8 +209,15 @@ class DiffusersModel:
             eps = self._eps(torch.cat([x, x]), ts, [*prompts, *null])
             cond, uncond = eps.chunk(2)
             x = scheduler.step(uncond + guidance_scale * (cond - uncond), t, x).prev_sample
+        return self.decode(x)
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``(n, *data_shape)`` as images ``(n, 3, H, W)`` in [-1, 1] (through the
+        VAE for latent models)."""
         if self.vae is not None:
-            x = self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+            x = x.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
+            x = self.vae.decode(x).sample
         return x.float().clamp(-1, 1).cpu()
 
     def timesteps(self, logsnr: torch.Tensor) -> torch.Tensor:
