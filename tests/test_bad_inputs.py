@@ -103,3 +103,40 @@ def test_train_world_refuses_zero_counts(flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["train-world", "--out", str(tmp_path), flag, "0"])
     assert stop.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+def test_broken_model_folders_and_revisions_are_one_line(tmp_path):
+    from tiny_pipelines import sd_pipeline
+
+    sd_pipeline().save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="revision 'nonexistent' given for the local folder"):
+        DiffusersModel.from_pretrained(tmp_path / "m", revision="nonexistent")
+    (tmp_path / "m" / "unet" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="cannot load the diffusers model") as err:
+        DiffusersModel.from_pretrained(tmp_path / "m")
+    assert "\n" not in str(err.value)
+
+
+def test_train_world_refuses_other_settings_on_resume(tmp_path):
+    from infodecomp.world.train import train_world
+
+    (tmp_path / "settings.json").write_text(
+        '{"steps": 24, "batch_size": 64, "lr": 0.0005, "seed": 0, "ema_decay": 0.999}'
+    )
+    with pytest.raises(ValueError, match=r"other settings \(steps: 24 -> 10\)"):
+        train_world(tmp_path, steps=10)
+
+
+def test_prompt_with_dollars_draws_as_typed():
+    from infodecomp.plotting import plot_overlay, png_bytes
+
+    fig, _ = plot_overlay(torch.zeros(3, 8, 8), torch.zeros(8, 8), r"a $\foo$ cat")
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_unwritable_out_fails_before_the_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = ["demo", "--out", str(blocker / "sub")]
+    assert main(argv) == 2
+    assert "cannot write into --out" in capsys.readouterr().err

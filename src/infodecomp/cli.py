@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -336,7 +337,21 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def writable_folder(path: Path) -> Path:
+    """Create ``path`` (and its parents) now, so that an unwritable --out fails before the
+    computation, not after it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write into --out {str(path)!r}: {err.strerror or err}") from None
+    return path
+
+
 def run_heatmap(args: argparse.Namespace) -> int:
+    writable_folder(args.out)
     model = _load_model(args)
     words = [w for w in args.words.split(",") if w.strip()] if args.words else None
     result = explain(
@@ -368,6 +383,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .world.demo import run_demo as demo
 
     _quiet_libraries()
+    writable_folder(args.out)
     if args.image:
         load_image(args.image, 8)
     summary = demo(args.out, args.caption, args.image, n_samples=args.samples, seed=args.seed)

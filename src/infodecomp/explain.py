@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from .estimators import TruncatedLogistic, conditional_mutual_info
 from .images import load_image
 from .models.diffusers import DiffusersModel, PaddedPrompt
-from .plotting import plot_overlay, png_bytes
-from .results import Estimate
+from .plotting import plain_text, plot_overlay, png_bytes
+from .results import Estimate, versions
 from .words import distinct_words, occurrences, remove_spans
 
 
@@ -118,7 +118,7 @@ class Explanation:
                 self.plot_overlay(word, "combined", ax=axes[2, j])
         for r in range(1, rows):
             axes[r, 0].set_axis_off()
-        fig.suptitle(self.prompt)
+        fig.suptitle(plain_text(self.prompt))
         fig.tight_layout()
         return fig, axes
 
@@ -296,7 +296,14 @@ def explain(
         }
     else:
         estimate = conditional_mutual_info(model, x, conds, contexts, **run)
-    estimate.settings.update(context=context, model=model.name)
+    estimate.settings.update(
+        context=context,
+        model=model.name,
+        model_revision=model.revision,
+        dtype=str(model.dtype).removeprefix("torch."),
+        device=str(model.device),
+        versions=versions(),
+    )
     return Explanation(
         prompt=prompt,
         words=chosen,

@@ -27,9 +27,15 @@ def plot_overlay(
     ax.imshow(to_rgb(image))
     shown = ax.imshow(heat.detach().float().cpu().numpy(), cmap="inferno", alpha=alpha)
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(plain_text(title), fontsize=9)
     ax.set_axis_off()
     return fig, ax
+
+
+def plain_text(text: str) -> str:
+    """``text`` shown as typed: matplotlib would read ``$...$`` as mathtext (and fail on
+    unknown commands such as ``$\\foo$``)."""
+    return text.replace("$", r"\$")
 
 
 def png_bytes(fig: Any) -> bytes:

@@ -11,6 +11,20 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages that produce the numbers (recorded beside them)."""
+    import importlib.metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("infodecomp", "torch", "diffusers", "transformers", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal: 95% intervals are +- Z95 SE
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 
 from ..estimators import TruncatedLogistic
 from ..images import load_image
+from ..results import versions
 from ..world.model import WorldModel
 
 EXACT_NAME = "infodecomp/shapes-world-exact"
@@ -92,7 +92,7 @@ def load_model(name: str, device: str | None = None, dtype: torch.dtype | None =
     if name == "exact":
         schedule = Schedule.from_folder(BUNDLED / "scheduler")
         logsnr = TruncatedLogistic.from_range(*schedule.logsnr_range)
-        version = _version("infodecomp")
+        version = versions()["infodecomp"]
         return EvalModel(WorldModel(), "exact", "exact world model", version, 16, logsnr, schedule)
     if name == "bundled":
         bundled = load_bundled(device=device)
@@ -104,16 +104,3 @@ def load_model(name: str, device: str | None = None, dtype: torch.dtype | None =
     model = DiffusersModel.from_pretrained(name, dtype=dtype, device=device)
     logsnr = TruncatedLogistic.from_range(*model.logsnr_range)
     return EvalModel(model, name, name, model.revision, model.image_size, logsnr, model)
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of the packages that produce the numbers."""
-    names = ("infodecomp", "torch", "diffusers", "transformers", "numpy")
-    return {n: _version(n) for n in names}
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None

@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from .. import ddim
+from ..results import versions
 from . import EVALUATIONS, datasets, world_data
-from .common import DEFAULT_SAMPLES, EvalModel, load_model, versions
+from .common import DEFAULT_SAMPLES, EvalModel, load_model
 from .runner import process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.

@@ -132,11 +132,27 @@ class DiffusersModel:
         }
         # Loaded in float32 and cast by the constructor: no dtype keyword, whose name differs
         # between diffusers versions (torch_dtype / dtype).
-        pipe = DiffusionPipeline.from_pretrained(
-            source, local_files_only=True, revision=revision, **absent
-        )
-        model = cls(pipe, device=device, dtype=dtype, name=source)
-        model.revision = revision if Path(source).is_dir() else _cached_commit(source, revision)
+        if revision is not None and Path(source).is_dir():
+            raise ValueError(
+                f"revision {revision!r} given for the local folder {source!r}: a folder has no "
+                "revisions (give a cached hub id, or no revision)"
+            )
+        try:
+            pipe = DiffusionPipeline.from_pretrained(
+                source, local_files_only=True, revision=revision, **absent
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as err:
+            raise ValueError(f"cannot load the diffusers model {source!r}: {_first(err)}") from None
+        except RuntimeError as err:  # e.g. weights that do not fit the config
+            raise ValueError(f"cannot load the diffusers model {source!r}: {_first(err)}") from None
+        try:
+            model = cls(pipe, device=device, dtype=dtype, name=source)
+        except AttributeError as err:
+            raise ValueError(
+                f"{source!r} is not a supported text-to-image pipeline (a UNet with a text "
+                f"encoder, tokenizer and scheduler): {_first(err)}"
+            ) from None
+        model.revision = None if Path(source).is_dir() else _cached_commit(source, revision)
         return model
 
     @classmethod
@@ -333,6 +349,12 @@ class DiffusersModel:
         per_row = max(torch.cuda.max_memory_allocated(self.device) - before, 1)
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(limit, int(0.7 * free / per_row)))
+
+
+def _first(err: BaseException) -> str:
+    """The error's kind and the first line of its message (diffusers' can run to pages)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
 def _dtype(dtype: Any) -> torch.dtype | None:

@@ -11,7 +11,7 @@ import torch
 from ..estimators import TruncatedLogistic, conditional_mutual_info
 from ..explain import Explanation, explain, word_contexts
 from ..models.diffusers import DiffusersModel
-from ..plotting import plot_overlay, png_bytes
+from ..plotting import plain_text, plot_overlay, png_bytes
 from ..results import Estimate
 from .model import WorldModel
 from .scenes import assignment, parse, word_masks
@@ -147,6 +147,6 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
             plot_overlay(res.image, masks[word].float(), word, axes[3, k], colorbar_label="mask")
         else:
             axes[3, k].set_axis_off()
-    fig.suptitle(f"{res.prompt} (nats)")
+    fig.suptitle(plain_text(f"{res.prompt} (nats)"))
     fig.tight_layout()
     return fig, axes

@@ -134,8 +134,27 @@ def train_world(
     """
     from diffusers.training_utils import EMAModel
 
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("every", checkpoint_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (lr > 0 and 0 <= ema_decay < 1):
+        raise ValueError(f"need lr > 0 and 0 <= ema_decay < 1, got lr={lr}, ema_decay={ema_decay}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # What the weights depend on: a resume with other values would mix two trainings.
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed}
+    settings["ema_decay"] = ema_decay
+    recorded = out / "settings.json"
+    if recorded.exists():
+        old = json.loads(recorded.read_text())
+        changed = [f"{k}: {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
+        if changed:
+            raise ValueError(
+                f"{out} holds a training with other settings ({'; '.join(changed)}): "
+                "use another --out, or the same settings to resume"
+            )
+    else:
+        recorded.write_text(json.dumps(settings, indent=2) + "\n")
     pipe = build_pipeline(seed)
     unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
     params = [*unet.parameters(), *text_encoder.parameters()]
