@@ -140,3 +140,20 @@ def test_unwritable_out_fails_before_the_work(tmp_path, capsys):
     argv = ["demo", "--out", str(blocker / "sub")]
     assert main(argv) == 2
     assert "cannot write into --out" in capsys.readouterr().err
+
+
+def test_dtype_is_applied_or_refused(tmp_path, capsys):
+    from infodecomp.evaluate.common import load_model
+
+    assert load_model("bundled", dtype=torch.bfloat16).denoiser.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="float64"):
+        load_model("exact", dtype=torch.float16)
+
+
+def test_parser_errors_are_one_line(capsys):
+    for argv in (["eval", "compositional", "--out", "x", "--limit", "0"], ["nope"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error:" in err

@@ -213,8 +213,15 @@ def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
     assert main([*base, "--skip-bad", "--out", str(tmp_path / "o2")]) == 0
     assert f"skipped {data}:2" in capsys.readouterr().err
     assert len(read_rows(tmp_path / "o2")) == 1
-    assert main([*base, "--out", str(tmp_path / "o3"), "--samples", "1"]) == 2
+    with pytest.raises(SystemExit) as stop:  # refused by the parser, in one line
+        main([*base, "--out", str(tmp_path / "o3"), "--samples", "1"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
     assert main(["eval", "summarize", str(tmp_path / "nothing")]) == 2
+    assert not (tmp_path / "o1" / "rows.jsonl").exists()
+    # A folder whose run stopped before any row takes other settings.
+    assert main([*base, "--skip-bad", "--seed", "3", "--out", str(tmp_path / "o1")]) == 0
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["n_skipped"] == 1
 
     # An image that exists but cannot be read: named by file and line, or skipped and recorded.
     (tmp_path / "bad.png").write_bytes(b"not a png")
@@ -225,7 +232,19 @@ def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
     assert main([*base, "--skip-bad", "--out", str(tmp_path / "o5")]) == 0
     summary = json.loads((tmp_path / "o5" / "summary.json").read_text())
     assert summary["n_items"] == 1 and summary["n_skipped"] == 1
+    # Fixed, the skipped item is measured on the next run; its new row replaces the skipped one.
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "bad.png")
+    assert main([*base, "--skip-bad", "--out", str(tmp_path / "o5")]) == 0
+    summary = json.loads((tmp_path / "o5" / "summary.json").read_text())
+    assert summary["n_items"] == 2 and summary["n_skipped"] == 0
 
+    # A damaged rows file is named.
+    rows_file = tmp_path / "o5" / "rows.jsonl"
+    intact = rows_file.read_text()
+    rows_file.write_text(intact + '{"index": 9}\n')
+    assert main(["eval", "summarize", str(tmp_path / "o5")]) == 2
+    assert "rows.jsonl:4: damaged row" in capsys.readouterr().err
+    rows_file.write_text(intact)
     # The data changed under an id that has a row: refused, not silently mixed.
     changed = good | {"captions": ["a red square", "a blue circle"]}
     data.write_text(json.dumps(changed) + "\n" + json.dumps(good | {"image": "bad.png"}) + "\n")
@@ -314,6 +333,12 @@ def test_two_processes_give_the_rows_of_one(tmp_path):
     assert read_rows(two) == read_rows(one)
     summary = json.loads((two / "summary.json").read_text())
     assert summary == json.loads((one / "summary.json").read_text())
+    # Refused in every process alike: one line each, no traceback of ours.
+    launch[launch.index("16")] = "32"
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.count("holds a run with other settings") == 2
+    assert "gloo" not in done.stderr and "Connection closed" not in done.stderr
 
 
 def test_ddim_inversion_reconstructs_on_an_exact_model():

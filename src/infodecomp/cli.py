@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -24,24 +24,39 @@ from .results import Z95
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (a count, a size), refused with one line otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _integer_type(low: int, what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+# argparse types: counts and sizes, noise draws (a standard error needs two), seeds.
+positive_int = _integer_type(1, "a positive integer")
+draws_int = _integer_type(2, "an integer >= 2 (a standard error needs two draws)")
+seed_int = _integer_type(0, "a non-negative integer")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="infodecomp",
         description="Information decomposition of diffusion models (values in nats).",
     )
     parser.add_argument("--version", action="version", version=f"infodecomp {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ref = commands.add_parser(
         "reference",
@@ -51,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "print them beside the exact values.",
     )
     ref.add_argument(
-        "--samples", type=positive_int, default=2000, help="draws per estimate (default 2000)"
+        "--samples", type=draws_int, default=2000, help="draws per estimate (default 2000)"
     )
-    ref.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ref.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     ref.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ref.add_argument("--out", type=Path, help="also save every estimate as JSON in this folder")
 
@@ -68,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _model_arguments(heat)
     heat.add_argument("--prompt", required=True, help="the image's caption")
     heat.add_argument("--words", help="comma-separated words to explain (default: all)")
-    heat.add_argument("--samples", type=positive_int, default=256, help="noise draws (default 256)")
-    heat.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    heat.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
+    heat.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     heat.add_argument(
         "--batch-size", type=positive_int, help="rows per UNet call (default: automatic)"
     )
@@ -92,10 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument(
         "--prompt", action="append", required=True, help="a candidate caption (repeat for several)"
     )
-    score.add_argument(
-        "--samples", type=positive_int, default=256, help="noise draws (default 256)"
-    )
-    score.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    score.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
+    score.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     score.add_argument(
         "--batch-size", type=positive_int, help="rows per UNet call (default: automatic)"
     )
@@ -123,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--batch-size", type=positive_int, default=64, help="batch size (default 64)"
     )
     train.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     train.add_argument(
         "--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints"
     )
@@ -140,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--caption", default="a red circle left of a blue square", help="a caption of the world"
     )
     demo.add_argument("--image", help="explain this image instead of a draw of the world")
-    demo.add_argument("--samples", type=positive_int, default=128, help="noise draws (default 128)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--samples", type=draws_int, default=128, help="noise draws (default 128)")
+    demo.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
 
     _eval_arguments(commands)
 
@@ -176,7 +189,7 @@ def _eval_arguments(commands: Any) -> None:
         "table. On the world's data the exact world model is measured beside the model. Shard "
         "over processes or GPUs with `accelerate launch -m infodecomp eval ...`.",
     )
-    kinds = ev.add_subparsers(dest="evaluation", required=True)
+    kinds = ev.add_subparsers(dest="evaluation", required=True, parser_class=_Parser)
     texts = {
         "compositional": "does the model rank the true caption first? (relations, attribute "
         "binding, word order; ARO, Winoground-style groups)",
@@ -205,15 +218,20 @@ def _eval_arguments(commands: Any) -> None:
         sub.add_argument("--image-root", help="folder of the data's images (default: its folder)")
         if name == "localization":
             sub.add_argument("--coco-captions", help="COCO captions JSON (--format coco)")
-        sub.add_argument("--split", default="test", help="the world's split (default test)")
+        sub.add_argument(
+            "--split",
+            default="test",
+            choices=["train", "validation", "test"],
+            help="the world's split (default test)",
+        )
         sub.add_argument("--limit", type=positive_int, help="at most this many items")
         sub.add_argument(
             "--samples",
-            type=positive_int,
+            type=draws_int,
             default=DEFAULT_SAMPLES,
             help=f"noise draws per item (default {DEFAULT_SAMPLES})",
         )
-        sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        sub.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
         sub.add_argument(
             "--batch-size", type=positive_int, help="rows per denoiser call (default: auto)"
         )
@@ -256,6 +274,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluate.evaluation import evaluate
 
     device = None if args.evaluation == "summarize" else check_device(args.device)
+    if args.evaluation != "summarize":
+        writable_folder(args.out)
     _quiet_libraries()
     if args.evaluation == "summarize":
         summarize(args.out, log=print)
@@ -279,7 +299,6 @@ def run_eval(args: argparse.Namespace) -> int:
         device=device,
         dtype=DTYPES.get(args.dtype),
         skip_bad=args.skip_bad,
-        log=lambda message: print(message, file=sys.stderr, flush=True),
     )
     if summary is not None:
         print(EVALUATIONS[args.evaluation].table(summary))

@@ -90,12 +90,14 @@ def load_model(name: str, device: str | None = None, dtype: torch.dtype | None =
     from ..world.demo import BUNDLED, load_bundled
 
     if name == "exact":
+        if dtype not in (None, torch.float64):
+            raise ValueError("the exact world model computes in float64: give no --dtype")
         schedule = Schedule.from_folder(BUNDLED / "scheduler")
         logsnr = TruncatedLogistic.from_range(*schedule.logsnr_range)
         version = versions()["infodecomp"]
         return EvalModel(WorldModel(), "exact", "exact world model", version, 16, logsnr, schedule)
     if name == "bundled":
-        bundled = load_bundled(device=device)
+        bundled = load_bundled(device=device, dtype=dtype)
         weights = BUNDLED / "unet" / "diffusion_pytorch_model.safetensors"
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
         logsnr = TruncatedLogistic.from_range(*bundled.logsnr_range)

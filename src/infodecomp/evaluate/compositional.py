@@ -153,10 +153,12 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
         col = _accuracies(credits, types, seed, min_items)
         if name != "exact":
             verdicts = [r["scores"][who][name]["margin"]["verdict"] for r in rows]
-            col["significant_true"] = verdicts.count("true caption significantly ahead") / len(rows)
-            col["significant_false"] = verdicts.count("a false caption significantly ahead") / len(
-                rows
-            )
+            for share, verdict in (
+                ("significant_true", "true caption significantly ahead"),
+                ("significant_false", "a false caption significantly ahead"),
+            ):
+                hits = [float(v == verdict) for v in verdicts]
+                col[share] = metrics.accuracy(hits, seed=seed)
         groups = _winoground(rows, who, name, seed)
         if groups is not None:
             col["winoground"] = groups
@@ -250,8 +252,8 @@ def table(summary: dict[str, Any]) -> str:
         if "significant_true" in col:
             lines.append(
                 f"{labels[who]}, {name}: margin significant for the true caption in "
-                f"{col['significant_true']:.0%} of items, for a false one in "
-                f"{col['significant_false']:.0%}"
+                f"{col['significant_true']['value']:.0%} of items, for a false one in "
+                f"{col['significant_false']['value']:.0%}"
             )
         if "winoground" in col and "text" in col["winoground"]:
             w = col["winoground"]

@@ -150,6 +150,8 @@ def _captions(record: dict[str, Any], key: str = "captions") -> tuple[str, ...]:
     for k, caption in enumerate(captions):
         if not caption.strip():
             raise _Invalid(f"caption {k} is empty")
+    if len({c.strip() for c in captions}) < len(captions):
+        raise _Invalid("two captions are the same: the test could not be passed")
     return tuple(captions)
 
 

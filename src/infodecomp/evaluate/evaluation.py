@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from .. import ddim
 from ..results import versions
 from . import EVALUATIONS, datasets, world_data
 from .common import DEFAULT_SAMPLES, EvalModel, load_model
-from .runner import process_state, run
+from .runner import _stderr, process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.
 WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24}
@@ -75,7 +74,7 @@ def evaluate(
         progress: progress bar (on a terminal) or periodic log lines.
         log: where messages go (default: standard error).
     """
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or _stderr
     if task not in EVALUATIONS:
         raise ValueError(f"unknown evaluation {task!r}; choose one of {tuple(EVALUATIONS)}")
     for name, value, low in (("samples", samples, 2), ("ddim_steps", ddim_steps, 2)):
@@ -97,7 +96,7 @@ def evaluate(
     if not items:
         raise ValueError(f"no items to evaluate in {data}")
 
-    rank, n_proc, _ = process_state()
+    rank, n_proc, _, _ = process_state()
     if device is None and n_proc > 1 and torch.cuda.is_available():
         from accelerate import PartialState
 
@@ -126,6 +125,10 @@ def evaluate(
         "versions": versions(),
     }
     evaluation = EVALUATIONS[task]
+    if bad and rank == 0:  # counted as skipped by the summary
+        Path(out).mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"source": s, "error": m}) for s, m in bad]
+        (Path(out) / "skipped_data.jsonl").write_text("\n".join(lines) + "\n")
     summary = run(
         evaluation.make_task(evaluated, settings, reference),
         items,
@@ -135,9 +138,6 @@ def evaluate(
         progress=progress,
         log=log,
     )
-    if bad and rank == 0:
-        lines = [json.dumps({"source": s, "error": m}) for s, m in bad]
-        (Path(out) / "skipped_data.jsonl").write_text("\n".join(lines) + "\n")
     return summary
 
 

@@ -58,17 +58,24 @@ class Task:
     denoiser_rows: Callable[[Any], int]
 
 
-def process_state() -> tuple[int, int, Callable[[], None]]:
-    """``(rank, n_processes, barrier)`` from Accelerate when launched by ``accelerate launch``,
-    else a single process."""
+def process_state() -> tuple[int, int, Callable[[], None], Callable[[bool], bool]]:
+    """``(rank, n_processes, barrier, all_ok)`` from Accelerate when launched by ``accelerate
+    launch``, else a single process. ``all_ok(flag)`` is true when every process's flag is
+    (a barrier too)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, lambda: None
+        return 0, 1, lambda: None, lambda ok: ok
     from accelerate import PartialState
 
     # Without CUDA, Accelerate needs cpu=True to join the processes (gloo) instead of running
     # each alone.
     state = PartialState(cpu=not torch.cuda.is_available())
-    return state.process_index, state.num_processes, state.wait_for_everyone
+
+    def all_ok(ok: bool) -> bool:
+        flag = torch.tensor([1 if ok else 0], device=state.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+
+    return state.process_index, state.num_processes, state.wait_for_everyone, all_ok
 
 
 def run(
@@ -88,40 +95,68 @@ def run(
     into it; :class:`BadItemError` on a bad item unless ``skip_bad`` (then the item's row records
     the error and the item counts as done).
     """
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     out = Path(out)
-    rank, n_proc, barrier = process_state()
+    rank, n_proc, barrier, all_ok = process_state()
+    log = log or _stderr
+    quiet = log if rank == 0 else (lambda message: None)  # one voice for the whole run
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError("item ids are not unique")
     with contextlib.ExitStack() as locks:
-        if rank == 0:  # held for the whole run: a second run into this folder is refused
+        # Every process runs the same checks on the same files, so all stop alike (one line
+        # each) instead of one stopping and the others waiting for it.
+        error: ValueError | None = None
+        try:
             out.mkdir(parents=True, exist_ok=True)
-            locks.enter_context(_lock(out / ".lock"))
+            if rank == 0:  # held for the whole run: a second run into this folder is refused
+                locks.enter_context(_lock(out / ".lock"))
             _check_settings(out, settings)
+            done = {row["id"]: row for row in read_rows(out) if "skipped" not in row}
+            _check_unchanged(items, done, out)
+        except ValueError as err:
+            error = err
+        if not all_ok(error is None):
+            raise error or ValueError("another process stopped (see its message)")
+        if rank == 0:
+            _write_json(out / "settings.json", settings)
         barrier()
         rows_path = out / ("rows.jsonl" if n_proc == 1 else f"rows.{rank}.jsonl")
         locks.enter_context(_lock(out / f".lock.{rows_path.stem}"))
         _drop_partial_line(rows_path)
-        done = {row["id"]: row for row in read_rows(out)}
-        _check_unchanged(items, done, out)
         todo = [(i, it) for i, it in enumerate(items) if i % n_proc == rank and it.id not in done]
-        if rank == 0:
-            left = [item for item in items if item.id not in done]
-            cost = sum(task.denoiser_rows(item) for item in left)
-            log(
-                f"{task.name}: {len(items)} items, {len(items) - len(left)} already done; "
-                f"{len(left)} to measure, about {cost} denoiser rows"
-                + (f" over {n_proc} processes" if n_proc > 1 else "")
-            )
-        _measure_all(task, todo, rows_path, settings, skip_bad, progress and rank == 0, log)
-        barrier()
+        left = [item for item in items if item.id not in done]
+        cost = sum(task.denoiser_rows(item) for item in left)
+        quiet(
+            f"{task.name}: {len(items)} items, {len(items) - len(left)} already done; "
+            f"{len(left)} to measure, about {cost} denoiser rows"
+            + (f" over {n_proc} processes" if n_proc > 1 else "")
+        )
+        try:
+            _measure_all(task, todo, rows_path, settings, skip_bad, progress and rank == 0, quiet)
+        except ValueError as err:
+            error = err
+        if not all_ok(error is None):
+            raise error or ValueError("another process stopped (see its message)")
         return summarize(out) if rank == 0 else None
 
 
+def _stderr(message: str) -> None:
+    """Log to standard error; a closed pipe (``... 2>&1 | head``) does not stop the run."""
+    with contextlib.suppress(BrokenPipeError):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``path`` whole or not at all (a temporary file, then a rename)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
 def fingerprint(item: Any) -> str:
-    """A short hash of everything an item holds (captions, words, image path or pixels, masks),
-    stored in its row so that a resumed run notices an item that changed under its id."""
+    """A short hash of everything an item holds (captions, words, pixels or the size and first
+    MiB of image and mask files, masks), stored in its row so that a resumed run notices an item
+    that changed under its id."""
     digest = hashlib.sha256()
 
     def feed(value: Any) -> None:
@@ -137,6 +172,10 @@ def fingerprint(item: Any) -> str:
             digest.update(f"seq{len(value)}".encode())
             for v in value:
                 feed(v)
+        elif isinstance(value, Path) and value.is_file():  # the file's content, not its name
+            with value.open("rb") as f:
+                head = f.read(1 << 20)
+            digest.update(f"file{value.stat().st_size}:".encode() + head)
         else:
             digest.update(f"{type(value).__name__}:{value!s};".encode())
 
@@ -203,15 +242,22 @@ def _measure_all(
 
 
 def read_rows(out: str | Path) -> list[dict[str, Any]]:
-    """Every complete row of every rows file in ``out``, each id once, in item order."""
+    """Every complete row of every rows file in ``out``, each id once (a measured row before a
+    skipped one), in item order. A damaged line is named (file and line)."""
     rows: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(out).glob("rows*.jsonl")):
         with path.open() as f:
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 if not line.endswith("\n"):
                     break  # a half-written last line
-                row = json.loads(line)
-                rows.setdefault(row["id"], row)
+                try:
+                    row = json.loads(line)
+                    key, _ = row["id"], row["index"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ValueError(f"{path}:{number}: damaged row (not a row of ours)") from None
+                # A measured row replaces a skipped one (the item was fixed and rerun).
+                if key not in rows or "skipped" in rows[key]:
+                    rows[key] = row
     return sorted(rows.values(), key=lambda r: r["index"])
 
 
@@ -223,30 +269,39 @@ def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict
     settings_path = out / "settings.json"
     if not settings_path.exists():
         raise ValueError(f"{out} holds no evaluation (no settings.json)")
-    settings = json.loads(settings_path.read_text())
+    try:
+        settings = json.loads(settings_path.read_text())
+    except json.JSONDecodeError:
+        raise ValueError(f"{settings_path}: damaged (not JSON)") from None
     rows = read_rows(out)
     skipped = [r for r in rows if "skipped" in r]
+    data_skipped = out / "skipped_data.jsonl"
+    n_bad_data = len(data_skipped.read_text().splitlines()) if data_skipped.exists() else 0
     evaluation = EVALUATIONS[settings["task"]]
     summary = evaluation.summarize([r for r in rows if "skipped" not in r], settings)
     summary = {
         "task": settings["task"],
         "n_items": len(rows) - len(skipped),
-        "n_skipped": len(skipped),
+        "n_skipped": len(skipped) + n_bad_data,  # bad items, and bad lines of the data
         **summary,
         "settings": settings,
     }
-    tmp = out / f"summary.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
-    tmp.replace(out / "summary.json")
+    _write_json(out / "summary.json", summary)
     if log is not None:
         log(evaluation.table(summary))
     return summary
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse a run whose settings differ from those of the rows already in ``out`` (a folder
+    without rows, e.g. left by a run that failed at once, takes any settings)."""
     path = out / "settings.json"
-    if path.exists():
-        old = json.loads(path.read_text())
+    has_rows = any(p.stat().st_size for p in out.glob("rows*.jsonl"))
+    if path.exists() and has_rows:
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: damaged (not JSON): use another --out") from None
         keys = sorted(set(old) | set(settings))
         changed = [
             f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
@@ -259,9 +314,6 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
                 f"{out} holds a run with other settings ({'; '.join(changed)}): "
                 "use another --out, or the same settings to resume"
             )
-    tmp = out / f"settings.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _drop_partial_line(path: Path) -> None:

@@ -20,11 +20,11 @@ BUNDLED = Path(__file__).parent / "bundled"
 BUNDLED_NAME = "infodecomp/shapes-world-16px"
 
 
-def load_bundled(device: str | None = None) -> DiffusersModel:
+def load_bundled(device: str | None = None, dtype: torch.dtype | None = None) -> DiffusersModel:
     """The text-to-image model shipped with the package (trained by ``infodecomp train-world``)."""
     if not (BUNDLED / "model_index.json").exists():
         raise ValueError(f"the bundled model is missing from {BUNDLED}")
-    model = DiffusersModel.from_pretrained(BUNDLED, device=device)
+    model = DiffusersModel.from_pretrained(BUNDLED, device=device, dtype=dtype)
     model.name = BUNDLED_NAME
     return model
 
