@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
-from ..estimators import TruncatedLogistic
+from ..estimators import TruncatedLogistic, conditional_mutual_info
+from ..explain import word_contexts
 from ..images import load_image
-from ..results import versions
+from ..results import Estimate, versions
 from ..world.model import WorldModel
 
 EXACT_NAME = "infodecomp/shapes-world-exact"
@@ -59,6 +60,28 @@ class EvalModel:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "model_label": self.label, "model_revision": self.revision}
+
+    def word_information(
+        self, key: str, image: Any, caption: str, words: list[str], settings: dict[str, Any]
+    ) -> Estimate:
+        """The exact model's i(x; caption) (pair 0) and each word's i(x; word | rest) (pair k)
+        with their maps (channels summed), on the item's draws; for diffusers models
+        :func:`~infodecomp.explain` measures the same pairs (and attention)."""
+        contexts = [None, *word_contexts(caption, words)]
+        return conditional_mutual_info(
+            self.denoiser,
+            self.input(image),
+            [caption] * len(contexts),
+            contexts,
+            n_samples=settings["samples"],
+            seed=settings["seed"],
+            logsnr=self.logsnr,
+            batch_size=settings["batch_size"],
+            per_dim=True,
+            sum_channels=True,
+            keys=[key],
+            progress=False,
+        )
 
 
 @dataclass

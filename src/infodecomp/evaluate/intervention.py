@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .. import ddim
-from ..estimators import conditional_mutual_info
 from ..explain import explain, word_contexts
 from . import metrics
 from .common import EvalModel
@@ -74,36 +73,22 @@ def measure_item(
         n_eval += steps
     if model.is_exact:
         x = model.input(image)
-        est = conditional_mutual_info(
+        est = model.word_information(item.id, image, item.caption, words, settings)
+        cmi_maps = {w: est.map[0, k] for k, w in enumerate(words, start=1)}
+        cmi = {w: (est.value[0, k].item(), est.stderr[0, k].item()) for k, w in enumerate(words, 1)}
+        attention: dict[str, torch.Tensor] = {}
+        n_eval += est.n_evaluations
+    else:
+        res = explain(
             model.denoiser,
-            x,
-            [item.caption] * len(words),
-            contexts,
-            per_dim=True,
-            sum_channels=True,
-            keys=[item.id],
+            image,
+            item.caption,
+            words,
+            key=item.id,
             batch_size=settings["batch_size"],
             progress=False,
             **run,
         )
-        cmi_maps = {w: est.map[0, k] for k, w in enumerate(words)}
-        cmi = {w: (est.value[0, k].item(), est.stderr[0, k].item()) for k, w in enumerate(words)}
-        attention: dict[str, torch.Tensor] = {}
-        n_eval += est.n_evaluations
-    else:
-        try:
-            res = explain(
-                model.denoiser,
-                image,
-                item.caption,
-                words,
-                key=item.id,
-                batch_size=settings["batch_size"],
-                progress=False,
-                **run,
-            )
-        except ValueError as err:
-            raise BadItemError(f"{item.source}: {err}") from None
         x = model.denoiser.encode_image(res.image)
         cmi_maps = {w: res.heat_map(w, upsample=False) for w in words}
         cmi = {w: res.cmi(w) for w in words}

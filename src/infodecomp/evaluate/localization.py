@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import ddim
-from ..estimators import conditional_mutual_info
-from ..explain import explain, word_contexts
+from ..explain import explain
 from . import metrics
 from .common import EvalModel
-from .items import BadItemError, LocalizationItem
+from .items import LocalizationItem
 from .runner import Task
 
 WHOLE, CMI, ATTN_INFO, DAAM, COMBINED, MI, EXACT = (
@@ -102,36 +101,21 @@ def _maps(
         "progress": False,
     }
     if model.is_exact:
-        x = model.input(image)
-        contexts = [None, *word_contexts(item.caption, words)]
-        est = conditional_mutual_info(
-            model.denoiser,
-            x,
-            [item.caption] * len(contexts),
-            contexts,
-            per_dim=True,
-            sum_channels=True,
-            keys=[item.id],
-            batch_size=settings["batch_size"],
-            **run,
-        )
+        est = model.word_information(item.id, image, item.caption, words, settings)
         cmi = {w: est.map[0, k].float() for k, w in enumerate(words, start=1)}
         mi_map, n_eval = est.map[0, 0].float(), est.n_evaluations
         numbers = _numbers(est.value[0].tolist(), est.stderr[0].tolist(), words, n_eval)
         maps = {w: {WHOLE: torch.ones_like(cmi[w]), CMI: cmi[w], MI: mi_map} for w in words}
         return maps, numbers
-    try:
-        res = explain(
-            model.denoiser,
-            image,
-            item.caption,
-            words,
-            key=item.id,
-            batch_size=settings["batch_size"],
-            **run,
-        )
-    except ValueError as err:  # a word the tokenizer cannot place, a prompt too long
-        raise BadItemError(f"{item.source}: {err}") from None
+    res = explain(
+        model.denoiser,
+        image,
+        item.caption,
+        words,
+        key=item.id,
+        batch_size=settings["batch_size"],
+        **run,
+    )
     daam = daam_maps(model.denoiser, res.image, item.caption, words, settings["ddim_steps"])
     numbers = _numbers(
         res.estimate.value[0].tolist(),
