@@ -157,3 +157,26 @@ def test_parser_errors_are_one_line(capsys):
         assert stop.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err
+
+
+def test_output_folders_are_replaced_whole_or_left_alone(tmp_path):
+    from infodecomp.results import output_folder
+
+    out = tmp_path / "out"
+    with output_folder(out) as folder:
+        (folder / "result.json").write_text("{}")
+        (folder / "old.png").write_bytes(b"1")
+    with output_folder(out) as folder:  # a second run: nothing of the first stays
+        (folder / "result.json").write_text('{"run": 2}')
+    assert sorted(p.name for p in out.iterdir()) == ["result.json"]
+    with pytest.raises(KeyboardInterrupt), output_folder(out) as folder:  # Ctrl-C mid-save
+        (folder / "result.json").write_text('{"run": 3}')
+        raise KeyboardInterrupt
+    assert (out / "result.json").read_text() == '{"run": 2}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("")
+    with pytest.raises(ValueError, match="not an output folder of ours"), output_folder(mine):
+        pass
+    assert (mine / "thesis.tex").exists()

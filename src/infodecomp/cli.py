@@ -19,7 +19,7 @@ from .explain import explain
 from .images import load_image
 from .models import example_mixture
 from .models.diffusers import DiffusersModel
-from .results import Z95
+from .results import Z95, check_output_folder, output_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -275,7 +275,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     device = None if args.evaluation == "summarize" else check_device(args.device)
     if args.evaluation != "summarize":
-        writable_folder(args.out)
+        writable_folder(args.out, marker="settings.json")
     _quiet_libraries()
     if args.evaluation == "summarize":
         summarize(args.out, log=print)
@@ -356,9 +356,10 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def writable_folder(path: Path) -> Path:
-    """Create ``path`` (and its parents) now, so that an unwritable --out fails before the
-    computation, not after it."""
+def writable_folder(path: Path, marker: str = "result.json") -> Path:
+    """Check --out before the computation, not after it: new, empty or ours (holding
+    ``marker``), and writable (its parents are created)."""
+    check_output_folder(path, marker)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
@@ -385,7 +386,9 @@ def run_heatmap(args: argparse.Namespace) -> int:
         attention=not args.no_attention,
     )
     result.estimate.settings["image"] = str(args.image)
-    report = result.save(args.out)
+    with output_folder(args.out) as folder:
+        result.save(folder)
+    report = args.out / "report.html"
     value, se = result.mi
     print(f"{'':<24}{'nats':>10}{'± SE':>9}")
     print(f"{'whole prompt (MI)':<24}{value:>10.4f}{se:>9.4f}")
@@ -412,9 +415,11 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{'right' if gen['objects_fit_caption'] else 'WRONG'}, relation "
         f"{'right' if gen['fits_caption'] else 'wrong'} (world checker); see generated.png"
     )
+    explained = "the given image" if args.image else "a draw of the world for the caption"
     print(
-        f"Explained image {'fits' if exact['image_fits_caption'] else 'does NOT fit'} the caption; "
-        "nats, ± one standard error"
+        f"Explained: {explained} (explained.png; it "
+        f"{'fits' if exact['image_fits_caption'] else 'does NOT fit'} the caption, by the world "
+        "checker). Nats, ± one standard error"
     )
     print(f"{'':<20}{'bundled model':>18}{'exact world model':>20}{'exact log-ratio':>17}")
     rows = [("whole caption", summary["mi"], exact["mi"])]

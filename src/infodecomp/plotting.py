@@ -32,6 +32,15 @@ def plot_overlay(
     return fig, ax
 
 
+def plot_image(image: torch.Tensor, title: str = "", ax: Any = None) -> tuple[Any, Any]:
+    """An image ``(3, H, W)`` in [-1, 1], alone (no colour bar)."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(3.2, 3.2))
+    ax.imshow(to_rgb(image))
+    ax.set_title(plain_text(title), fontsize=9)
+    ax.set_axis_off()
+    return fig, ax
+
+
 def plain_text(text: str) -> str:
     """``text`` shown as typed: matplotlib would read ``$...$`` as mathtext (and fail on
     unknown commands such as ``$\\foo$``)."""

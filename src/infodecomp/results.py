@@ -2,14 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+
+def check_output_folder(path: str | Path, marker: str) -> Path:
+    """``path`` if it is new, empty, or an output folder of ours (it holds ``marker``);
+    otherwise ``ValueError`` (we never write into, nor replace, a folder of other files)."""
+    path = Path(path)
+    if path.exists() and (
+        not path.is_dir() or (any(path.iterdir()) and not (path / marker).exists())
+    ):
+        raise ValueError(
+            f"--out {str(path)!r} exists and is not an output folder of ours (no {marker}): "
+            "give a new or empty folder"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path, marker: str = "result.json") -> Iterator[Path]:
+    """Write a result folder whole or not at all: yields an empty temporary folder beside
+    ``path``; when the block ends without error it replaces ``path`` (so no file of an earlier
+    run stays, and two runs at once leave one whole result, the last to finish); on an error or
+    Ctrl-C it is removed and ``path`` is left as it was.
+
+    An existing ``path`` is replaced only if it is empty or holds an earlier result (its
+    ``marker`` file): a folder of other files is refused with ``ValueError``.
+    """
+    path = check_output_folder(path, marker)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def versions() -> dict[str, str | None]:
