@@ -19,8 +19,11 @@ condition of one call sees the same (a, eps) draws.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, overload
@@ -347,6 +350,7 @@ def _estimate(
     draws_per_step = batch_size // math.gcd(batch_size, n_u)
     n_units = n_x * n_samples
     bar = tqdm(total=n_units, unit="draw", disable=None if progress else True, leave=False)
+    clock = _ProgressLog(n_units, n_u) if progress else None
     for start in range(0, n_units, draws_per_step):
         units = np.arange(start, min(start + draws_per_step, n_units))
         xi, si = units // n_samples, units % n_samples
@@ -383,6 +387,8 @@ def _estimate(
                 map_sum[kind].index_add_(0, rows, contrib)
                 map_sumsq[kind].index_add_(0, rows, contrib**2)
         bar.update(len(units))
+        if clock is not None:
+            clock.update(units[-1] + 1)
     bar.close()
 
     settings = {
@@ -431,6 +437,34 @@ def _estimate(
             map_stderr=est_map_se,
         )
     return out
+
+
+class _ProgressLog:
+    """Lines on standard error for long estimates: the denoiser rows it will take, after the
+    first step the time left, and (when no progress bar shows, e.g. in a log) a line a
+    minute."""
+
+    def __init__(self, n_units: int, n_conditions: int) -> None:
+        self.n_units, self.start, self.last = n_units, time.monotonic(), time.monotonic()
+        self.first = True
+        self.bar_shown = sys.stderr.isatty()
+        self._say(
+            f"{n_units * n_conditions} denoiser rows ({n_units} draws x {n_conditions} conditions)"
+        )
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        left = (now - self.start) / done * (self.n_units - done)
+        if self.first and left > 10:
+            self._say(f"about {left:.0f} s left")
+        elif not self.bar_shown and now - self.last > 60 and done < self.n_units:
+            self._say(f"{done}/{self.n_units} draws, about {left:.0f} s left")
+            self.last = now
+        self.first = False
+
+    def _say(self, message: str) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            print(f"infodecomp: {message}", file=sys.stderr, flush=True)
 
 
 def row_stream_key(row: torch.Tensor, key: Any = None) -> int:
