@@ -85,40 +85,59 @@ class Explanation:
         word: str | None = None,
         kind: Literal["cmi", "attention", "combined"] = "cmi",
         ax: Any = None,
+        overlay: bool = False,
+        scale: dict[str, float] | None = None,
     ) -> tuple[Any, Any]:
-        """The heat map of ``word`` (or the prompt's MI map) over the image; ``(fig, ax)``."""
+        """The map of ``word`` (or the prompt's MI map) beside the image (``overlay=True``:
+        over it); ``scale`` (``{"vmin", "vmax"}``) fixes the colour scale. ``(fig, ax)``."""
+        scale = scale or {}
         if word is None:
             value, se = self.mi
             title = f"whole prompt: {value:.3g} ± {se:.2g} nats"
-            return plot_overlay(self.image, self.heat_map(), title, ax)
+            return plot_overlay(self.image, self.heat_map(), title, ax, overlay, **scale)
         value, se = self.cmi(word)
         if kind == "cmi":
             title = f"{word} | rest: {value:.3g} ± {se:.2g} nats"
-            return plot_overlay(self.image, self.heat_map(word), title, ax)
+            return plot_overlay(self.image, self.heat_map(word), title, ax, overlay, **scale)
         heat = self.attention_map(word) if kind == "attention" else self.combined_map(word)
         if kind == "attention":
             name, label = "attention + information", "cross-attention (sum over heads, layers)"
         else:
             name, label = "combined (ours)", "geometric mean of scaled maps (0-1)"
-        return plot_overlay(self.image, heat, f"{word}: {name}", ax, colorbar_label=label)
+        return plot_overlay(
+            self.image, heat, f"{word}: {name}", ax, overlay, colorbar_label=label, **scale
+        )
 
-    def plot_grid(self) -> tuple[Any, Any]:
-        """All maps side by side: the prompt's MI and each word's CMI (top row), attention and
-        combined maps below when collected; ``(fig, axes)``."""
+    def plot_grid(self, shared_scale: bool = True) -> tuple[Any, Any]:
+        """The image, the prompt's MI map and each word's CMI map (top row); attention and
+        combined maps below when collected. With ``shared_scale`` (default) the words' maps of
+        one row share a colour scale, so that a hotter map carries more information; otherwise
+        each map spans its own range (said in the title). ``(fig, axes)``."""
         import matplotlib.pyplot as plt
 
+        from .plotting import plot_image
+        from .plotting import shared_scale as common
+
         rows = 3 if self.attention is not None else 1
-        cols = 1 + len(self.words)
+        cols = 2 + len(self.words)
         fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
-        self.plot_overlay(ax=axes[0, 0])
-        for j, word in enumerate(self.words, start=1):
-            self.plot_overlay(word, "cmi", ax=axes[0, j])
-            if self.attention is not None:
-                self.plot_overlay(word, "attention", ax=axes[1, j])
-                self.plot_overlay(word, "combined", ax=axes[2, j])
+        plot_image(self.image, "image", axes[0, 0])
+        self.plot_overlay(ax=axes[0, 1])
+        kinds = ["cmi"] + (["attention", "combined"] if self.attention is not None else [])
+        maps = {
+            "cmi": self.heat_map,
+            "attention": self.attention_map,
+            "combined": self.combined_map,
+        }
+        for r, kind in enumerate(kinds):
+            scale = common(*(maps[kind](w) for w in self.words)) if shared_scale else None
+            for j, word in enumerate(self.words, start=2):
+                self.plot_overlay(word, kind, ax=axes[r, j], scale=scale)
         for r in range(1, rows):
             axes[r, 0].set_axis_off()
-        fig.suptitle(plain_text(self.prompt))
+            axes[r, 1].set_axis_off()
+        how = "maps of a row share a colour scale" if shared_scale else "each map its own scale"
+        fig.suptitle(plain_text(f"{self.prompt} ({how})"))
         fig.tight_layout()
         return fig, axes
 

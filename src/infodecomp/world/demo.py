@@ -11,7 +11,7 @@ import torch
 from ..estimators import TruncatedLogistic, conditional_mutual_info
 from ..explain import Explanation, explain, word_contexts
 from ..models.diffusers import DiffusersModel
-from ..plotting import plain_text, plot_image, plot_overlay, png_bytes
+from ..plotting import plain_text, plot_image, plot_overlay, png_bytes, shared_scale
 from ..results import Estimate, output_folder
 from .model import WorldModel
 from .scenes import assignment, parse, word_masks
@@ -144,16 +144,23 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
         axes[r, 0].imshow(((res.image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
         axes[r, 0].set_title(label, fontsize=9)
         axes[r, 0].set_axis_off()
+    # Both models' CMI maps on one colour scale, the attention maps on another.
+    info = shared_scale(*(res.heat_map(w) for w in res.words), exact.map[0, 1:].float())
+    attention = shared_scale(*(res.attention_map(w) for w in res.words))
     for k, word in enumerate(res.words, start=1):
         value, se = res.cmi(word)
-        plot_overlay(res.image, res.heat_map(word), f"{word}: {value:.2f} ± {se:.2f}", axes[0, k])
+        title = f"{word}: {value:.2f} ± {se:.2f}"
+        plot_overlay(res.image, res.heat_map(word), title, axes[0, k], **info)
         ev, es = exact.value[0, k].item(), exact.stderr[0, k].item()
-        plot_overlay(res.image, exact.map[0, k], f"{word}: {ev:.2f} ± {es:.2f}", axes[1, k])
-        plot_overlay(res.image, res.attention_map(word), word, axes[2, k], colorbar_label="")
+        title = f"{word}: {ev:.2f} ± {es:.2f}"
+        plot_overlay(res.image, exact.map[0, k].float(), title, axes[1, k], **info)
+        plot_overlay(
+            res.image, res.attention_map(word), word, axes[2, k], colorbar_label="", **attention
+        )
         if word in masks:
             plot_overlay(res.image, masks[word].float(), word, axes[3, k], colorbar_label="mask")
         else:
             axes[3, k].set_axis_off()
-    fig.suptitle(plain_text(f"{res.prompt} (nats)"))
+    fig.suptitle(plain_text(f"{res.prompt} (nats per pixel; CMI rows share one colour scale)"))
     fig.tight_layout()
     return fig, axes
