@@ -52,6 +52,43 @@ def test_demo_runs_end_to_end(tmp_path):
     ]:
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "result.json").read_text())["model"].startswith("infodecomp/")
+    report = (tmp_path / "report.html").read_text()
+    assert report.count("<td class=w><b>") == 6  # one row per word
+    for shown in ("exact world model [95% interval]", "exact log-ratio", "world_comparison.png"):
+        assert shown in report
+    assert (tmp_path / "explained.png").exists() and (tmp_path / "generated.png").exists()
+    assert summary["explained_image"].startswith("world draw")
+
+
+def test_report_renders_in_a_browser(tmp_path):
+    """The demo's report as a user sees it: a headless Chromium screenshot that is not blank."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    if browser is None:
+        pytest.skip("no headless Chromium (apt-get install chromium-headless-shell)")
+    run_demo(tmp_path / "demo", "a red circle", n_samples=4, progress=False)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            browser,
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (tmp_path / "demo" / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 20  # text, tables and maps, not an empty page
+    assert (pixels < 100).mean() > 0.02  # dark map cells and text are there
 
 
 def test_demo_command_rejects_words_outside_the_world(tmp_path, capsys):

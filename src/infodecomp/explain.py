@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import json
 import re
 from dataclasses import dataclass
@@ -149,6 +147,10 @@ class Explanation:
             "model_revision": self.model_revision,
             "prompt": self.prompt,
             "units": "nats",
+            "map_units": {
+                "maps.safetensors": "nats per model-input pixel (a latent pixel for latent models)",
+                "png": "nats per image pixel (model-input maps spread over their pixels)",
+            },
             "mi": {"value": value, "stderr": se},
             "cmi": {
                 w: {"value": v, "stderr": s, "context": settings["contexts"][k]}
@@ -164,10 +166,19 @@ class Explanation:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write ``result.json``, ``maps.safetensors``, ``<word>.heat_map.png`` per word (and
-        ``<word>.attention.png``), ``prompt_mi.heat_map.png``, ``grid.png`` and a self-contained
-        ``report.html`` into ``out_dir``. Returns the path of ``report.html``."""
+    def save(
+        self,
+        out_dir: str | Path,
+        figures: dict[str, bytes] | None = None,
+        columns: dict[str, list[Any]] | None = None,
+    ) -> Path:
+        """Write ``result.json``, ``maps.safetensors`` (maps in nats per model-input pixel),
+        ``<word>.heat_map.png`` per word (and ``<word>.attention.png``),
+        ``prompt_mi.heat_map.png``, ``grid.png`` and a self-contained ``report.html`` (with
+        ``figures`` and the extra number ``columns`` of :func:`infodecomp.report.report_html`)
+        into ``out_dir``. Returns the path of ``report.html``."""
+        from .report import report_html
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(self.to_json() + "\n")
@@ -190,37 +201,9 @@ class Explanation:
         for name, data in pictures.items():
             (out / name).write_bytes(data)
         report = out / "report.html"
-        report.write_text(self._html(pictures))
+        shown = {"all maps (grid.png)": pictures["grid.png"], **(figures or {})}
+        report.write_text(report_html(self, shown, columns))
         return report
-
-    def _html(self, pictures: dict[str, bytes]) -> str:
-        doc = self.to_dict()
-        rows = [("whole prompt: i(x; prompt)", doc["mi"])] + [
-            (f"{w}: i(x; {w} | rest)", doc["cmi"][w]) for w in self.words
-        ]
-        table = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{r['value']:.4g}</td><td>{r['stderr']:.2g}</td></tr>"
-            for name, r in rows
-        )
-        images = "".join(
-            f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-            f"<figcaption>{html.escape(name)}</figcaption></figure>"
-            for name, data in pictures.items()
-        )
-        settings = html.escape(json.dumps(doc["settings"], indent=2))
-        return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>infodecomp: {html.escape(self.prompt)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:right}}
-td:first-child{{text-align:left}}figure{{display:inline-block;margin:6px}}
-img{{max-width:520px}}</style></head><body>
-<h1>{html.escape(self.prompt)}</h1>
-<p>Model <code>{html.escape(self.model_name)}</code>; {doc["n_evaluations"]} denoiser
-evaluations; seed {doc["seed"]}. Values in nats, ± one standard error.</p>
-<table><tr><th>quantity</th><th>estimate</th><th>± SE</th></tr>{table}</table>
-{images}
-<details><summary>settings</summary><pre>{settings}</pre></details>
-</body></html>
-"""
 
     def _index(self, word: str) -> int:
         key = word.strip().lower()

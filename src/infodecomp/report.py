@@ -1,0 +1,136 @@
+"""The self-contained HTML report of an explanation: numbers with intervals, and one row per
+word (image | information | attention + information | combined), maps rendered without pyplot."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .results import Z95
+
+if TYPE_CHECKING:
+    from .explain import Explanation
+
+CELL = 176  # pixels of one map in the report
+MAP_CMAP = "viridis"  # as plotting.MAP_CMAP: colours that no image pixel lends a map
+
+
+def image_png(image: torch.Tensor, size: int = CELL) -> bytes:
+    """An image ``(3, H, W)`` in [-1, 1] as PNG bytes, ``size`` pixels wide (nearest)."""
+    rgb = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return _png(rgb.permute(1, 2, 0).numpy(), size)
+
+
+def map_png(heat: torch.Tensor, vmin: float, vmax: float, size: int = CELL) -> bytes:
+    """A map ``(H, W)`` coloured on the scale ``[vmin, vmax]`` as PNG bytes."""
+    from matplotlib import colormaps  # the colour map only: no pyplot
+
+    scaled = ((heat.detach().float().cpu().numpy() - vmin) / max(vmax - vmin, 1e-12)).clip(0, 1)
+    rgb = (colormaps[MAP_CMAP](scaled)[..., :3] * 255).round().astype(np.uint8)
+    return _png(rgb, size)
+
+
+def _png(rgb: np.ndarray, size: int) -> bytes:
+    picture = Image.fromarray(rgb)
+    height = max(1, round(size * picture.height / picture.width))
+    buffer = io.BytesIO()
+    picture.resize((size, height), Image.Resampling.NEAREST).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _img(data: bytes, alt: str) -> str:
+    encoded = base64.b64encode(data).decode()
+    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+def _interval(value: float, se: float) -> str:
+    return f"{value:.3g} [{value - Z95 * se:.3g}, {value + Z95 * se:.3g}]"
+
+
+def report_html(
+    res: Explanation,
+    figures: dict[str, bytes] | None = None,
+    columns: dict[str, list[tuple[float, float] | float]] | None = None,
+) -> str:
+    """The report of ``res``: a table of the caption's MI and each word's CMI (nats, 95%
+    intervals; ``columns`` adds columns, one value or (value, SE) per row, e.g. an exact
+    model's), one row per word with its maps on a colour scale shared down each column, then
+    ``figures`` (name: PNG bytes) and the settings."""
+    doc = res.to_dict()
+    names = ["whole caption: i(x; caption)"] + [f"{w}: i(x; {w} | rest)" for w in res.words]
+    numbers = [(doc["mi"]["value"], doc["mi"]["stderr"])] + [
+        (doc["cmi"][w]["value"], doc["cmi"][w]["stderr"]) for w in res.words
+    ]
+    extra = columns or {}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in extra)
+    body = ""
+    for k, (name, (value, se)) in enumerate(zip(names, numbers, strict=True)):
+        cells = "".join(
+            f"<td>{_interval(*v) if isinstance(v, tuple) else f'{v:.3g}'}</td>"
+            for v in (col[k] for col in extra.values())
+        )
+        body += f"<tr><td>{html.escape(name)}</td><td>{_interval(value, se)}</td>{cells}</tr>"
+
+    kinds = {"information (CMI)": res.heat_map}
+    if res.attention is not None:
+        kinds |= {"attention + information": res.attention_map, "combined (ours)": res.combined_map}
+    maps = {kind: {w: get(w) for w in res.words} for kind, get in kinds.items()}
+    scales = {}
+    for kind, by_word in maps.items():
+        stacked = torch.stack(list(by_word.values()))
+        scales[kind] = (min(0.0, stacked.min().item()), stacked.max().item())
+    units = {
+        "information (CMI)": "nats per image pixel",
+        "attention + information": "cross-attention",
+        "combined (ours)": "0-1",
+    }
+    picture = _img(image_png(res.image), "image")
+    map_heads = "".join(
+        f"<th>{html.escape(kind)}<br><small>{scales[kind][0]:.3g} to {scales[kind][1]:.3g} "
+        f"({units[kind]})</small></th>"
+        for kind in maps
+    )
+    word_rows = ""
+    for word, (value, se) in zip(res.words, numbers[1:], strict=True):
+        cells = "".join(
+            f"<td>{_img(map_png(maps[kind][word], *scales[kind]), f'{word}: {kind}')}</td>"
+            for kind in maps
+        )
+        word_rows += (
+            f"<tr><td class=w><b>{html.escape(word)}</b><br>{_interval(value, se)} nats</td>"
+            f"<td>{picture}</td>{cells}</tr>"
+        )
+    appendix = "".join(
+        f"<figure>{_img(data, name)}<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, data in (figures or {}).items()
+    )
+    settings = html.escape(json.dumps(doc["settings"], indent=2))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>infodecomp: {html.escape(res.prompt)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
+td,th{{padding:3px 10px;text-align:right;vertical-align:middle}}
+td:first-child,td.w{{text-align:left}}table.maps td{{text-align:center}}
+img{{image-rendering:pixelated;max-width:100%}}figure{{margin:1em 0}}</style></head><body>
+<h1>{html.escape(res.prompt)}</h1>
+<p>Model <code>{html.escape(res.model_name)}</code>; {doc["n_evaluations"]} denoiser
+evaluations; seed {doc["seed"]}. Values in nats with 95% intervals (estimate ± 1.96 standard
+errors).</p>
+<table><tr><th>quantity</th><th>estimate [95% interval]</th>{head}</tr>{body}</table>
+<h2>Where, word by word</h2>
+<p>Each column's maps share one colour scale (given under its title), so a brighter map carries
+more. Information maps are in nats per image pixel (<code>maps.safetensors</code> holds them per
+model-input pixel, e.g. per latent pixel, which covers 8x8 image pixels in Stable Diffusion).
+"attention + information" is the paper's: cross-attention collected in the estimator's own
+denoiser calls. "combined" is ours: the geometric mean of the two maps scaled to 1.</p>
+<table class=maps><tr><th>word</th><th>image</th>{map_heads}</tr>{word_rows}</table>
+{appendix}
+<details><summary>settings</summary><pre>{settings}</pre></details>
+</body></html>
+"""
