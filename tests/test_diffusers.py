@@ -222,6 +222,11 @@ def test_attention_maps_have_the_right_shape_and_sum(saved):
     torch.testing.assert_close(
         maps.sum(0), torch.full((8, 8), 16.0, dtype=torch.float64), rtol=2e-2, atol=0
     )
+    # Only the prompt's rows are collected: the same rows alone give the same maps.
+    alone = [0, 2, 4]
+    with model.collect_attention("a red dog") as only:
+        model(x.repeat(3, 1, 1, 1), alpha[alone], ["a red dog"] * 3)
+    torch.testing.assert_close(only.token_maps(), maps, rtol=1e-4, atol=1e-6)
     assert model.unet.attn_processors == model.unet.attn_processors  # restored and usable
     assert not any(
         type(p).__name__ == "_CollectingProcessor" for p in model.unet.attn_processors.values()

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from .estimators import TruncatedLogistic, conditional_mutual_info
 from .images import load_image
 from .models.diffusers import DiffusersModel, PaddedPrompt
-from .plotting import plain_text, plot_overlay, png_bytes
+from .plotting import plain_text, plot_overlay
 from .results import Estimate, versions
 from .words import distinct_words, occurrences, remove_spans
 
@@ -191,19 +191,54 @@ class Explanation:
                 tensors[f"attention_map/{word}"] = self.attention[word].float().contiguous()
         save_file(tensors, str(out / "maps.safetensors"))
 
-        pictures = {"prompt_mi.heat_map.png": png_bytes(self.plot_overlay()[0])}
-        for word in self.words:
-            pictures[f"{_file_name(word)}.heat_map.png"] = png_bytes(self.plot_overlay(word)[0])
-            if self.attention is not None:
-                fig, _ = self.plot_overlay(word, "attention")
-                pictures[f"{_file_name(word)}.attention.png"] = png_bytes(fig)
-        pictures["grid.png"] = png_bytes(self.plot_grid()[0])
+        pictures = self._pictures()
         for name, data in pictures.items():
             (out / name).write_bytes(data)
         report = out / "report.html"
         shown = {"all maps (grid.png)": pictures["grid.png"], **(figures or {})}
         report.write_text(report_html(self, shown, columns))
         return report
+
+    def _pictures(self) -> dict[str, bytes]:
+        """The PNG files of :meth:`save`, drawn without pyplot (fast); the words' maps of one
+        kind share a colour scale in every picture."""
+        from .report import grid_png, panel_png
+
+        kinds = {"information (CMI)": (self.heat_map, "nats/pixel", "heat_map")}
+        if self.attention is not None:
+            kinds["attention + information"] = (self.attention_map, "attention", "attention")
+            kinds["combined (ours)"] = (self.combined_map, "0-1", None)
+        rows, titles, pictures = [], {}, {}
+        value, se = self.mi
+        mi_map = self.heat_map()
+        pictures["prompt_mi.heat_map.png"] = panel_png(
+            self.image,
+            mi_map,
+            f"whole prompt: {value:.3g} ± {se:.2g} nats",
+            min(0.0, mi_map.min().item()),
+            mi_map.max().item(),
+            "nats/pixel",
+        )
+        for kind, (get, unit, suffix) in kinds.items():
+            maps = {w: get(w).float() for w in self.words}
+            stacked = torch.stack(list(maps.values()))
+            low, high = min(0.0, stacked.min().item()), stacked.max().item()
+            for w, heat in maps.items():
+                value, se = self.cmi(w)
+                titles[w] = f"{w}: {value:.3g} ± {se:.2g}"
+                if suffix is not None:
+                    title = (
+                        f"{w} | rest: {value:.3g} ± {se:.2g} nats"
+                        if suffix == "heat_map"
+                        else f"{w}: {kind}"
+                    )
+                    pictures[f"{_file_name(w)}.{suffix}.png"] = panel_png(
+                        self.image, heat, title, low, high, unit
+                    )
+            rows.append((kind, maps, unit))
+        heading = f"{self.prompt} (nats; the maps of a row share a colour scale)"
+        pictures["grid.png"] = grid_png(self.image, rows, titles, heading)
+        return pictures
 
     def _index(self, word: str) -> int:
         key = word.strip().lower()

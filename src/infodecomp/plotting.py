@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 
 
@@ -35,6 +34,8 @@ def plot_overlay(
     (to share it between maps); by default each map spans its own range. Returns ``(fig, ax)``
     of the map.
     """
+    import matplotlib.pyplot as plt  # imported when first drawn: `import infodecomp` stays light
+
     if ax is None:
         if overlay:
             fig, ax = plt.subplots(figsize=(4, 4))
@@ -66,6 +67,8 @@ def shared_scale(*heats: torch.Tensor) -> dict[str, float]:
 
 def plot_image(image: torch.Tensor, title: str = "", ax: Any = None) -> tuple[Any, Any]:
     """An image ``(3, H, W)`` in [-1, 1], alone (no colour bar)."""
+    import matplotlib.pyplot as plt
+
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(3.2, 3.2))
     ax.imshow(to_rgb(image))
     ax.set_title(plain_text(title), fontsize=9)
@@ -83,5 +86,7 @@ def png_bytes(fig: Any) -> bytes:
     """The figure as PNG bytes (and closes it)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
     return buffer.getvalue()

@@ -7,7 +7,7 @@ import base64
 import html
 import io
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,24 +24,124 @@ MAP_CMAP = "viridis"  # as plotting.MAP_CMAP: colours that no image pixel lends 
 
 def image_png(image: torch.Tensor, size: int = CELL) -> bytes:
     """An image ``(3, H, W)`` in [-1, 1] as PNG bytes, ``size`` pixels wide (nearest)."""
-    rgb = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return _png(rgb.permute(1, 2, 0).numpy(), size)
+    return _png(image_rgb(image), size)
 
 
 def map_png(heat: torch.Tensor, vmin: float, vmax: float, size: int = CELL) -> bytes:
     """A map ``(H, W)`` coloured on the scale ``[vmin, vmax]`` as PNG bytes."""
+    return _png(_colours(heat, vmin, vmax), size)
+
+
+def _font(size: int = 13) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def _tile(rgb: np.ndarray, size: int) -> Image.Image:
+    picture = Image.fromarray(rgb)
+    height = max(1, round(size * picture.height / picture.width))
+    return picture.resize((size, height), Image.Resampling.NEAREST)
+
+
+def _colours(heat: torch.Tensor, vmin: float, vmax: float) -> np.ndarray:
     from matplotlib import colormaps  # the colour map only: no pyplot
 
     scaled = ((heat.detach().float().cpu().numpy() - vmin) / max(vmax - vmin, 1e-12)).clip(0, 1)
-    rgb = (colormaps[MAP_CMAP](scaled)[..., :3] * 255).round().astype(np.uint8)
-    return _png(rgb, size)
+    return (colormaps[MAP_CMAP](scaled)[..., :3] * 255).round().astype(np.uint8)
+
+
+def _colour_bar(vmin: float, vmax: float, height: int, unit: str) -> Image.Image:
+    """A vertical colour bar with its ends and unit written beside it."""
+    from PIL import ImageDraw
+
+    ramp = torch.linspace(vmax, vmin, height)[:, None].expand(height, 14)
+    bar = Image.new("RGB", (110, height + 30), "white")
+    bar.paste(Image.fromarray(_colours(ramp, vmin, vmax)), (4, 15))
+    draw = ImageDraw.Draw(bar)
+    draw.text((22, 10), f"{vmax:.3g}", fill="black", font=_font(12))
+    draw.text((22, height + 4), f"{vmin:.3g}", fill="black", font=_font(12))
+    draw.text((22, height // 2 + 8), unit, fill="black", font=_font(11))
+    return bar
+
+
+def panel_png(
+    image: torch.Tensor,
+    heat: torch.Tensor,
+    title: str,
+    vmin: float,
+    vmax: float,
+    unit: str,
+    size: int = CELL,
+) -> bytes:
+    """One map as a PNG, drawn without pyplot: title; the image and the map side by side; a
+    colour bar from ``vmin`` to ``vmax`` in ``unit``."""
+    from PIL import ImageDraw
+
+    left = _tile(image_rgb(image), size)
+    right = _tile(_colours(heat, vmin, vmax), size)
+    bar = _colour_bar(vmin, vmax, right.height - 30, unit)
+    canvas = Image.new("RGB", (2 * size + 30 + bar.width, size + 40), "white")
+    canvas.paste(left, (10, 32))
+    canvas.paste(right, (20 + size, 32))
+    canvas.paste(bar, (25 + 2 * size, 32))
+    ImageDraw.Draw(canvas).text((10, 8), title, fill="black", font=_font(14))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def grid_png(
+    image: torch.Tensor,
+    rows: list[tuple[str, dict[str, torch.Tensor], str]],
+    titles: dict[str, str],
+    heading: str,
+    size: int = 128,
+    scales: dict[str, tuple[float, float]] | None = None,
+) -> bytes:
+    """All maps at once, drawn without pyplot: a row per kind (``(name, {label: map}, unit)``),
+    the image first, the row's maps on one colour scale with its bar at the end (``scales``
+    fixes a row's ``(vmin, vmax)``, e.g. to share it between rows); ``titles`` gives each
+    label's caption (e.g. its value; ``"row/label"`` for one row only)."""
+    from PIL import ImageDraw
+
+    columns = list(dict.fromkeys(label for _, maps, _ in rows for label in maps))
+    n_cols = len(columns)  # a row may leave a label out (its cell stays blank)
+    row_height = size + 44
+    canvas = Image.new(
+        "RGB", ((n_cols + 1) * (size + 10) + 130, 36 + row_height * len(rows)), "white"
+    )
+    draw = ImageDraw.Draw(canvas)
+    draw.text((10, 8), heading, fill="black", font=_font(15))
+    for r, (name, maps, unit) in enumerate(rows):
+        top = 36 + r * row_height
+        stacked = torch.stack([m.float() for m in maps.values()])
+        vmin, vmax = (scales or {}).get(
+            name, (min(0.0, stacked.min().item()), stacked.max().item())
+        )
+        canvas.paste(_tile(image_rgb(image), size), (10, top + 20))
+        draw.text((10, top + 2), name, fill="black", font=_font(12))
+        for label, heat in maps.items():
+            x = 10 + (1 + columns.index(label)) * (size + 10)
+            canvas.paste(_tile(_colours(heat, vmin, vmax), size), (x, top + 20))
+            caption = titles.get(f"{name}/{label}", titles.get(label, label))
+            draw.text((x, top + 2), caption, fill="black", font=_font(12))
+        bar = _colour_bar(vmin, vmax, size - 30, unit)
+        canvas.paste(bar, (10 + (n_cols + 1) * (size + 10), top + 20))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_rgb(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` in [-1, 1] as ``(H, W, 3)`` uint8."""
+    rgb = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return rgb.permute(1, 2, 0).numpy()
 
 
 def _png(rgb: np.ndarray, size: int) -> bytes:
-    picture = Image.fromarray(rgb)
-    height = max(1, round(size * picture.height / picture.width))
     buffer = io.BytesIO()
-    picture.resize((size, height), Image.Resampling.NEAREST).save(buffer, format="PNG")
+    _tile(rgb, size).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

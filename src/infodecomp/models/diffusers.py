@@ -390,13 +390,12 @@ class _CrossAttentionCollector:
         self.n_rows = 0
 
     def add(self, probs: torch.Tensor, batch: int) -> None:
-        """``probs``: (batch * heads, h_l * w_l, L) attention of one layer for a whole batch."""
-        if self.rows is None or not self.rows.any():
-            return
+        """``probs``: (batch * heads, h_l * w_l, L) attention of one layer for the ``batch``
+        collected rows."""
         heads = probs.shape[0] // batch
         h, w = self.size
         scale = math.isqrt(h * w // probs.shape[1])
-        maps = probs.view(batch, heads, h // scale, w // scale, -1)[self.rows.to(probs.device)]
+        maps = probs.view(batch, heads, h // scale, w // scale, -1)
         maps = maps.sum(1).permute(0, 3, 1, 2).float()  # (rows, L, h_l, w_l)
         maps = F.interpolate(maps, size=(h, w), mode="bicubic", align_corners=False).clamp(min=0)
         summed = maps.sum(0).cpu().double()
@@ -424,13 +423,16 @@ class _CollectingProcessor:
         *args: Any,
         **kwargs: Any,
     ):
-        if encoder_hidden_states is not None:
-            h = hidden_states
+        rows = self.collector.rows
+        if encoder_hidden_states is not None and rows is not None and rows.any():
+            # Only the rows being collected (the full prompt's), not the whole batch.
+            keep = rows.to(hidden_states.device)
+            h = hidden_states[keep]
             if h.ndim == 4:
                 h = h.flatten(2).transpose(1, 2)
             if attn.group_norm is not None:
                 h = attn.group_norm(h.transpose(1, 2)).transpose(1, 2)
-            context = encoder_hidden_states
+            context = encoder_hidden_states[keep]
             if attn.norm_cross:
                 context = attn.norm_encoder_hidden_states(context)
             query = attn.head_to_batch_dim(attn.to_q(h))

@@ -1,0 +1,83 @@
+"""Where the time goes: the share of wall time spent outside the denoiser network.
+
+Times `heatmap` (explain + save) on the bundled model and the whole `demo`, at their default
+settings, with the UNet's forward calls timed on the side; prints one table (ratios measured in
+one run, on this machine).
+
+    python benchmarks/time_outside_denoiser.py [--samples-heatmap 256] [--samples-demo 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from infodecomp import explain
+from infodecomp.world.demo import load_bundled, run_demo
+from infodecomp.world.scenes import sample
+
+
+class Clock:
+    """Wraps the denoisers' calls (a UNet's forward, the exact world model's __call__) to add
+    up the seconds spent in them."""
+
+    def __init__(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def wrap(self, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = function(*args, **kwargs)
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+            return out
+
+        return timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples-heatmap", type=int, default=256)
+    parser.add_argument("--samples-demo", type=int, default=128)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        model = load_bundled()
+        clock = Clock()
+        model.unet.forward = clock.wrap(model.unet.forward)
+        data = sample(1, seed=0, split="test")
+        start = time.perf_counter()
+        res = explain(model, data.images[0], data.captions[0], n_samples=args.samples_heatmap)
+        computed = time.perf_counter()
+        res.save(Path(out) / "heatmap")
+        end = time.perf_counter()
+        rows.append(("heatmap: explain", computed - start, clock))
+        rows.append(("heatmap: explain + save", end - start, clock))
+
+        import infodecomp.world.demo as demo
+        from infodecomp.world.model import WorldModel
+
+        demo_clock = Clock()
+        original = demo.load_bundled
+
+        def timed_bundled(*a, **k):
+            m = original(*a, **k)
+            m.unet.forward = demo_clock.wrap(m.unet.forward)
+            return m
+
+        demo.load_bundled = timed_bundled
+        WorldModel.__call__ = demo_clock.wrap(WorldModel.__call__)
+        start = time.perf_counter()
+        run_demo(Path(out) / "demo", n_samples=args.samples_demo, progress=False)
+        wall = time.perf_counter() - start
+        rows.append(("demo (generate, explain, exact model, save)", wall, demo_clock))
+    print("(denoiser: the UNet's forward, and in the demo also the exact world model's calls)")
+    print(f"{'run':<46}{'wall s':>8}{'denoiser s':>11}{'calls':>7}{'outside':>9}")
+    for name, wall, c in rows:
+        print(f"{name:<46}{wall:>8.2f}{c.seconds:>11.2f}{c.calls:>7}{1 - c.seconds / wall:>9.1%}")
+
+
+if __name__ == "__main__":
+    main()
