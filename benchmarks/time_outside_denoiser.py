@@ -20,8 +20,8 @@ from infodecomp.world.scenes import sample
 
 
 class Clock:
-    """Wraps the denoisers' calls (a UNet's forward, the exact world model's __call__) to add
-    up the seconds spent in them."""
+    """Wraps the denoisers' calls (the network with its text encoder: ``DiffusersModel._eps``;
+    the exact world model's ``__call__``) to add up the seconds spent in them."""
 
     def __init__(self) -> None:
         self.seconds, self.calls = 0.0, 0
@@ -46,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         model = load_bundled()
         clock = Clock()
-        model.unet.forward = clock.wrap(model.unet.forward)
+        model._eps = clock.wrap(model._eps)
         data = sample(1, seed=0, split="test")
         start = time.perf_counter()
         res = explain(model, data.images[0], data.captions[0], n_samples=args.samples_heatmap)
@@ -64,7 +64,7 @@ def main() -> None:
 
         def timed_bundled(*a, **k):
             m = original(*a, **k)
-            m.unet.forward = demo_clock.wrap(m.unet.forward)
+            m._eps = demo_clock.wrap(m._eps)
             return m
 
         demo.load_bundled = timed_bundled
@@ -73,7 +73,10 @@ def main() -> None:
         run_demo(Path(out) / "demo", n_samples=args.samples_demo, progress=False)
         wall = time.perf_counter() - start
         rows.append(("demo (generate, explain, exact model, save)", wall, demo_clock))
-    print("(denoiser: the UNet's forward, and in the demo also the exact world model's calls)")
+    print(
+        "(denoiser: the network with its text encoder, and in the demo also the exact world "
+        "model's calls; the demo's wall time includes loading both models)"
+    )
     print(f"{'run':<46}{'wall s':>8}{'denoiser s':>11}{'calls':>7}{'outside':>9}")
     for name, wall, c in rows:
         print(f"{name:<46}{wall:>8.2f}{c.seconds:>11.2f}{c.calls:>7}{1 - c.seconds / wall:>9.1%}")
