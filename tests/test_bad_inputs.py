@@ -180,3 +180,21 @@ def test_output_folders_are_replaced_whole_or_left_alone(tmp_path):
     with pytest.raises(ValueError, match="not an output folder of ours"), output_folder(mine):
         pass
     assert (mine / "thesis.tex").exists()
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4, 1.5])
+def test_ctrl_c_at_any_moment_is_one_line(tmp_path, delay):
+    """Ctrl-C while the modules load or while the work runs: one line, exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "infodecomp", "eval", "compositional", "--model", "exact"]
+    argv += ["--limit", "400", "--samples", "64", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-500:]
+    assert "Traceback" not in err and err.strip().endswith("infodecomp: interrupted")

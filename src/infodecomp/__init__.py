@@ -4,19 +4,26 @@ Exact log-likelihoods, pointwise (conditional) mutual information and their per-
 in nats, from any denoiser, via the I-MMSE relation (Kong et al., ICLR 2024).
 """
 
-from . import models
-from .estimators import (
-    Denoiser,
-    DenoiserOutputError,
-    TruncatedLogistic,
-    conditional_mutual_info,
-    log_likelihood,
-    mutual_info,
-)
-from .explain import Explanation, explain
-from .results import Estimate
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Loaded on first use (PEP 562): `import infodecomp` is instant, and the command line can catch
+# a Ctrl-C that comes while torch is still loading.
+_EXPORTS = {
+    "Denoiser": "estimators",
+    "DenoiserOutputError": "estimators",
+    "TruncatedLogistic": "estimators",
+    "conditional_mutual_info": "estimators",
+    "log_likelihood": "estimators",
+    "mutual_info": "estimators",
+    "Explanation": "explain",
+    "explain": "explain",
+    "Estimate": "results",
+}
 
 __all__ = [
     "Denoiser",
@@ -30,3 +37,24 @@ __all__ = [
     "models",
     "mutual_info",
 ]
+
+if TYPE_CHECKING:
+    from . import models
+    from .estimators import (
+        Denoiser,
+        DenoiserOutputError,
+        TruncatedLogistic,
+        conditional_mutual_info,
+        log_likelihood,
+        mutual_info,
+    )
+    from .explain import Explanation, explain
+    from .results import Estimate
+
+
+def __getattr__(name: str) -> Any:
+    if name == "models":
+        return importlib.import_module(".models", __name__)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'infodecomp' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m infodecomp`` (and ``accelerate launch -m infodecomp eval ...``)."""
 
-from .cli import main
+from ._entry import main
 
 raise SystemExit(main())
