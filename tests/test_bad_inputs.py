@@ -196,5 +196,6 @@ def test_ctrl_c_at_any_moment_is_one_line(tmp_path, delay):
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-500:]
+    # 130, or ended by the signal itself at interpreter exit (-2): a shell shows both as 130.
+    assert proc.returncode in (130, -signal.SIGINT), err[-500:]
     assert "Traceback" not in err and err.strip().endswith("infodecomp: interrupted")
