@@ -179,10 +179,32 @@ def test_output_folders_are_replaced_whole_or_left_alone(tmp_path):
     (mine / "thesis.tex").write_text("")
     with pytest.raises(ValueError, match="not an output folder of ours"), output_folder(mine):
         pass
+    (mine / "result.json").write_text("{}")  # ours by its marker, but it holds other files
+    with pytest.raises(ValueError, match="not an output folder of ours"), output_folder(mine):
+        pass
     assert (mine / "thesis.tex").exists()
+    with pytest.raises(ValueError, match="current folder"), output_folder("."):
+        pass
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.4, 1.5])
+def test_fingerprints_of_pil_images_and_path_strings_are_by_content(tmp_path):
+    from infodecomp.evaluate.items import CompositionalItem
+    from infodecomp.evaluate.runner import fingerprint
+
+    def item(image):
+        return CompositionalItem("i", image, ("a", "b"), 0)
+
+    assert fingerprint(item(Image.new("RGB", (4, 4)))) == fingerprint(
+        item(Image.new("RGB", (4, 4)))
+    )
+    path = tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(path)
+    before = fingerprint(item(str(path)))
+    Image.new("RGB", (4, 4), "white").save(path)
+    assert fingerprint(item(str(path))) != before
+
+
+@pytest.mark.parametrize("delay", [0.25, 0.6, 1.5])
 def test_ctrl_c_at_any_moment_is_one_line(tmp_path, delay):
     """Ctrl-C while the modules load or while the work runs: one line, exit 130."""
     import signal

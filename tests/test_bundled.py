@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from PIL import Image
 
 from infodecomp.cli import main
 from infodecomp.world.demo import BUNDLED, load_bundled, run_demo
@@ -58,6 +59,15 @@ def test_demo_runs_end_to_end(tmp_path):
         assert shown in report
     assert (tmp_path / "explained.png").exists() and (tmp_path / "generated.png").exists()
     assert summary["explained_image"].startswith("world draw")
+
+
+def test_demo_on_an_image_that_does_not_fit_the_caption(tmp_path, capsys):
+    black = tmp_path / "black.png"
+    Image.new("RGB", (16, 16)).save(black)
+    argv = ["demo", "--image", str(black), "--samples", "4", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert "does NOT fit" in capsys.readouterr().out
+    assert (tmp_path / "out" / "world_comparison.png").stat().st_size > 0
 
 
 def test_report_renders_in_a_browser(tmp_path):

@@ -219,9 +219,21 @@ def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["eval", "summarize", str(tmp_path / "nothing")]) == 2
     assert not (tmp_path / "o1" / "rows.jsonl").exists()
-    # A folder whose run stopped before any row takes other settings.
-    assert main([*base, "--skip-bad", "--seed", "3", "--out", str(tmp_path / "o1")]) == 0
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["n_skipped"] == 1
+    # A folder whose run stopped before any row (settings written, no rows) takes other ones.
+    (tmp_path / "o1" / "settings.json").write_text('{"task": "compositional", "seed": 9}')
+    assert main([*base, "--skip-bad", "--seed", "3", "--out", str(tmp_path / "o1")]) == 0
+    assert json.loads((tmp_path / "o1" / "settings.json").read_text())["seed"] == 3
+    # Fixed data: no skipped line left over from the earlier run.
+    data.write_text(json.dumps(good) + "\n")
+    assert main([*base, "--out", str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["n_skipped"] == 0
+    # A folder of another kind (train-world's settings.json) is not taken for an evaluation.
+    (tmp_path / "tw").mkdir()
+    (tmp_path / "tw" / "settings.json").write_text('{"steps": 10}')
+    assert main([*base, "--out", str(tmp_path / "tw")]) == 2
+    assert "not an evaluation's folder" in capsys.readouterr().err
+    data.write_text(json.dumps(good) + "\n" + '{"image": "missing.png", "captions"\n')
 
     # An image that exists but cannot be read: named by file and line, or skipped and recorded.
     (tmp_path / "bad.png").write_bytes(b"not a png")

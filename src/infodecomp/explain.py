@@ -134,7 +134,11 @@ class Explanation:
         for r in range(1, rows):
             axes[r, 0].set_axis_off()
             axes[r, 1].set_axis_off()
-        how = "maps of a row share a colour scale" if shared_scale else "each map its own scale"
+        how = (
+            "the words' maps of a row share a colour scale"
+            if shared_scale
+            else "each map its own scale"
+        )
         fig.suptitle(plain_text(f"{self.prompt} ({how})"))
         fig.tight_layout()
         return fig, axes
@@ -225,7 +229,7 @@ class Explanation:
             low, high = min(0.0, stacked.min().item()), stacked.max().item()
             for w, heat in maps.items():
                 value, se = self.cmi(w)
-                titles[w] = f"{w}: {value:.3g} ± {se:.2g}"
+                titles[f"information (CMI)/{w}"] = f"{w}: {value:.3g} ± {se:.2g} nats"
                 if suffix is not None:
                     title = (
                         f"{w} | rest: {value:.3g} ± {se:.2g} nats"

@@ -105,6 +105,7 @@ def grid_png(
     label's caption (e.g. its value; ``"row/label"`` for one row only)."""
     from PIL import ImageDraw
 
+    rows = [row for row in rows if row[1]]  # a row with no maps (e.g. no ground truth) is left out
     columns = list(dict.fromkeys(label for _, maps, _ in rows for label in maps))
     n_cols = len(columns)  # a row may leave a label out (its cell stays blank)
     row_height = size + 44
@@ -225,7 +226,8 @@ errors).</p>
 <table><tr><th>quantity</th><th>estimate [95% interval]</th>{head}</tr>{body}</table>
 <h2>Where, word by word</h2>
 <p>Each column's maps share one colour scale (given under its title), so a brighter map carries
-more. Information maps are in nats per image pixel (<code>maps.safetensors</code> holds them per
+more (except "combined", each of whose maps is scaled to its own maximum). Information maps
+are in nats per image pixel (<code>maps.safetensors</code> holds them per
 model-input pixel, e.g. per latent pixel, which covers 8x8 image pixels in Stable Diffusion).
 "attention + information" is the paper's: cross-attention collected in the estimator's own
 denoiser calls. "combined" is ours: the geometric mean of the two maps scaled to 1.</p>

@@ -15,17 +15,31 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+OUR_FILES = ("result.json", "maps.safetensors", "report.html")
 
-def check_output_folder(path: str | Path, marker: str) -> Path:
-    """``path`` if it is new, empty, or an output folder of ours (it holds ``marker``);
-    otherwise ``ValueError`` (we never write into, nor replace, a folder of other files)."""
+
+def check_output_folder(path: str | Path, marker: str = "result.json") -> Path:
+    """``path`` if it is new, empty, or an output folder of ours (it holds ``marker``, and for a
+    result folder nothing but the files a result writes); otherwise ``ValueError``: we never
+    write into, nor replace, a folder of other files, nor the current folder."""
     path = Path(path)
-    if path.exists() and (
-        not path.is_dir() or (any(path.iterdir()) and not (path / marker).exists())
-    ):
+    if path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise ValueError(f"--out {str(path)!r} is the current folder (or above it): name a new one")
+    if not path.exists():
+        return path
+    entries = list(path.iterdir()) if path.is_dir() else None
+    ours = entries is not None and (
+        not entries
+        or (path / marker).exists()
+        and (
+            marker != "result.json"
+            or all(e.name in OUR_FILES or e.suffix == ".png" for e in entries)
+        )
+    )
+    if not ours:
         raise ValueError(
-            f"--out {str(path)!r} exists and is not an output folder of ours (no {marker}): "
-            "give a new or empty folder"
+            f"--out {str(path)!r} exists and is not an output folder of ours (it holds other "
+            "files): give a new or empty folder"
         )
     return path
 
@@ -40,7 +54,7 @@ def output_folder(path: str | Path, marker: str = "result.json") -> Iterator[Pat
     An existing ``path`` is replaced only if it is empty or holds an earlier result (its
     ``marker`` file): a folder of other files is refused with ``ValueError``.
     """
-    path = check_output_folder(path, marker)
+    path = check_output_folder(path, marker).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     old = path.with_name(f".{path.name}.old-{os.getpid()}")

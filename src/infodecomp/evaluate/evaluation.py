@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,10 +124,6 @@ def evaluate(
         "versions": versions(),
     }
     evaluation = EVALUATIONS[task]
-    if bad and rank == 0:  # counted as skipped by the summary
-        Path(out).mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps({"source": s, "error": m}) for s, m in bad]
-        (Path(out) / "skipped_data.jsonl").write_text("\n".join(lines) + "\n")
     summary = run(
         evaluation.make_task(evaluated, settings, reference),
         items,
@@ -137,6 +132,7 @@ def evaluate(
         skip_bad=skip_bad,
         progress=progress,
         log=log,
+        bad_data=bad,
     )
     return summary
 

@@ -69,7 +69,9 @@ def measure_item(
     if item.noise is not None:  # a generated image: its starting noise is known
         noise = _noise(item)[None]
         generated = ddim.sample(model.denoiser, noise, [item.caption], steps, **along)
-        image = generated[0] if model.is_exact else model.denoiser.decode(generated)[0]
+        # Pixel models explain the generated pixels as they are; latent ones their decoding.
+        latent = not model.is_exact and model.denoiser.vae is not None
+        image = model.denoiser.decode(generated)[0] if latent else generated[0]
         n_eval += steps
     if model.is_exact:
         x = model.input(image)

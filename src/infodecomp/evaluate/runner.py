@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .items import BadItemError
@@ -87,9 +88,11 @@ def run(
     skip_bad: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    bad_data: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any] | None:
     """Measure every item not yet in ``out`` and write its row; then (on the main process)
-    rebuild and return the summary.
+    rebuild and return the summary. ``bad_data``: ``(source, message)`` of the data's lines
+    that were skipped when read (recorded in ``skipped_data.jsonl``, counted as skipped).
 
     Raises ``ValueError`` if ``out`` holds a run with other settings, or another run is writing
     into it; :class:`BadItemError` on a bad item unless ``skip_bad`` (then the item's row records
@@ -119,6 +122,12 @@ def run(
             raise error or ValueError("another process stopped (see its message)")
         if rank == 0:
             _write_json(out / "settings.json", settings)
+            skipped = out / "skipped_data.jsonl"
+            lines = [json.dumps({"source": src, "error": msg}) + "\n" for src, msg in bad_data]
+            if lines:
+                skipped.write_text("".join(lines))
+            else:
+                skipped.unlink(missing_ok=True)
         barrier()
         rows_path = out / ("rows.jsonl" if n_proc == 1 else f"rows.{rank}.jsonl")
         locks.enter_context(_lock(out / f".lock.{rows_path.stem}"))
@@ -172,10 +181,14 @@ def fingerprint(item: Any) -> str:
             digest.update(f"seq{len(value)}".encode())
             for v in value:
                 feed(v)
-        elif isinstance(value, Path) and value.is_file():  # the file's content, not its name
-            with value.open("rb") as f:
-                head = f.read(1 << 20)
-            digest.update(f"file{value.stat().st_size}:".encode() + head)
+        elif isinstance(value, Image.Image):
+            digest.update(f"image{value.mode}{value.size}".encode() + value.tobytes())
+        elif isinstance(value, (str, Path)) and Path(value).is_file():  # by content, not name
+            try:
+                with Path(value).open("rb") as f:
+                    digest.update(f"file{Path(value).stat().st_size}:".encode() + f.read(1 << 20))
+            except OSError:  # unreadable: its measure says so; the name stands in
+                digest.update(f"file:{value}".encode())
         else:
             digest.update(f"{type(value).__name__}:{value!s};".encode())
 
@@ -296,6 +309,13 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse a run whose settings differ from those of the rows already in ``out`` (a folder
     without rows, e.g. left by a run that failed at once, takes any settings)."""
     path = out / "settings.json"
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            recorded = None
+        if not isinstance(recorded, dict) or "task" not in recorded:
+            raise ValueError(f"{out} is not an evaluation's folder ({path} is not ours)")
     has_rows = any(p.stat().st_size for p in out.glob("rows*.jsonl"))
     if path.exists() and has_rows:
         try:
