@@ -59,6 +59,12 @@ def test_python_api_errors_have_the_right_type():
     model = example_mixture()
     with pytest.raises(ValueError, match="empty"):
         idc.log_likelihood(model, torch.zeros(0, 8))
+    with pytest.raises(ValueError, match="complex"):
+        idc.log_likelihood(model, torch.zeros(2, 8, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="must be a denoiser"):
+        idc.mutual_info(object(), torch.zeros(2, 8), None)
+    with pytest.raises(ValueError, match="floating point"):
+        load_image(torch.zeros(3, 8, 8, dtype=torch.complex64), 8)
     with pytest.raises(TypeError, match="DiffusersModel or a diffusers pipeline"):
         explain(object(), torch.zeros(3, 8, 8), "a cat")
     with pytest.raises(TypeError, match="floating torch dtype"):

@@ -310,6 +310,11 @@ def _estimate(
 ) -> dict[str, Estimate]:
     """The estimates of ``quantity`` (one per name in ``estimators`` for information, keyed by
     name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls."""
+    if not callable(model):
+        raise TypeError(
+            f"model must be a denoiser, model(x_noisy, logsnr, conds) -> eps_hat; got "
+            f"{type(model).__name__}"
+        )
     x = _check_inputs(x, n_samples, seed, sampling, batch_size, sum_channels)
     if keys is not None and len(keys) != x.shape[0]:
         raise ValueError(f"got {len(keys)} keys for {x.shape[0]} rows of x: give one per row")
@@ -541,6 +546,8 @@ def _check_inputs(
     x: torch.Tensor, n_samples: int, seed: int, sampling: str, batch_size: int, sum_channels: bool
 ) -> torch.Tensor:
     x = torch.as_tensor(x)
+    if x.is_complex():
+        raise ValueError("x is complex: give real data")
     if x.ndim < 2:
         raise ValueError(f"x must have a batch axis: shape (n, *data_shape), got {tuple(x.shape)}")
     if x.shape[0] == 0 or x[0].numel() == 0:
