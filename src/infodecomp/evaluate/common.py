@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..estimators import TruncatedLogistic, conditional_mutual_info
-from ..explain import word_contexts
+from ..explain import Explanation, explain, word_contexts
 from ..images import load_image
 from ..results import Estimate, versions
 from ..world.model import WorldModel
@@ -61,12 +61,30 @@ class EvalModel:
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "model_label": self.label, "model_revision": self.revision}
 
+    def explain(
+        self, key: str, image: Any, caption: str, words: list[str], settings: dict[str, Any]
+    ) -> Explanation:
+        """A diffusers model's :func:`~infodecomp.explain` of the item (its MI, each word's CMI,
+        maps and attention) on the item's draws and this evaluation's settings."""
+        return explain(
+            self.denoiser,
+            image,
+            caption,
+            words,
+            n_samples=settings["samples"],
+            seed=settings["seed"],
+            logsnr=self.logsnr,
+            batch_size=settings["batch_size"],
+            key=key,
+            progress=False,
+        )
+
     def word_information(
         self, key: str, image: Any, caption: str, words: list[str], settings: dict[str, Any]
     ) -> Estimate:
         """The exact model's i(x; caption) (pair 0) and each word's i(x; word | rest) (pair k)
         with their maps (channels summed), on the item's draws; for diffusers models
-        :func:`~infodecomp.explain` measures the same pairs (and attention)."""
+        :meth:`explain` measures the same pairs (and attention)."""
         contexts = [None, *word_contexts(caption, words)]
         return conditional_mutual_info(
             self.denoiser,

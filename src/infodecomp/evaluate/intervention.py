@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .. import ddim
-from ..explain import explain, word_contexts
+from ..explain import word_contexts
 from . import metrics
 from .common import EvalModel
 from .items import BadItemError, InterventionItem
@@ -62,7 +62,6 @@ def measure_item(
     pixel-level correlations of the change map with the CMI and attention maps."""
     words = list(item.words)
     contexts = word_contexts(item.caption, words)
-    run = {"n_samples": settings["samples"], "seed": settings["seed"], "logsnr": model.logsnr}
     steps = settings["ddim_steps"]
     along = {"schedule": model.schedule, "batch_size": settings["batch_size"]}
     image, noise, n_eval = item.image, None, 0
@@ -81,16 +80,7 @@ def measure_item(
         attention: dict[str, torch.Tensor] = {}
         n_eval += est.n_evaluations
     else:
-        res = explain(
-            model.denoiser,
-            image,
-            item.caption,
-            words,
-            key=item.id,
-            batch_size=settings["batch_size"],
-            progress=False,
-            **run,
-        )
+        res = model.explain(item.id, image, item.caption, words, settings)
         x = model.denoiser.encode_image(res.image)
         cmi_maps = {w: res.heat_map(w, upsample=False) for w in words}
         cmi = {w: res.cmi(w) for w in words}

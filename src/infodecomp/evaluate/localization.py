@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import ddim
-from ..explain import explain
 from . import metrics
 from .common import EvalModel
 from .items import LocalizationItem
@@ -94,12 +93,6 @@ def _maps(
     settings: dict[str, Any],
 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
     """Each word's maps by method, and the numbers (MI, CMI with standard errors)."""
-    run = {
-        "n_samples": settings["samples"],
-        "seed": settings["seed"],
-        "logsnr": model.logsnr,
-        "progress": False,
-    }
     if model.is_exact:
         est = model.word_information(item.id, image, item.caption, words, settings)
         cmi = {w: est.map[0, k].float() for k, w in enumerate(words, start=1)}
@@ -107,15 +100,7 @@ def _maps(
         numbers = _numbers(est.value[0].tolist(), est.stderr[0].tolist(), words, n_eval)
         maps = {w: {WHOLE: torch.ones_like(cmi[w]), CMI: cmi[w], MI: mi_map} for w in words}
         return maps, numbers
-    res = explain(
-        model.denoiser,
-        image,
-        item.caption,
-        words,
-        key=item.id,
-        batch_size=settings["batch_size"],
-        **run,
-    )
+    res = model.explain(item.id, image, item.caption, words, settings)
     daam = daam_maps(model.denoiser, res.image, item.caption, words, settings["ddim_steps"])
     numbers = _numbers(
         res.estimate.value[0].tolist(),

@@ -309,31 +309,26 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse a run whose settings differ from those of the rows already in ``out`` (a folder
     without rows, e.g. left by a run that failed at once, takes any settings)."""
     path = out / "settings.json"
-    if path.exists():
-        try:
-            recorded = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            recorded = None
-        if not isinstance(recorded, dict) or "task" not in recorded:
-            raise ValueError(f"{out} is not an evaluation's folder ({path} is not ours)")
-    has_rows = any(p.stat().st_size for p in out.glob("rows*.jsonl"))
-    if path.exists() and has_rows:
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: damaged (not JSON): use another --out") from None
-        keys = sorted(set(old) | set(settings))
-        changed = [
-            f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
-            for k in keys
-            if k not in RESUMABLE_KEYS and old.get(k) != settings.get(k)
-        ]
-
-        if changed:
-            raise ValueError(
-                f"{out} holds a run with other settings ({'; '.join(changed)}): "
-                "use another --out, or the same settings to resume"
-            )
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: damaged (not JSON): use another --out") from None
+    if not isinstance(old, dict) or "task" not in old:
+        raise ValueError(f"{out} is not an evaluation's folder ({path} is not ours)")
+    if not any(p.stat().st_size for p in out.glob("rows*.jsonl")):
+        return
+    changed = [
+        f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+        for k in sorted(set(old) | set(settings))
+        if k not in RESUMABLE_KEYS and old.get(k) != settings.get(k)
+    ]
+    if changed:
+        raise ValueError(
+            f"{out} holds a run with other settings ({'; '.join(changed)}): "
+            "use another --out, or the same settings to resume"
+        )
 
 
 def _drop_partial_line(path: Path) -> None:
