@@ -319,3 +319,11 @@ def test_cross_fitted_thresholds_apply_to_other_curves():
     # Fold 0 takes fold 1's best (index 0), fold 1 takes fold 0's best (index 1).
     assert cross_fitted_thresholds(iou, folds).tolist() == [0, 0, 1, 1]
     assert cross_fitted_scores(iou, folds).tolist() == [0.1, 0.2, 0.1, 0.3]
+
+
+def test_format_metric_reads_summaries_back_from_json():
+    from infodecomp.evaluate.metrics import format_metric
+
+    assert format_metric({"value": 0.5, "ci95": [0.25, 0.75], "n": 3}) == "0.50 [0.25, 0.75]"
+    assert format_metric({"value": None, "ci95": [None, None], "n": 0}) == "n/a"
+    assert format_metric({"value": 2.2e-4, "ci95": [None, None], "n": 1}, 2, "g") == "0.00022"

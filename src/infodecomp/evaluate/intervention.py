@@ -162,7 +162,7 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
             "n_pairs": len(entries),
             "mean_change": metrics.mean_with_ci(change, **kw),
             "reconstruction_mse": metrics.mean_with_ci(
-                [r["models"][who]["reconstruction_mse"] for r in rows], seed=seed
+                [r["models"][who].get("reconstruction_mse", float("nan")) for r in rows], seed=seed
             ),
             "image_level": {},
             "pixel_level": {},
@@ -190,10 +190,7 @@ def table(summary: dict[str, Any]) -> str:
     settings = summary["settings"]
 
     def fmt(m: dict[str, Any]) -> str:
-        lo, hi = m["ci95"]
-        value = m["value"]
-        text = "n/a" if value is None or value != value else f"{value:.2f}"
-        return text + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
+        return metrics.format_metric(m, 2)
 
     lines = [
         f"Prompt interventions: {summary['n_items']} images"
@@ -217,7 +214,8 @@ def table(summary: dict[str, Any]) -> str:
         lines.append(
             f"{m['label']}: {m['n_pairs']} (image, word) pairs, mean change "
             f"{fmt(m['mean_change'])} (squared difference per input value, summed over channels);"
-            f" reconstruction error {fmt(m['reconstruction_mse'])} per input value"
+            f" reconstruction error {metrics.format_metric(m['reconstruction_mse'], 2, 'g')} per"
+            " input value"
         )
     lines.append(
         "image level: across (image, word) pairs, the word's CMI (nats) or mean attention against"

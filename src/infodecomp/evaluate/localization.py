@@ -223,8 +223,7 @@ def table(summary: dict[str, Any]) -> str:
     settings = summary["settings"]
 
     def fmt(m: dict[str, Any]) -> str:
-        lo, hi = m["ci95"]
-        return f"{m['value']:.3f}" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else "")
+        return metrics.format_metric(m, 3)
 
     heads = ["mIoU, paper", "mIoU, honest", "mAP", "IN-Seg acc", "IN-Seg mIoU", "IN-Seg mAP"]
     first = max(len(m) for m in methods) + 2
@@ -232,7 +231,7 @@ def table(summary: dict[str, Any]) -> str:
         f"Localization: {summary['n_items']} images, {summary['n_words']} words "
         f"({summary['n_skipped']} skipped), {settings['samples']} draws, seed {settings['seed']}."
         " Mean over words, 95% bootstrap interval resampling images.",
-        f"{'':<{first}}" + "".join(f"{h:>20}" for h in heads),
+        f"{'':<{first}}" + "".join(f"{h:>23}" for h in heads),
     ]
     for method, e in methods.items():
         seg = e["imagenet_segmentation"]
@@ -245,7 +244,7 @@ def table(summary: dict[str, Any]) -> str:
             fmt(seg["miou"]),
             fmt(seg["map"]),
         ]
-        lines.append(f"{method:<{first}}" + "".join(f"{c:>20}" for c in cells))
+        lines.append(f"{method:<{first}}" + "".join(f"{c:>23}" for c in cells))
     lines.append(
         "paper: one threshold, the best of 50 in [0.1, 0.5] chosen on these items (optimistic);"
         " honest: each image's threshold chosen on the other half of the images. IN-Seg: the "

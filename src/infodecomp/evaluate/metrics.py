@@ -65,6 +65,18 @@ def _result(value: float, reps: np.ndarray | None, n: int) -> dict[str, Any]:
     return {"value": float(value), "ci95": [lo, hi], "n": int(n)}
 
 
+def format_metric(m: dict[str, Any], digits: int = 2, style: str = "f") -> str:
+    """A metric dict as text, ``"value [lo, hi]"`` (``style`` "f": ``digits`` decimals, "g":
+    significant digits); ``"n/a"`` for a missing value (a summary read back from JSON has
+    ``None`` where the value was NaN)."""
+    value, (lo, hi) = m["value"], m["ci95"]
+    if value is None or value != value:
+        return "n/a"
+    spec = f".{digits}{style}"
+    interval = f" [{lo:{spec}}, {hi:{spec}}]" if lo is not None and hi is not None else ""
+    return f"{value:{spec}}{interval}"
+
+
 def _vector(values: ArrayLike, name: str) -> np.ndarray:
     """``values`` as a 1-D float64 array."""
     arr = np.asarray(values, dtype=np.float64)
