@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .plotting import MAP_CMAP
 from .results import Z95
 
 if TYPE_CHECKING:
     from .explain import Explanation
 
 CELL = 176  # pixels of one map in the report
-MAP_CMAP = "viridis"  # as plotting.MAP_CMAP: colours that no image pixel lends a map
 
 
 def image_png(image: torch.Tensor, size: int = CELL) -> bytes:

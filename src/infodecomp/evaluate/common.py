@@ -15,7 +15,6 @@ from ..images import load_image
 from ..results import Estimate, versions
 from ..world.model import WorldModel
 
-EXACT_NAME = "infodecomp/shapes-world-exact"
 # Draws per item unless told (the demo's count; the cost of an evaluation grows with it). At this
 # count the estimators' standard errors are optimistic (heavy-tailed importance weights): the
 # tables say so beside significance verdicts.

@@ -123,9 +123,8 @@ def evaluate(
         "dtype": str(dtype or torch.float32).removeprefix("torch."),
         "versions": versions(),
     }
-    evaluation = EVALUATIONS[task]
-    summary = run(
-        evaluation.make_task(evaluated, settings, reference),
+    return run(
+        EVALUATIONS[task].make_task(evaluated, settings, reference),
         items,
         out,
         settings,
@@ -134,7 +133,6 @@ def evaluate(
         log=log,
         bad_data=bad,
     )
-    return summary
 
 
 def _items(
@@ -149,15 +147,15 @@ def _items(
     generated: bool = False,
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
     if data == "world":
+        n = limit or WORLD_ITEMS[task]
+        if generated:
+            items = world_data.intervention_items(split, n, generated=True)
+            return items, [], {"data": "world", "split": split, "generated": True}
         build = {
             "compositional": world_data.compositional_items,
             "localization": world_data.localization_items,
             "intervention": world_data.intervention_items,
         }[task]
-        n = limit or WORLD_ITEMS[task]
-        if generated:
-            items = world_data.intervention_items(split, n, generated=True)
-            return items, [], {"data": "world", "split": split, "generated": True}
         return build(split, n), [], {"data": "world", "split": split}
     path = Path(data)
     if not path.is_file():
