@@ -1,126 +1,115 @@
-"""How many denoiser evaluations do i.i.d. and stratified log-SNR sampling need?
+"""Denoiser evaluations for a 2% relative standard error on each word's CMI of the demo caption.
 
-For the example mixture (shape x colour), on a few fixed data points, a pilot run measures the
-per-draw spread of pointwise MI i(x; label) and CMI i(x; colour | shape); from it, the draws for a
-2% relative standard error, then a second run at that size checks the standard error reached.
-Then the share of wall time spent outside the denoiser, on the 8-dimensional example, on a
-3x32x32 mixture of 64 components and on the bundled text-to-image UNet (a real network).
+Three samplers, side by side in one run, on the exact world model and the bundled model, for the
+orthogonal CMI of each word of "a red circle left of a blue square" on the demo's image:
+- paper: the paper's sampler: i.i.d. log-SNR from a truncated logistic (loc 1, scale 2, clip 3),
+  each word's pair (caption, caption without the word) run on its own: 2 evaluations per draw.
+- fixed: stratified draws from the model's whole range, all words' pairs on shared draws (the
+  caption once, each context once per draw): the library before the adaptive proposal.
+- adaptive: the library's default: a pilot, then a proposal fitted to all words' integrands.
+From ``--draws`` draws per run and ``--seeds`` runs, each word's per-draw variance gives the draws
+for a 2% relative SE; the evaluations count everything spent (the pilot and the draws at the
+range's ends included). One shared run must reach 2% on its hardest word.
 
-    python benchmarks/estimator_efficiency.py [--pilot 4000] [--points 4]
+    python benchmarks/estimator_efficiency.py [--draws 512] [--seeds 4] [--models world,bundled]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
 
 import infodecomp as idc
 from infodecomp.explain import word_contexts
-from infodecomp.models import GaussianMixture, example_mixture
-from infodecomp.words import distinct_words
 from infodecomp.world.demo import load_bundled
 from infodecomp.world.model import WorldModel
 
+CAPTION = "a red circle left of a blue square"
+WORD_SETS = {"red, circle, blue": ("red", "circle", "blue"), "all words": None}
 TARGET = 0.02  # relative standard error
 
 
-class Timed:
-    """Wraps a denoiser and adds up the time spent inside it."""
+def draws_for_target(model, x, words, sampler, draws, seeds, shared) -> tuple[list, float]:
+    """Per word, the draws for a TARGET relative SE; and the evaluations one draw costs."""
+    contexts = word_contexts(CAPTION, list(words))
+    runs = [(c,) for c in contexts] if not shared else [tuple(contexts)]
+    variances = torch.zeros(len(words), dtype=torch.float64)
+    values = torch.zeros(len(words), dtype=torch.float64)
+    evaluations = 0
+    for seed in range(seeds):
+        k = 0
+        for group in runs:
+            est = idc.conditional_mutual_info(
+                model,
+                x,
+                [CAPTION] * len(group),
+                list(group),
+                n_samples=draws,
+                seed=seed,
+                progress=False,
+                **sampler,
+            )
+            n = len(group)
+            values[k : k + n] += est.value[0] / seeds
+            variances[k : k + n] += est.stderr[0] ** 2 * draws / seeds
+            if seed == 0:
+                evaluations += est.n_evaluations
+            k += n
+    needed = variances / (TARGET * values.abs()) ** 2
+    rows = [(w, values[i].item(), needed[i].item()) for i, w in enumerate(words)]
+    return rows, evaluations / draws
 
-    def __init__(self, model):
-        self.model, self.logsnr_range, self.seconds = model, model.logsnr_range, 0.0
 
-    def __call__(self, x_noisy, logsnr, conds):
-        start = time.perf_counter()
-        out = self.model(x_noisy, logsnr, conds)
-        self.seconds += time.perf_counter() - start
-        return out
-
-
-def draws_needed(est: idc.Estimate) -> torch.Tensor:
-    """Draws per point for a TARGET relative SE, from SE ~ spread / sqrt(n)."""
-    n = est.settings["n_samples"]
-    return (est.stderr * math.sqrt(n) / (TARGET * est.value.abs())) ** 2
-
-
-def efficiency_table(pilot: int, points: int) -> None:
-    model = example_mixture()
-    label = {"shape": "circle", "colour": "red"}
-    x, _ = model.sample(points, seed=1, cond=label)
-    cases = {
-        "MI  i(x; label)": (label, None),
-        "CMI i(x; colour | shape)": (label, {"shape": "circle"}),
+def table(name: str, model, x, draws: int, seeds: int) -> None:
+    wide = idc.TruncatedLogistic.from_range(*model.logsnr_range)
+    samplers = {
+        "paper": dict(logsnr=idc.TruncatedLogistic(), sampling="iid", adaptive=False),
+        "fixed": dict(logsnr=wide, sampling="stratified", adaptive=False),
+        "adaptive": dict(logsnr=wide, sampling="stratified", adaptive=True),
     }
-    print(f"Draws for {TARGET:.0%} relative SE (orthogonal estimator, mean over {points} points)")
-    header = f"{'quantity':<26}{'sampling':>11}{'value':>8}{'draws':>8}{'evals':>8}{'rel SE':>8}"
-    print(header + f"{'iid/strat':>11}")
-    for name, (cond, context) in cases.items():
-        needed = {}
-        for sampling in ("iid", "stratified"):
-            run = dict(n_samples=pilot, seed=0, sampling=sampling, progress=False)
-            est = idc.conditional_mutual_info(model, x, cond, context, **run)
-            n = int(draws_needed(est).mean().ceil())
-            # Evaluations: every draw evaluates the condition and the context once.
-            needed[sampling] = n * 2
-            check = idc.conditional_mutual_info(
-                model, x, cond, context, **{**run, "n_samples": max(n, 2), "seed": 1}
+    all_words = [w for w in dict.fromkeys(CAPTION.split()) if w not in ("a", "of")]
+    for set_name, words in WORD_SETS.items():
+        words = words or all_words
+        print(f"\n{name}: {set_name} ({draws} draws x {seeds} seeds per run)")
+        header = "".join(f"{w:>16}" for w in words)
+        print(f"{'sampler':<10}{header}{'evaluations':>14}{'vs paper':>10}{'wall s':>8}")
+        totals = {}
+        for label, sampler in samplers.items():
+            start = time.perf_counter()
+            rows, per_draw = draws_for_target(
+                model, x, words, sampler, draws, seeds, shared=label != "paper"
             )
-            rel = (check.stderr / check.value.abs()).mean().item()
-            ratio = f"{needed['iid'] / needed[sampling]:>11.2f}" if sampling == "stratified" else ""
-            print(
-                f"{name:<26}{sampling:>11}{est.value.mean().item():>8.3f}{n:>8}"
-                f"{needed[sampling]:>8}{rel:>8.3f}{ratio}"
-            )
+            if label == "paper":  # each word's pair run on its own, to its own target
+                total = sum(2 * n for _, _, n in rows)
+            else:  # one shared run, to the target of its hardest word
+                total = max(n for _, _, n in rows) * per_draw
+            totals[label] = total
+            cells = "".join(f"{v:>8.3f}{n:>8.0f}" for _, v, n in rows)
+            ratio = total / totals["paper"]
+            wall = time.perf_counter() - start
+            print(f"{label:<10}{cells}{total:>14.3g}{ratio:>10.2f}{wall:>8.1f}")
+        print("(per word: value in nats, then draws for a 2% relative SE)")
 
 
-def overhead_table() -> None:
-    gen = torch.Generator().manual_seed(0)
-    image_like = GaussianMixture(
-        torch.randn(64, 3, 32, 32, generator=gen, dtype=torch.float64).clamp(-1, 1),
-        torch.full((64,), 0.01),
-        labels=[{"object": k % 8, "colour": k // 8} for k in range(64)],
-    )
-    print("\nWall time outside the denoiser (CMI on shared draws)")
-    print(f"{'model':<34}{'conds':>6}{'draws':>7}{'wall s':>9}{'denoiser s':>12}{'outside':>9}")
-    for name, model in {
-        "example mixture, 8 dims": example_mixture(),
-        "64 comps, 3x32x32": image_like,
-    }.items():
-        x, labels = model.sample(2, seed=0)
-        context = {k: v for k, v in labels[0].items() if k != "colour"}
-        n = 4000 if x[0].numel() < 100 else 500
-        timed_run(name, model, x, labels[0], context, n, batch_size=256)
-    # The bundled text-to-image model (a real UNet): the demo caption against nothing and
-    # against each word removed, 9 prompts per draw, as `infodecomp demo` evaluates them.
-    model, caption = load_bundled(), "a red circle left of a blue square"
-    image, _ = WorldModel().sample(1, seed=0, cond=caption)  # a draw of the world that fits
-    x = model.encode_image(image[0].float())
-    words = distinct_words(caption)
-    conds, contexts = [caption] * (1 + len(words)), [None, *word_contexts(caption, words)]
-    name = "bundled UNet, 3x16x16 pixels"
-    timed_run(name, model, x, conds, contexts, 64, batch_size=model.default_batch_size())
-
-
-def timed_run(name, model, x, cond, context, n, batch_size) -> None:
-    timed = Timed(model)
-    start = time.perf_counter()
-    est = idc.conditional_mutual_info(
-        timed, x, cond, context, n_samples=n, batch_size=batch_size, progress=False
-    )
-    wall = time.perf_counter() - start
-    conds = est.n_evaluations // (n * len(x))
-    share = 1 - timed.seconds / wall
-    print(f"{name:<34}{conds:>6}{n * len(x):>7}{wall:>9.2f}{timed.seconds:>12.2f}{share:>9.1%}")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=512, help="draws per run")
+    parser.add_argument("--seeds", type=int, default=4, help="runs per sampler")
+    parser.add_argument("--models", default="world,bundled", help="world, bundled or both")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    world = WorldModel()
+    image, _ = world.sample(1, seed=0, cond=CAPTION)  # the demo's image
+    for name in args.models.split(","):
+        if name == "world":
+            table("exact world model", world, image, args.draws, args.seeds)
+        else:
+            bundled = load_bundled()
+            x = bundled.encode_image(image[0].float())
+            table("bundled model", bundled, x, args.draws, args.seeds)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pilot", type=int, default=4000, help="pilot draws per point")
-    parser.add_argument("--points", type=int, default=4, help="data points")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    efficiency_table(args.pilot, args.points)
-    overhead_table()
+    main()

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Denoiser": "estimators",
     "DenoiserOutputError": "estimators",
-    "TruncatedLogistic": "estimators",
+    "TruncatedLogistic": "logsnr",
     "conditional_mutual_info": "estimators",
     "log_likelihood": "estimators",
     "mutual_info": "estimators",
@@ -43,12 +43,12 @@ if TYPE_CHECKING:
     from .estimators import (
         Denoiser,
         DenoiserOutputError,
-        TruncatedLogistic,
         conditional_mutual_info,
         log_likelihood,
         mutual_info,
     )
     from .explain import Explanation, explain
+    from .logsnr import TruncatedLogistic
     from .results import Estimate
 
 
@@ -56,5 +56,8 @@ def __getattr__(name: str) -> Any:
     if name == "models":
         return importlib.import_module(".models", __name__)
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        # Importing a submodule binds its name here (``explain`` the module): rebind the export.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'infodecomp' has no attribute {name!r}")

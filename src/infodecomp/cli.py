@@ -19,7 +19,7 @@ from .explain import explain
 from .images import load_image
 from .models import example_mixture
 from .models.diffusers import DiffusersModel
-from .results import Z95, check_output_folder, output_folder
+from .results import check_output_folder, entry_warnings, output_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--caption", default="a red circle left of a blue square", help="a caption of the world"
     )
     demo.add_argument("--image", help="explain this image instead of a draw of the world")
-    demo.add_argument("--samples", type=draws_int, default=128, help="noise draws (default 128)")
+    demo.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
     demo.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
 
     _eval_arguments(commands)
@@ -389,12 +389,10 @@ def run_heatmap(args: argparse.Namespace) -> int:
     with output_folder(args.out) as folder:
         result.save(folder)
     report = args.out / "report.html"
-    value, se = result.mi
-    print(f"{'':<24}{'nats':>10}{'± SE':>9}")
-    print(f"{'whole prompt (MI)':<24}{value:>10.4f}{se:>9.4f}")
+    print(f"{'':<24}{'nats':>10}{'± SE':>9}{'95% interval':>22}")
+    _print_entry("whole prompt (MI)", result.entry(), 24)
     for word in result.words:
-        value, se = result.cmi(word)
-        print(f"{word + ' | rest (CMI)':<24}{value:>10.4f}{se:>9.4f}")
+        _print_entry(f"{word} | rest (CMI)", result.entry(word), 24)
     print(
         f"{result.estimate.n_evaluations} denoiser evaluations, seed {args.seed}; report: {report}"
     )
@@ -419,15 +417,16 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"Explained: {explained} (explained.png; it "
         f"{'fits' if exact['image_fits_caption'] else 'does NOT fit'} the caption, by the world "
-        "checker). Nats, ± one standard error"
+        "checker). Nats [95% interval]"
     )
-    print(f"{'':<20}{'bundled model':>18}{'exact world model':>20}{'exact log-ratio':>17}")
+    print(f"{'':<16}{'bundled model':>26}{'exact world model':>26}{'exact log-ratio':>17}")
     rows = [("whole caption", summary["mi"], exact["mi"])]
     rows += [(f"{w} | rest", summary["cmi"][w], exact["cmi"][w]) for w in summary["cmi"]]
     for name, ours, truth in rows:
+        warnings = "".join(f"  ({w})" for w in entry_warnings(ours))
         print(
-            f"{name:<20}{ours['value']:>11.3f} ± {ours['stderr']:<5.3f}"
-            f"{truth['value']:>12.3f} ± {truth['stderr']:<5.3f}{truth['exact_log_ratio']:>15.3f}"
+            f"{name:<16}{_interval(ours):>26}{_interval(truth):>26}"
+            f"{truth['exact_log_ratio']:>17.3f}{warnings}"
         )
     print(
         f"{summary['n_evaluations']} + {exact['n_evaluations']} denoiser evaluations, seed "
@@ -475,16 +474,27 @@ def run_score(args: argparse.Namespace) -> int:
         doc.update(model=model.name, image=str(args.image), prompts=prompts)
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"{'prompt':<50}{'i(x; prompt)':>13}{'± SE':>9}{'95% interval':>22}")
+    print(f"{'prompt':<50}{'i(x; prompt)':>10}{'± SE':>9}{'95% interval':>22}")
     for j, p in enumerate(prompts):
-        value, se = est.value[0, j].item(), est.stderr[0, j].item()
-        interval = f"[{value - Z95 * se:.3f}, {value + Z95 * se:.3f}]"
-        print(f"{p[:49]:<50}{value:>13.4f}{se:>9.4f}{interval:>22}")
+        _print_entry(p[:49], est.entry(0, j), 50)
     print(
         f"nats, {args.estimator} estimator; {est.n_evaluations} denoiser evaluations, "
         f"seed {args.seed}"
     )
     return 0
+
+
+def _interval(entry: dict[str, Any]) -> str:
+    low, high = entry["ci95"]
+    return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _print_entry(name: str, entry: dict[str, Any], width: int) -> None:
+    """One table row: value, SE, 95% interval and any warnings (nats)."""
+    low, high = entry["ci95"]
+    warnings = "".join(f"  ({w})" for w in entry_warnings(entry))
+    interval = f"[{low:.3f}, {high:.3f}]"
+    print(f"{name:<{width}}{entry['value']:>10.4f}{entry['stderr']:>9.4f}{interval:>22}{warnings}")
 
 
 def run_reference(args: argparse.Namespace) -> int:

@@ -25,17 +25,34 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import intervals
+from .logsnr import Piecewise, TruncatedLogistic, fit_proposal
 from .results import Estimate
 
 ESTIMATORS = ("orthogonal", "standard")
 SAMPLINGS = ("stratified", "iid")
+
+# The adaptive proposal: below this many draws there are too few to fit one. A pilot of
+# n_samples // PILOT_FRACTION draws (spent) starts it; it is refitted before each counted stage,
+# on PROPOSAL_BINS bins, a share WIDENED of it smoothed by WIDEN_BY nats, DEFENSIVE uniform.
+# Measured by benchmarks/estimator_efficiency.py; see logsnr.fit_proposal.
+MIN_ADAPTIVE_SAMPLES = 64
+PILOT_FRACTION = 8
+PROPOSAL_BINS = 32
+WIDENED = 0.5
+WIDEN_BY = 2.0
+DEFENSIVE = 0.03
+# A value is marked unreliable when its TOP_DRAWS largest draws carry over RELIABLE_SHARE of it.
+TOP_DRAWS = 3
+RELIABLE_SHARE = 0.5
+# Draws at each end of the range (for the tails beyond it): n_samples // EDGE_FRACTION, at least 2.
+EDGE_FRACTION = 64
 
 
 class Denoiser(Protocol):
@@ -59,49 +76,6 @@ class DenoiserOutputError(RuntimeError):
     """The denoiser returned something unusable (wrong shape, NaN or inf)."""
 
 
-@dataclass(frozen=True)
-class TruncatedLogistic:
-    """Importance distribution over log-SNR: a logistic(loc, scale) cut at ``loc +- clip*scale``.
-
-    The defaults (loc 1, scale 2, clip 3) are the paper's choice for Stable Diffusion.
-    """
-
-    loc: float = 1.0
-    scale: float = 2.0
-    clip: float = 3.0
-
-    def __post_init__(self) -> None:
-        if not (self.scale > 0 and self.clip > 0):
-            raise ValueError(f"log-SNR scale and clip must be positive, got {self}")
-
-    @classmethod
-    def from_range(cls, low: float, high: float, clip: float = 3.0) -> TruncatedLogistic:
-        """The distribution covering exactly ``[low, high]``, centred in it."""
-        if not high > low:
-            raise ValueError(f"log-SNR range must have high > low, got ({low}, {high})")
-        return cls(loc=(low + high) / 2, scale=(high - low) / (2 * clip), clip=clip)
-
-    @property
-    def low(self) -> float:
-        return self.loc - self.clip * self.scale
-
-    @property
-    def high(self) -> float:
-        return self.loc + self.clip * self.scale
-
-    def sample(self, n: int, rng: np.random.Generator, stratified: bool) -> np.ndarray:
-        """``n`` log-SNRs by inverse CDF; stratified draws put one point in each of n quantiles."""
-        u = (np.arange(n) + rng.random(n)) / n if stratified else rng.random(n)
-        lo, hi = _sigmoid(-self.clip), _sigmoid(self.clip)
-        p = lo + (hi - lo) * u
-        return self.loc + self.scale * np.log(p / (1 - p))
-
-    def weight(self, logsnr: np.ndarray) -> np.ndarray:
-        """Importance weights 1/q(a), so that mean(weight * f) estimates the integral of f."""
-        z = (logsnr - self.loc) / self.scale
-        return self.scale * math.tanh(self.clip / 2) / (_sigmoid(z) * _sigmoid(-z))
-
-
 def log_likelihood(
     model: Denoiser,
     x: torch.Tensor,
@@ -111,17 +85,28 @@ def log_likelihood(
     seed: int = 0,
     logsnr: TruncatedLogistic | None = None,
     sampling: Literal["stratified", "iid"] = "stratified",
+    adaptive: bool = True,
     batch_size: int = 256,
     per_dim: bool = False,
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
     progress: bool = True,
+    levels: int | None = None,
 ) -> Estimate:
     """Negative log-likelihood -log p(x | cond) in nats, one per row of ``x``.
 
-    Uses a standard-Gaussian reference, so the value is exact up to Monte Carlo error and the
-    truncation of the log-SNR integral to the range of ``logsnr``. ``Estimate.bits_per_dim`` gives
-    the same in bits per dimension.
+    Uses a standard-Gaussian reference, so the value is exact up to Monte Carlo error. The
+    log-SNR integral is taken over the range of ``logsnr`` and its tails beyond it are added in
+    closed form (below the range the integrand decays like exp(a); above it as a Gaussian
+    coordinate's would, with the variance that matches the integrand at the range's top: exact
+    for Gaussian data, the limit of smooth data); ``Estimate.diagnostics["outside_range"]``
+    holds what they added. ``Estimate.bits_per_dim`` gives the value in bits per dimension.
+
+    For discrete data such as 8-bit images, give ``levels`` (256): ``x`` must then lie on the
+    grid ``2 k / (levels - 1) - 1``, k = 0 .. levels - 1 (8-bit pixels / 127.5 - 1), and the
+    result is the usual dequantized bound on the discrete -log P(x): each row gets uniform noise
+    of one level's width (seeded, from the row's stream) and ``d log((levels - 1) / 2)`` nats
+    are added; its ``bits_per_dim`` is then the standard bits per dimension.
 
     Args:
         model: any :class:`Denoiser`.
@@ -141,9 +126,13 @@ def log_likelihood(
             batch size or sharding. Default: a hash of the row's content, so the same data gives
             the same numbers wherever it sits (two equal rows share their draws).
         progress: show a progress bar (only on a terminal).
+        levels: the number of levels discrete data was quantized to (see above), or None.
     """
     conds = cond if isinstance(cond, list) else [cond]
-    return _estimate(
+    offset = 0.0
+    if levels is not None:
+        x, offset = _dequantize(x, levels, seed, keys)
+    est = _estimate(
         "negative_log_likelihood",
         model,
         x,
@@ -154,12 +143,46 @@ def log_likelihood(
         seed=seed,
         logsnr=logsnr,
         sampling=sampling,
+        adaptive=adaptive,
         batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
         keys=keys,
         progress=progress,
     )["negative_log_likelihood"]
+    if levels is not None:
+        per_coordinate = offset * (x.shape[1] if sum_channels else 1)
+        est.value = est.value + offset * est.settings["data_dims"]
+        est.ci95 = est.ci95 + offset * est.settings["data_dims"]
+        if est.map is not None:
+            est.map = est.map + per_coordinate
+        est.settings["levels"] = levels
+    return est
+
+
+def _dequantize(
+    x: torch.Tensor, levels: int, seed: int, keys: Sequence[Any] | None
+) -> tuple[torch.Tensor, float]:
+    """``x`` plus uniform noise of one level's width, and the nats per coordinate to add."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        raise ValueError(f"x must be floating point in [-1, 1] (pixels / 127.5 - 1), got {x.dtype}")
+    step = 2 / (levels - 1)
+    k = (x.double() + 1) / step
+    if ((k - k.round()).abs() > 1e-3).any() or k.min() < -1e-3 or k.max() > levels - 1 + 1e-3:
+        raise ValueError(
+            f"x is not on the grid of {levels} levels in [-1, 1] (2 k / {levels - 1} - 1): give "
+            "the quantized data itself, e.g. 8-bit pixels / 127.5 - 1"
+        )
+    noise = torch.empty_like(x, dtype=torch.float64)
+    for i in range(x.shape[0]):
+        rng = np.random.default_rng(
+            [seed, row_stream_key(x[i], None if keys is None else keys[i]), 2]
+        )
+        noise[i] = torch.from_numpy(rng.uniform(-step / 2, step / 2, tuple(x.shape[1:])))
+    return (x.double() + noise).to(x.dtype), -math.log(step)
 
 
 @overload
@@ -182,6 +205,7 @@ def mutual_info(
     seed: int = 0,
     logsnr: TruncatedLogistic | None = None,
     sampling: Literal["stratified", "iid"] = "stratified",
+    adaptive: bool = True,
     batch_size: int = 256,
     per_dim: bool = False,
     sum_channels: bool = False,
@@ -205,6 +229,7 @@ def mutual_info(
         seed=seed,
         logsnr=logsnr,
         sampling=sampling,
+        adaptive=adaptive,
         batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
@@ -246,6 +271,7 @@ def conditional_mutual_info(
     seed: int = 0,
     logsnr: TruncatedLogistic | None = None,
     sampling: Literal["stratified", "iid"] = "stratified",
+    adaptive: bool = True,
     batch_size: int = 256,
     per_dim: bool = False,
     sum_channels: bool = False,
@@ -280,6 +306,7 @@ def conditional_mutual_info(
         seed=seed,
         logsnr=logsnr,
         sampling=sampling,
+        adaptive=adaptive,
         batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
@@ -302,6 +329,7 @@ def _estimate(
     seed: int,
     logsnr: TruncatedLogistic | None,
     sampling: str,
+    adaptive: bool,
     batch_size: int,
     per_dim: bool,
     sum_channels: bool,
@@ -309,7 +337,13 @@ def _estimate(
     progress: bool,
 ) -> dict[str, Estimate]:
     """The estimates of ``quantity`` (one per name in ``estimators`` for information, keyed by
-    name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls."""
+    name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls.
+
+    Each row of ``x`` gets, in this order: ``n_edge`` draws at each end of the log-SNR range
+    (for the tails beyond it), a pilot of ``n_samples // 8`` draws from ``logsnr`` to which a
+    proposal is fitted (when ``adaptive``; the pilot is spent, not counted in the estimate, so
+    the estimate stays unbiased), and the remaining draws from that proposal.
+    """
     if not callable(model):
         raise TypeError(
             f"model must be a denoiser, model(x_noisy, logsnr, conds) -> eps_hat; got "
@@ -322,125 +356,327 @@ def _estimate(
         model_range = getattr(model, "logsnr_range", None)
         logsnr = TruncatedLogistic.from_range(*model_range) if model_range else TruncatedLogistic()
     stratified = sampling == "stratified"
+    adaptive = adaptive and n_samples >= MIN_ADAPTIVE_SAMPLES
+    n_pilot = n_samples // PILOT_FRACTION if adaptive else 0
+    n_main, n_edge = n_samples - n_pilot, max(2, n_samples // EDGE_FRACTION)
 
     # Each distinct condition is evaluated once per draw; pairs index into this list.
     unique: list[Any] = []
     for c in conds + (contexts or []):
         if not any(c == u for u in unique):
             unique.append(c)
-    cond_idx = [_index(unique, c) for c in conds]
-    ctx_idx = [_index(unique, c) for c in contexts] if contexts is not None else None
-
-    n_x, data_shape = x.shape[0], tuple(x.shape[1:])
-    n_u, n_q = len(unique), len(conds)
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    map_shape = data_shape[1:] if sum_channels else data_shape
+    # Every information integrand comes from the same denoiser outputs, so all are computed and
+    # the proposal is fitted to all of them: a result does not depend on which were requested.
+    kinds = [quantity] if quantity == "negative_log_likelihood" else list(ESTIMATORS)
+    n_x = x.shape[0]
+    run = _Draws(
+        model,
+        x,
+        unique,
+        [_index(unique, c) for c in conds],
+        None if contexts is None else [_index(unique, c) for c in contexts],
+        kinds,
+        batch_size,
+        sum_channels,
+        n_units=n_x * (n_samples + 2 * n_edge),
+        progress=progress,
+    )
 
     # Random streams keyed by (seed, row key): a row's numbers do not depend on the other rows,
     # on batch_size or on how rows are grouped, sharded or resumed.
     streams = [row_stream_key(x[i], None if keys is None else keys[i]) for i in range(n_x)]
     alpha_rngs = [np.random.default_rng([seed, k, 0]) for k in streams]
-    eps_rngs = [np.random.default_rng([seed, k, 1]) for k in streams]
-    alphas = np.stack([logsnr.sample(n_samples, rng, stratified) for rng in alpha_rngs])
-    weights = logsnr.weight(alphas)
+    run.eps_rngs = [np.random.default_rng([seed, k, 1]) for k in streams]
 
-    # One integrand per requested estimator, all from the same denoiser outputs.
-    kinds = [quantity] if quantity == "negative_log_likelihood" else list(estimators)
-    totals = {k: torch.zeros(n_x, n_q, n_samples, dtype=torch.float64) for k in kinds}
-    if per_dim:
-        map_sum = {k: torch.zeros(n_x, n_q, *map_shape, dtype=torch.float64) for k in kinds}
-        map_sumsq = {k: torch.zeros_like(map_sum[k]) for k in kinds}
+    # The integrand at each end of the range: the tails beyond it, extrapolated.
+    ends = {}
+    for name, at in (("low", logsnr.low), ("high", logsnr.high)):
+        ends[name] = run.integrands(np.full((n_x, n_edge), at), np.ones((n_x, n_edge)), per_dim)
 
-    # Draws per step: enough that their rows (n_u per draw) fill whole calls of batch_size.
-    draws_per_step = batch_size // math.gcd(batch_size, n_u)
-    n_units = n_x * n_samples
-    bar = tqdm(total=n_units, unit="draw", disable=None if progress else True, leave=False)
-    clock = _ProgressLog(n_units, n_u) if progress else None
-    for start in range(0, n_units, draws_per_step):
-        units = np.arange(start, min(start + draws_per_step, n_units))
-        xi, si = units // n_samples, units % n_samples
-        eps = _draw_noise(eps_rngs, xi, data_shape).to(device=x.device, dtype=work)
-        alpha = torch.from_numpy(alphas[xi, si]).to(device=x.device, dtype=work)
-        sig = torch.sigmoid(alpha).view(-1, *[1] * len(data_shape))
-        x_rows = x[torch.from_numpy(xi).to(x.device)].to(work)
-        x_noisy = sig.sqrt() * x_rows + (1 - sig).sqrt() * eps
-        eps_hat = _denoise(model, x_noisy.to(x.dtype), alpha.to(x.dtype), unique, batch_size)
-        eps_hat = eps_hat.to(work).view(len(units), n_u, *data_shape)
-        w = torch.from_numpy(weights[xi, si]).to(device=x.device, dtype=work)
-        w = w.view(-1, 1, *[1] * len(data_shape))
-
-        # Per-coordinate integrand of every requested pair, shape (U, n_q, *data_shape).
-        e, fuller = eps.unsqueeze(1), eps_hat[:, cond_idx]
-        for kind in kinds:
-            if kind == "negative_log_likelihood":
-                # Control variate: the standard-Gaussian reference's error on the same eps, whose
-                # integral is known in closed form (-log N(x; 0, I)); it cancels the tails' noise.
-                reference = ((1 - sig).sqrt() * x_noisy).unsqueeze(1)
-                integrand = (e - fuller) ** 2 - (e - reference) ** 2
-                contrib = 0.5 * w * integrand
-                contrib = contrib + 0.5 * (math.log(2 * math.pi) + x_rows.unsqueeze(1) ** 2)
-            elif kind == "orthogonal":
-                contrib = 0.5 * w * (eps_hat[:, ctx_idx] - fuller) ** 2
+    # Stages: a pilot from `logsnr` (spent), then counted stages, each drawn from a proposal
+    # fitted to every draw before it. Each stage is unbiased given the past, so the plain mean
+    # of all counted draws is too.
+    fit_kind = "negative_log_likelihood" if quantity == "negative_log_likelihood" else "orthogonal"
+    seen_a = [np.full((n_x, n_edge), logsnr.low), np.full((n_x, n_edge), logsnr.high)]
+    seen_f = [ends["low"][0][fit_kind], ends["high"][0][fit_kind]]
+    proposals: list[TruncatedLogistic | Piecewise] = [logsnr] * n_x
+    if n_pilot:
+        pilot = np.stack([logsnr.sample(n_pilot, rng, stratified) for rng in alpha_rngs])
+        f_pilot, _ = run.integrands(pilot, np.ones_like(pilot), per_dim=False)
+        seen_a.append(pilot)
+        seen_f.append(f_pilot[fit_kind])
+    stages: list[tuple[dict[str, torch.Tensor], np.ndarray]] = []
+    maps: dict[str, list[torch.Tensor]] = {}
+    for size in _stage_sizes(n_main, adaptive):
+        if n_pilot:
+            at, values = np.concatenate(seen_a, 1), torch.cat(seen_f, -1).numpy()
+            proposals = [
+                fit_proposal(
+                    logsnr,
+                    at[i],
+                    values[i],
+                    n_bins=PROPOSAL_BINS,
+                    defensive=DEFENSIVE,
+                    widened=WIDENED,
+                    widen_by=WIDEN_BY,
+                )
+                for i in range(n_x)
+            ]
+        alphas = np.stack(
+            [p.sample(size, rng, stratified) for p, rng in zip(proposals, alpha_rngs, strict=True)]
+        )
+        weights = np.stack([p.weight(a) for p, a in zip(proposals, alphas, strict=True)])
+        f_stage, stage_maps = run.integrands(alphas, weights, per_dim)
+        stages.append((f_stage, weights))
+        seen_a.append(alphas)
+        seen_f.append(f_stage[fit_kind])
+        for kind, (total, total_sq) in stage_maps.items():
+            if kind in maps:
+                maps[kind][0] += total
+                maps[kind][1] += total_sq
             else:
-                contrib = 0.5 * w * ((e - eps_hat[:, ctx_idx]) ** 2 - (e - fuller) ** 2)
-            if sum_channels:
-                contrib = contrib.sum(dim=2)
-            totals[kind][xi, :, si] = contrib.flatten(2).sum(-1).double().cpu()
-            if per_dim:
-                rows = torch.from_numpy(xi)
-                contrib = contrib.double().cpu()
-                map_sum[kind].index_add_(0, rows, contrib)
-                map_sumsq[kind].index_add_(0, rows, contrib**2)
-        bar.update(len(units))
-        if clock is not None:
-            clock.update(units[-1] + 1)
-    bar.close()
+                maps[kind] = [total, total_sq]
+    run.close()
 
+    d = math.prod(x.shape[1:])
     settings = {
         "estimator": None,
         "sampling": sampling,
         "n_samples": n_samples,
         "batch_size": batch_size,
-        "logsnr": {
-            "distribution": "truncated_logistic",
-            "loc": logsnr.loc,
-            "scale": logsnr.scale,
-            "clip": logsnr.clip,
-            "low": logsnr.low,
-            "high": logsnr.high,
-        },
+        "logsnr": logsnr.describe(),
+        "adaptive": {
+            "pilot": n_pilot,
+            "stages": _stage_sizes(n_main, adaptive),
+            "bins": PROPOSAL_BINS,
+            "widened": WIDENED,
+            "widen_by": WIDEN_BY,
+            "defensive": DEFENSIVE,
+        }
+        if n_pilot
+        else None,
+        "edge_draws": n_edge,
         "conditions": [_jsonable(c) for c in conds],
         "contexts": None if contexts is None else [_jsonable(c) for c in contexts],
         "n_x": n_x,
-        "data_shape": list(data_shape),
-        "data_dims": math.prod(data_shape),
+        "data_shape": list(x.shape[1:]),
+        "data_dims": d,
         "per_dim": per_dim,
         "sum_channels": sum_channels,
         "model": type(model).__name__,
         "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
     }
     out = {}
-    for kind in kinds:
-        value, stderr = totals[kind].mean(-1), _stderr(totals[kind], stratified)
+    for kind in [quantity] if quantity == "negative_log_likelihood" else estimators:
+        # Importance-weighted draws of each stage, shape (n_x, n_q, size).
+        parts = [f[kind] * torch.from_numpy(w).unsqueeze(1) for f, w in stages]
+        contrib = torch.cat(parts, -1)
+        value = contrib.mean(-1)
+        stderr, skewness = intervals.stage_stderr_and_skewness(parts, stratified)
+        # Beyond each end the integrand is taken to decay like exp(-|a - end|) (any data with
+        # finite variance at low SNR; smooth data at high SNR), so each tail integrates to the
+        # integrand's value at the end. For information, the orthogonal integrand measures it
+        # (the same mean as the standard one's, less noise).
+        at_ends = fit_kind if kind != "negative_log_likelihood" else kind
+        low, high = ends["low"][0][at_ends], ends["high"][0][at_ends]
+        tail_low, tail_low_se = low.mean(-1), low.std(-1) / math.sqrt(n_edge)
+        tail_high, tail_high_se = high.mean(-1), high.std(-1) / math.sqrt(n_edge)
         est_map = est_map_se = None
         if per_dim:
-            est_map = map_sum[kind] / n_samples
-            var = (map_sumsq[kind] / n_samples - est_map**2).clamp(min=0) / (n_samples - 1)
-            est_map_se = var.sqrt()
-        if not many:
-            value, stderr = value[:, 0], stderr[:, 0]
+            est_map, est_map_se = _map_mean(*maps[kind], n_main)
+        if kind == "negative_log_likelihood":
+            # Above the range, a Gaussian coordinate's curve (exact for Gaussian data, the
+            # locally-Gaussian limit of smooth data) replaces the plain exponential.
+            scaled, slope = _gaussian_high_tail(tail_high, logsnr.high, d)
+            ratio = torch.where(
+                tail_high != 0, scaled / torch.where(tail_high != 0, tail_high, 1), 1
+            )
+            tail_high, tail_high_se = scaled, slope * tail_high_se
+            constant = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2)  # -log N(x; 0, I)
+            if sum_channels:
+                constant = constant.sum(1)
+            value = value + constant.flatten(1).sum(-1, keepdim=True) + tail_low + tail_high
+            stderr = (stderr**2 + tail_low_se**2 + tail_high_se**2).sqrt()
             if per_dim:
-                est_map, est_map_se = est_map[:, 0], est_map_se[:, 0]
+                low_map, low_se = _map_mean(*ends["low"][1][kind], n_edge)
+                high_map, high_se = _map_mean(*ends["high"][1][kind], n_edge)
+                r = ratio.view(*ratio.shape, *[1] * (est_map.dim() - 2))
+                est_map = est_map + constant.unsqueeze(1) + low_map + r * high_map
+                est_map_se = (est_map_se**2 + low_se**2 + (r * high_se) ** 2).sqrt()
+        outside = tail_low + tail_high
+        outside_se = (tail_low_se**2 + tail_high_se**2).sqrt()
+        share = intervals.top_share(contrib, TOP_DRAWS)
+        reliable = share <= RELIABLE_SHARE
+        # A pair whose draws missed its rare large values shows little skew; the pairs of one
+        # row share their draws, so each takes the largest skew of its row (measured: world
+        # word CMIs covered 91% with their own skew, 94-96% with the row's largest).
+        row_skew = torch.maximum(skewness, skewness.amax(1, keepdim=True))
+        # Information beyond the range is invisible to the model; flag estimates whose
+        # extrapolated tails (the best guess of what they miss) exceed their standard error.
+        truncated = torch.zeros_like(reliable)
+        if kind != "negative_log_likelihood":
+            truncated = outside.abs() > stderr
+        result = {
+            "value": value,
+            "stderr": stderr,
+            "ci95": intervals.skew_interval(value, stderr, row_skew),
+            "reliable": reliable,
+            "truncated": truncated,
+            "diagnostics": {
+                "top_share": share,
+                "skewness": row_skew,
+                "outside_range": outside,
+                "outside_range_stderr": outside_se,
+            },
+            "map": est_map,
+            "map_stderr": est_map_se,
+        }
+        if not many:
+            result = _first_condition(result)
         out[kind] = Estimate(
             quantity=quantity,
-            value=value,
-            stderr=stderr,
-            n_evaluations=n_units * n_u,
+            n_evaluations=n_x * (n_samples + 2 * n_edge) * len(unique),
             seed=seed,
             settings=settings | {"estimator": None if kind == quantity else kind},
-            map=est_map,
-            map_stderr=est_map_se,
+            **result,
         )
+    return out
+
+
+def _stage_sizes(n: int, adaptive: bool) -> list[int]:
+    """Counted draws per stage: one stage on a fixed proposal; when adaptive, stages of an
+    eighth, an eighth, a quarter and a half of them, each on a fit to everything before."""
+    if not adaptive:
+        return [n]
+    sizes = [n // 8, n // 8, n // 4]
+    return [*sizes, n - sum(sizes)]
+
+
+class _Draws:
+    """Evaluates the integrands of every requested estimator and pair at given draws."""
+
+    def __init__(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        unique: list[Any],
+        cond_idx: list[int],
+        ctx_idx: list[int] | None,
+        kinds: list[str],
+        batch_size: int,
+        sum_channels: bool,
+        n_units: int,
+        progress: bool,
+    ) -> None:
+        self.model, self.x, self.unique = model, x, unique
+        self.cond_idx, self.ctx_idx, self.kinds = cond_idx, ctx_idx, kinds
+        self.batch_size, self.sum_channels = batch_size, sum_channels
+        self.work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        self.eps_rngs: list[np.random.Generator] = []
+        self.done = 0
+        self.bar = tqdm(total=n_units, unit="draw", disable=None if progress else True, leave=False)
+        self.clock = _ProgressLog(n_units, len(unique)) if progress else None
+
+    def integrands(
+        self, alphas: np.ndarray, weights: np.ndarray, per_dim: bool
+    ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """For draws at log-SNRs ``alphas`` (shape ``(n_x, k)``; noise from each row's stream, in
+        order): each kind's integrand summed over coordinates, unweighted, shape
+        ``(n_x, n_pairs, k)``; and, with ``per_dim``, the sum and sum of squares over draws of
+        its per-coordinate values times ``weights``."""
+        x, data_shape = self.x, tuple(self.x.shape[1:])
+        n_x, k = alphas.shape
+        n_u, n_q = len(self.unique), len(self.cond_idx)
+        map_shape = data_shape[1:] if self.sum_channels else data_shape
+        totals = {kind: torch.zeros(n_x, n_q, k, dtype=torch.float64) for kind in self.kinds}
+        maps = {}
+        if per_dim:
+            for kind in self.kinds:
+                zero = torch.zeros(n_x, n_q, *map_shape, dtype=torch.float64)
+                maps[kind] = (zero, zero.clone())
+        # Draws per step: enough that their rows (n_u per draw) fill whole calls of batch_size.
+        step = self.batch_size // math.gcd(self.batch_size, n_u)
+        for start in range(0, n_x * k, step):
+            units = np.arange(start, min(start + step, n_x * k))
+            xi, si = units // k, units % k
+            eps = _draw_noise(self.eps_rngs, xi, data_shape).to(device=x.device, dtype=self.work)
+            alpha = torch.from_numpy(alphas[xi, si]).to(device=x.device, dtype=self.work)
+            sig = torch.sigmoid(alpha).view(-1, *[1] * len(data_shape))
+            x_rows = x[torch.from_numpy(xi).to(x.device)].to(self.work)
+            x_noisy = sig.sqrt() * x_rows + (1 - sig).sqrt() * eps
+            eps_hat = _denoise(
+                self.model, x_noisy.to(x.dtype), alpha.to(x.dtype), self.unique, self.batch_size
+            )
+            eps_hat = eps_hat.to(self.work).view(len(units), n_u, *data_shape)
+            e, fuller = eps.unsqueeze(1), eps_hat[:, self.cond_idx]
+            for kind in self.kinds:
+                # Per-coordinate integrand of every pair, shape (U, n_q, *data_shape).
+                if kind == "negative_log_likelihood":
+                    # Against the standard-Gaussian reference's error on the same eps, whose
+                    # integral is known in closed form (-log N(x; 0, I)): it cancels tail noise.
+                    reference = ((1 - sig).sqrt() * x_noisy).unsqueeze(1)
+                    f = 0.5 * ((e - fuller) ** 2 - (e - reference) ** 2)
+                elif kind == "orthogonal":
+                    f = 0.5 * (eps_hat[:, self.ctx_idx] - fuller) ** 2
+                else:
+                    f = 0.5 * ((e - eps_hat[:, self.ctx_idx]) ** 2 - (e - fuller) ** 2)
+                if self.sum_channels:
+                    f = f.sum(dim=2)
+                totals[kind][xi, :, si] = f.flatten(2).sum(-1).double().cpu()
+                if per_dim:
+                    w = torch.from_numpy(weights[xi, si]).view(-1, 1, *[1] * (f.dim() - 2))
+                    contrib, rows = f.double().cpu() * w, torch.from_numpy(xi)
+                    maps[kind][0].index_add_(0, rows, contrib)
+                    maps[kind][1].index_add_(0, rows, contrib**2)
+            self.done += len(units)
+            self.bar.update(len(units))
+            if self.clock is not None:
+                self.clock.update(self.done)
+        return totals, maps
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _map_mean(total: torch.Tensor, total_sq: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """Mean over n draws and its (i.i.d.) standard error, from a sum and a sum of squares."""
+    mean = total / n
+    return mean, ((total_sq / n - mean**2).clamp(min=0) / (n - 1)).sqrt()
+
+
+def _gaussian_high_tail(
+    at_end: torch.Tensor, high: float, d: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-likelihood integrand's integral above ``high``, and its derivative in
+    ``at_end``, if every coordinate followed a Gaussian of one variance v there.
+
+    For a Gaussian coordinate of variance v the integrand is 1/2 (1/(1+E) - 1/(1+E v)) at
+    log-SNR a (E = exp(a)), and its integral from a to infinity 1/2 log(v (1+E) / (1+E v)); v is
+    solved from the integrand's value at the end, ``at_end`` (a total over d coordinates).
+    Where no v fits (noise), the plain exponential's tail, ``at_end`` itself, is used.
+    """
+    big_e = math.exp(high)
+
+    def tail(total: torch.Tensor) -> torch.Tensor:
+        inv = 1 / (1 + big_e) - 2 * total / d  # 1 / (1 + E v)
+        ev = 1 / inv.clamp(min=1e-300) - 1
+        fits = (inv > 0) & (inv < 1) & (ev > 0)
+        ev = torch.where(fits, ev, 1.0)
+        gauss = 0.5 * d * (torch.log(ev / (1 + ev)) + math.log1p(1 / big_e))
+        return torch.where(fits, gauss, total)
+
+    h = 1e-6 * (1 + at_end.abs())
+    return tail(at_end), (tail(at_end + h) - tail(at_end - h)) / (2 * h)
+
+
+def _first_condition(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop the conditions axis (axis 1) of every tensor: one condition was given."""
+    out = {}
+    for name, v in result.items():
+        if isinstance(v, dict):
+            out[name] = _first_condition(v)
+        else:
+            out[name] = None if v is None else v[:, 0]
     return out
 
 
@@ -525,23 +761,6 @@ def _denoise(
     return torch.cat(outputs)
 
 
-def _stderr(samples: torch.Tensor, stratified: bool) -> torch.Tensor:
-    """Standard error of the mean over the last axis.
-
-    For stratified draws, neighbouring strata are grouped in pairs (a triple at the end if odd)
-    and the spread within groups gives a (slightly conservative) variance: sum_g k_g s_g^2 / n^2.
-    """
-    n = samples.shape[-1]
-    if not stratified or n < 4:
-        return samples.std(-1) / math.sqrt(n)
-    n_pairs = (n - 3) // 2 if n % 2 else n // 2
-    paired = samples[..., : 2 * n_pairs]
-    var = ((paired[..., 0::2] - paired[..., 1::2]) ** 2).sum(-1)
-    if n % 2:
-        var = var + 3 * samples[..., 2 * n_pairs :].var(-1)
-    return var.sqrt() / n
-
-
 def _check_inputs(
     x: torch.Tensor, n_samples: int, seed: int, sampling: str, batch_size: int, sum_channels: bool
 ) -> torch.Tensor:
@@ -597,7 +816,3 @@ def _jsonable(c: Any) -> Any:
     if isinstance(c, (tuple, list)):
         return [_jsonable(v) for v in c]
     return repr(c)
-
-
-def _sigmoid(z: Any) -> Any:
-    return 1 / (1 + np.exp(-z))

@@ -57,6 +57,11 @@ class Explanation:
         k = self._index(word)
         return self.estimate.value[0, k].item(), self.estimate.stderr[0, k].item()
 
+    def entry(self, word: str | None = None) -> dict[str, Any]:
+        """``word``'s CMI (or, for None, the prompt's MI) with its standard error, 95% interval
+        and flags: :meth:`Estimate.entry`."""
+        return self.estimate.entry(0, 0 if word is None else self._index(word))
+
     def heat_map(self, word: str | None = None, upsample: bool = True) -> torch.Tensor:
         """Pixel-wise information (nats per pixel) of ``word`` (CMI), or of the whole prompt (MI)
         when ``word`` is None; ``(H, W)`` at image resolution if ``upsample``, else ``(h, w)``.
@@ -144,7 +149,6 @@ class Explanation:
         return fig, axes
 
     def to_dict(self) -> dict[str, Any]:
-        value, se = self.mi
         settings = dict(self.estimate.settings)
         return {
             "model": self.model_name,
@@ -155,11 +159,10 @@ class Explanation:
                 "maps.safetensors": "nats per model-input pixel (a latent pixel for latent models)",
                 "png": "nats per image pixel (model-input maps spread over their pixels)",
             },
-            "mi": {"value": value, "stderr": se},
+            "mi": self.entry(),
             "cmi": {
-                w: {"value": v, "stderr": s, "context": settings["contexts"][k]}
+                w: self.entry(w) | {"context": settings["contexts"][k]}
                 for k, w in enumerate(self.words, start=1)
-                for v, s in [self.cmi(w)]
             },
             "n_evaluations": self.estimate.n_evaluations,
             "seed": self.estimate.seed,

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .plotting import MAP_CMAP
-from .results import Z95
+from .results import format_entry
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -151,33 +151,28 @@ def _img(data: bytes, alt: str) -> str:
     return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
 
 
-def _interval(value: float, se: float) -> str:
-    return f"{value:.3g} [{value - Z95 * se:.3g}, {value + Z95 * se:.3g}]"
+def _cell(v: dict[str, Any] | float) -> str:
+    return html.escape(format_entry(v) if isinstance(v, dict) else f"{v:.3g}")
 
 
 def report_html(
     res: Explanation,
     figures: dict[str, bytes] | None = None,
-    columns: dict[str, list[tuple[float, float] | float]] | None = None,
+    columns: dict[str, list[dict[str, Any] | float]] | None = None,
 ) -> str:
     """The report of ``res``: a table of the caption's MI and each word's CMI (nats, 95%
-    intervals; ``columns`` adds columns, one value or (value, SE) per row, e.g. an exact
-    model's), one row per word with its maps on a colour scale shared down each column, then
+    intervals; ``columns`` adds columns, one value or :meth:`Estimate.entry` per row, e.g. an
+    exact model's), one row per word with its maps on a colour scale shared down each column, then
     ``figures`` (name: PNG bytes) and the settings."""
     doc = res.to_dict()
     names = ["whole caption: i(x; caption)"] + [f"{w}: i(x; {w} | rest)" for w in res.words]
-    numbers = [(doc["mi"]["value"], doc["mi"]["stderr"])] + [
-        (doc["cmi"][w]["value"], doc["cmi"][w]["stderr"]) for w in res.words
-    ]
+    numbers = [doc["mi"]] + [doc["cmi"][w] for w in res.words]
     extra = columns or {}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in extra)
     body = ""
-    for k, (name, (value, se)) in enumerate(zip(names, numbers, strict=True)):
-        cells = "".join(
-            f"<td>{_interval(*v) if isinstance(v, tuple) else f'{v:.3g}'}</td>"
-            for v in (col[k] for col in extra.values())
-        )
-        body += f"<tr><td>{html.escape(name)}</td><td>{_interval(value, se)}</td>{cells}</tr>"
+    for k, (name, number) in enumerate(zip(names, numbers, strict=True)):
+        cells = "".join(f"<td>{_cell(col[k])}</td>" for col in extra.values())
+        body += f"<tr><td>{html.escape(name)}</td><td>{_cell(number)}</td>{cells}</tr>"
 
     kinds = {"information (CMI)": res.heat_map}
     if res.attention is not None:
@@ -199,13 +194,13 @@ def report_html(
         for kind in maps
     )
     word_rows = ""
-    for word, (value, se) in zip(res.words, numbers[1:], strict=True):
+    for word, number in zip(res.words, numbers[1:], strict=True):
         cells = "".join(
             f"<td>{_img(map_png(maps[kind][word], *scales[kind]), f'{word}: {kind}')}</td>"
             for kind in maps
         )
         word_rows += (
-            f"<tr><td class=w><b>{html.escape(word)}</b><br>{_interval(value, se)} nats</td>"
+            f"<tr><td class=w><b>{html.escape(word)}</b><br>{_cell(number)} nats</td>"
             f"<td>{picture}</td>{cells}</tr>"
         )
     appendix = "".join(
@@ -221,8 +216,10 @@ td:first-child,td.w{{text-align:left}}table.maps td{{text-align:center}}
 img{{image-rendering:pixelated;max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h1>{html.escape(res.prompt)}</h1>
 <p>Model <code>{html.escape(res.model_name)}</code>; {doc["n_evaluations"]} denoiser
-evaluations; seed {doc["seed"]}. Values in nats with 95% intervals (estimate ± 1.96 standard
-errors).</p>
+evaluations; seed {doc["seed"]}. Values in nats with 95% intervals (corrected for the skew of
+the draws, so not always symmetric). "unreliable" marks a value that rests on a few draws (take
+more); "likely truncated" one whose information extends beyond the model's log-SNR range, where
+the model cannot see it.</p>
 <table><tr><th>quantity</th><th>estimate [95% interval]</th>{head}</tr>{body}</table>
 <h2>Where, word by word</h2>
 <p>Each column's maps share one colour scale (given under its title), so a brighter map carries

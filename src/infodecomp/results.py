@@ -104,6 +104,16 @@ class Estimate:
             shape without its channel axis when channels were summed); sums to ``value``.
         map_stderr: standard error of each entry of ``map`` (i.i.d. formula; conservative for
             stratified sampling).
+        ci95: 95% interval of ``value``, shape ``value.shape + (2,)`` (lower, upper); corrected
+            for the skewness of the draws, so not always symmetric. Default ``value +- Z95 SE``.
+        reliable: ``False`` where the value rests on a few draws (its 3 largest carry over half
+            of it), so its standard error rests on them too: take more draws.
+        truncated: ``True`` where the information likely extends beyond the log-SNR range by
+            more than the standard error (the model cannot see it: the value is likely low).
+        diagnostics: per-value tensors behind those: ``top_share`` (of the 3 largest draws),
+            ``skewness`` (of the mean, the largest among the row's conditions: the one
+            ``ci95`` uses), ``outside_range`` and ``outside_range_stderr`` (nats the integrand
+            extrapolates to beyond the range; added to ``value`` for log-likelihoods only).
     """
 
     quantity: str
@@ -114,6 +124,31 @@ class Estimate:
     settings: dict[str, Any] = field(default_factory=dict)
     map: torch.Tensor | None = None
     map_stderr: torch.Tensor | None = None
+    ci95: torch.Tensor | None = None
+    reliable: torch.Tensor | None = None
+    truncated: torch.Tensor | None = None
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ci95 is None:
+            self.ci95 = torch.stack(
+                [self.value - Z95 * self.stderr, self.value + Z95 * self.stderr], -1
+            )
+        if self.reliable is None:
+            self.reliable = torch.ones(self.value.shape, dtype=torch.bool)
+        if self.truncated is None:
+            self.truncated = torch.zeros(self.value.shape, dtype=torch.bool)
+
+    def entry(self, *index: int) -> dict[str, Any]:
+        """One value with its uncertainty as plain Python: ``value``, ``stderr``, ``ci95``
+        ``[lower, upper]``, ``reliable``, ``truncated`` (nats; index as into ``value``)."""
+        return {
+            "value": self.value[index].item(),
+            "stderr": self.stderr[index].item(),
+            "ci95": self.ci95[index].tolist(),
+            "reliable": bool(self.reliable[index]),
+            "truncated": bool(self.truncated[index]),
+        }
 
     @property
     def bits_per_dim(self) -> torch.Tensor:
@@ -127,6 +162,10 @@ class Estimate:
             "units": "nats",
             "value": self.value.tolist(),
             "stderr": self.stderr.tolist(),
+            "ci95": self.ci95.tolist(),
+            "reliable": self.reliable.tolist(),
+            "truncated": self.truncated.tolist(),
+            "diagnostics": {name: _plain(t) for name, t in self.diagnostics.items()},
             "n_evaluations": self.n_evaluations,
             "seed": self.seed,
             "settings": self.settings,
@@ -165,6 +204,10 @@ class Estimate:
             quantity=data["quantity"],
             value=torch.tensor(data["value"], dtype=torch.float64),
             stderr=torch.tensor(data["stderr"], dtype=torch.float64),
+            ci95=_tensor(data.get("ci95")),
+            reliable=_tensor(data.get("reliable"), torch.bool),
+            truncated=_tensor(data.get("truncated"), torch.bool),
+            diagnostics={k: _tensor(v) for k, v in data.get("diagnostics", {}).items()},
             n_evaluations=data["n_evaluations"],
             seed=data["seed"],
             settings=data["settings"],
@@ -177,3 +220,43 @@ class Estimate:
         shown = ", ".join(f"{v:.4g} ± {s:.2g}" for v, s in flat[:4])
         more = f", ... ({len(flat)} values)" if len(flat) > 4 else ""
         return f"Estimate({self.quantity}: [{shown}{more}] nats, {self.n_evaluations} evaluations)"
+
+
+def format_entry(entry: dict[str, Any], digits: int = 3) -> str:
+    """``"0.431 [0.30, 0.62]"`` from an :meth:`Estimate.entry`, with a warning when it is
+    unreliable or likely truncated."""
+    low, high = entry["ci95"]
+    text = f"{entry['value']:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+    return text + "".join(f" ({w})" for w in entry_warnings(entry))
+
+
+def entry_warnings(entry: dict[str, Any]) -> list[str]:
+    """Short warnings for an :meth:`Estimate.entry` (or a dict with the same keys)."""
+    out = []
+    if not entry.get("reliable", True):
+        out.append("unreliable: rests on a few draws, take more")
+    if entry.get("truncated", False):
+        out.append("likely truncated: information beyond the model's log-SNR range")
+    return out
+
+
+def _plain(t: torch.Tensor) -> Any:
+    """Nested lists of floats, with None where the tensor is NaN (JSON has no NaN)."""
+    return _nan_to_none(t.tolist())
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_nan_to_none(u) for u in v]
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _tensor(data: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor | None:
+    """The tensor of nested lists (None read as NaN), or None."""
+    return None if data is None else torch.tensor(_none_to_nan(data), dtype=dtype)
+
+
+def _none_to_nan(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_none_to_nan(u) for u in v]
+    return math.nan if v is None else v

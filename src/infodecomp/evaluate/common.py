@@ -18,7 +18,7 @@ from ..world.model import WorldModel
 # Draws per item unless told (the demo's count; the cost of an evaluation grows with it). At this
 # count the estimators' standard errors are optimistic (heavy-tailed importance weights): the
 # tables say so beside significance verdicts.
-DEFAULT_SAMPLES = 128
+DEFAULT_SAMPLES = 256
 
 
 @dataclass

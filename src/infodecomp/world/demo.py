@@ -33,7 +33,7 @@ def run_demo(
     out: str | Path,
     caption: str = "a red circle left of a blue square",
     image: Any = None,
-    n_samples: int = 128,
+    n_samples: int = 256,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -54,9 +54,11 @@ def run_demo(
         image = drawn[0].float()
     generated = model.generate([caption], seed=seed)
     res = explain(model, image, caption, n_samples=n_samples, seed=seed, progress=progress)
-    x = res.image[None].double()
+    # The exact model scores what the world drew (float64, never clamped); a given image as the
+    # bundled model saw it.
+    x = drawn[:1] if not given else res.image[None].double()
 
-    exact = exact_cmi(world, res, n_samples, seed, model.logsnr_range, progress)
+    exact = exact_cmi(world, x, res, n_samples, seed, model.logsnr_range, progress)
     contexts = [None, *word_contexts(caption, res.words)]
     log_ratio = [
         (world.log_prob(x, caption) - world.log_prob(x, c)).item() for c in contexts
@@ -76,17 +78,9 @@ def run_demo(
     summary["world_model"] = {
         "image_fits_caption": fits,
         "scene": scene.factors(),
-        "mi": {
-            "value": exact.value[0, 0].item(),
-            "stderr": exact.stderr[0, 0].item(),
-            "exact_log_ratio": log_ratio[0],
-        },
+        "mi": exact.entry(0, 0) | {"exact_log_ratio": log_ratio[0]},
         "cmi": {
-            w: {
-                "value": exact.value[0, k].item(),
-                "stderr": exact.stderr[0, k].item(),
-                "exact_log_ratio": log_ratio[k],
-            }
+            w: exact.entry(0, k) | {"exact_log_ratio": log_ratio[k]}
             for k, w in enumerate(res.words, start=1)
         },
         "n_evaluations": exact.n_evaluations,
@@ -101,9 +95,7 @@ def run_demo(
     }
     n_pairs = 1 + len(res.words)
     columns = {
-        "exact world model [95% interval]": [
-            (exact.value[0, k].item(), exact.stderr[0, k].item()) for k in range(n_pairs)
-        ],
+        "exact world model [95% interval]": [exact.entry(0, k) for k in range(n_pairs)],
         "exact log-ratio": log_ratio,
     }
     with output_folder(out) as folder:
@@ -116,6 +108,7 @@ def run_demo(
 
 def exact_cmi(
     world: WorldModel,
+    x: torch.Tensor,
     res: Explanation,
     n_samples: int,
     seed: int,
@@ -124,8 +117,7 @@ def exact_cmi(
 ) -> Estimate:
     """The exact world model's estimates for the pairs of an explanation (the caption against
     nothing, then against each word removed), with its maps, on the same draws (seed) and log-SNR
-    distribution as the bundled model."""
-    x = res.image[None].double()
+    distribution as the bundled model. ``x``: the image, shape ``(1, 3, H, W)``."""
     contexts = [None, *word_contexts(res.prompt, res.words)]
     return conditional_mutual_info(
         world,
