@@ -59,6 +59,16 @@ def test_demo_runs_end_to_end(tmp_path):
         assert shown in report
     assert (tmp_path / "explained.png").exists() and (tmp_path / "generated.png").exists()
     assert summary["explained_image"].startswith("world draw")
+    # The exact model scores the world's own draw (float64, its pixel noise beyond +-1 kept):
+    # its exact log-ratio is that of the drawn image.
+    world = WorldModel()
+    drawn, _ = world.sample(1, seed=0, cond="a green triangle above a red square")
+    assert (drawn.abs() > 1).any()
+    caption = "a green triangle above a red square"
+    ratio = (world.log_prob(drawn, caption) - world.log_prob(drawn, None)).item()
+    assert summary["world_model"]["mi"]["exact_log_ratio"] == pytest.approx(ratio, abs=1e-9)
+    for key in ("ci95", "reliable", "truncated"):
+        assert key in summary["cmi"]["green"] and key in exact["green"]
 
 
 def test_demo_on_an_image_that_does_not_fit_the_caption(tmp_path, capsys):

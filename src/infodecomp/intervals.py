@@ -15,6 +15,8 @@ import torch
 
 from .results import Z95
 
+MAX_SKEW = 0.45
+
 
 def stderr(samples: torch.Tensor, stratified: bool) -> torch.Tensor:
     """Standard error of the mean over the last axis.
@@ -75,9 +77,12 @@ def skew_interval(
 
     Hall's monotone cubic transformation of the studentized mean removes its first-order skew;
     inverting it at +-z gives the interval. For skewness 0 this is ``mean +- z * se``; for a
-    right-skewed mean (rare large draws) the upper arm is the longer. Shape ``mean.shape + (2,)``.
+    right-skewed mean (rare large draws) the upper arm is the longer. The skewness is capped at
+    +-MAX_SKEW: the transformation is a small-skew expansion, and near 0.49 (at z = 1.96) its
+    inverse jumps; at the cap the arms are 1.5 and 3.75 standard errors. Shape
+    ``mean.shape + (2,)``.
     """
-    a = skewness / 3
+    a = skewness.clamp(-MAX_SKEW, MAX_SKEW) / 3
     small = a.abs() < 1e-8
 
     def inverse(x: float) -> torch.Tensor:
