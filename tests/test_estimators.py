@@ -279,23 +279,24 @@ def test_several_conditions_share_draws_and_evaluations(mixture):
     x, _ = mixture.sample(2, seed=14)
     circle, red = {"shape": "circle", "colour": "red"}, {"colour": "red"}
     together = idc.conditional_mutual_info(
-        mixture, x, circle, [None, red, {"shape": "circle"}], n_samples=40
+        mixture, x, circle, [None, red, {"shape": "circle"}], n_samples=96
     )
-    alone = idc.conditional_mutual_info(mixture, x, circle, red, n_samples=40, adaptive=False)
-    assert together.value.shape == (2, 3)
+    alone = idc.conditional_mutual_info(mixture, x, circle, red, n_samples=96)
+    assert together.value.shape == (2, 3) and together.settings["adaptive"]["pilot"] == 12
     # 4 distinct conditions (the caption once, plus 3 contexts) per draw, not 6; 2 draws at
-    # each end of the range besides the 40.
-    assert together.n_evaluations == 2 * 44 * 4
-    assert alone.n_evaluations == 2 * 44 * 2
-    # On a fixed proposal, a pair measured among others sees the very same draws as alone.
-    fixed = idc.conditional_mutual_info(
-        mixture, x, circle, [None, red, {"shape": "circle"}], n_samples=40, adaptive=False
-    )
-    torch.testing.assert_close(fixed.value[:, 1], alone.value, rtol=1e-12, atol=1e-12)
-    # The adaptive proposal is fitted to all pairs of a call, so there it is the same
+    # each end of the range besides the 96.
+    assert together.n_evaluations == 2 * 100 * 4
+    assert alone.n_evaluations == 2 * 100 * 2
+    # The adaptive proposal is fitted to all pairs of a call: among others, a pair is the same
     # estimate on other draws.
+    assert not torch.equal(together.value[:, 1], alone.value)
     diff = together.value[:, 1] - alone.value
     assert (diff.abs() < 4 * (together.stderr[:, 1] ** 2 + alone.stderr**2).sqrt()).all()
+    # On a fixed proposal, a pair measured among others sees the very same draws as alone.
+    run = {"n_samples": 96, "adaptive": False}
+    fixed = idc.conditional_mutual_info(mixture, x, circle, [None, red, {"shape": "circle"}], **run)
+    fixed_alone = idc.conditional_mutual_info(mixture, x, circle, red, **run)
+    torch.testing.assert_close(fixed.value[:, 1], fixed_alone.value, rtol=1e-12, atol=1e-12)
 
 
 def test_default_range_comes_from_the_model(mixture, gaussian):

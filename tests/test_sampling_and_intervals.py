@@ -165,7 +165,10 @@ def test_bits_per_dim_of_quantized_data_bounds_the_discrete_likelihood():
     torch.testing.assert_close(bpd, est.value / (4 * math.log(2)))
     assert (bpd > 0).all()
     with pytest.raises(ValueError, match="not on the grid of 256 levels"):
-        idc.log_likelihood(gauss, x + 0.001, levels=256, progress=False)
+        idc.log_likelihood(gauss, x + 0.002, levels=256, progress=False)
+    # Half-precision pixels are on the grid too (to a few hundredths of a level).
+    half = idc.log_likelihood(gauss, x.half(), n_samples=8, levels=256, progress=False)
+    assert torch.isfinite(half.value).all()
 
 
 @pytest.mark.parametrize(("low", "flagged"), [(-12.0, False), (-2.0, True)])

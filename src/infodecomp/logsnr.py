@@ -62,7 +62,7 @@ class TruncatedLogistic:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Piecewise:
     """A density over ``[edges[0], edges[-1]]`` that is constant inside each bin.
 
@@ -131,7 +131,6 @@ def fit_proposal(
     scale = optimal.sum(1) * width
     integral = np.maximum(np.abs(first.sum(1)) * width, 0.1 * scale)
     integral = np.where(scale > 0, integral, np.inf)
-    shares = np.full(len(values), 1 / len(values))
     # Centred widen_by / 2 above each bin: the rare values lie on the high-SNR side of the bulk.
     offset = centres[:, None] - centres[None, :] - widen_by / 2
     smooth = np.exp(-0.5 * (offset / widen_by) ** 2)
@@ -141,14 +140,15 @@ def fit_proposal(
         fit = shares @ densities
         return (1 - widened - defensive) * fit + widened * smooth @ fit + defensive / n_bins
 
-    k = len(values)
-    shares = np.full(k, 1 / k)
-    for _ in range(50 if k > 1 and np.isfinite(integral).any() else 0):
+    live = scale > 0
+    k = max(int(live.sum()), 1)
+    shares = np.where(live, 1 / k, 0.0) if live.any() else np.full(len(values), 1 / len(values))
+    for _ in range(50 if k > 1 else 0):
         # Each integrand's predicted variance per draw, relative to its value squared.
         relative = (second / mixture(shares)).sum(1) * width**2 / integral**2
-        shares = shares * np.sqrt(relative / relative.mean())
-        # Every integrand keeps a quarter of an equal share, whatever the pilot made of it.
-        shares = np.maximum(shares / shares.sum(), 0.25 / k)
+        shares = shares * np.sqrt(relative / relative[live].mean())
+        # Every live integrand keeps a quarter of an equal share, whatever the pilot made of it.
+        shares = np.maximum(shares / shares.sum(), np.where(live, 0.25 / k, 0.0))
         shares /= shares.sum()
     probs = mixture(shares)
     return Piecewise(edges, probs / probs.sum())

@@ -76,14 +76,14 @@ def measure_item(
         x = model.input(image)
         est = model.word_information(item.id, image, item.caption, words, settings)
         cmi_maps = {w: est.map[0, k] for k, w in enumerate(words, start=1)}
-        cmi = {w: (est.value[0, k].item(), est.stderr[0, k].item()) for k, w in enumerate(words, 1)}
+        cmi = {w: est.entry(0, k) for k, w in enumerate(words, 1)}
         attention: dict[str, torch.Tensor] = {}
         n_eval += est.n_evaluations
     else:
         res = model.explain(item.id, image, item.caption, words, settings)
         x = model.denoiser.encode_image(res.image)
         cmi_maps = {w: res.heat_map(w, upsample=False) for w in words}
-        cmi = {w: res.cmi(w) for w in words}
+        cmi = {w: res.entry(w) for w in words}
         attention = {w: res.attention_map(w, upsample=False) for w in words}
         n_eval += res.estimate.n_evaluations
 
@@ -107,7 +107,7 @@ def measure_item(
     for k, w in enumerate(words):
         change = change_maps[k].float()
         entry = {
-            "cmi": {"value": cmi[w][0], "stderr": cmi[w][1]},
+            "cmi": cmi[w],
             "change": change.mean().item(),
             "pixel_pearson_cmi": _pixel_corr(cmi_maps[w], change, "pearson"),
             "pixel_spearman_cmi": _pixel_corr(cmi_maps[w], change, "spearman"),

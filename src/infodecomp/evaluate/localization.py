@@ -12,7 +12,8 @@ thresholded. The methods, as Kong et al. define them:
   reconstruction (DAAM's own setting), ``steps`` each way.
 * ``combined (ours)``: not the paper's: the geometric mean of the CMI and attention maps.
 * ``caption MI``: the caption's pixel-wise mutual information (the same map for every word).
-* ``exact world model CMI``: on the world's data, the exact model's CMI map on the same draws.
+* ``exact world model CMI``: on the world's data, the exact model's CMI map (same seed and
+  settings).
 
 Two threshold protocols, both reported: the paper's (one global threshold, the best of 50 values
 in [0.1, 0.5] on the evaluated items themselves: optimistic) and an honest one (each item's
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ddim
+from ..results import Estimate
 from . import metrics
 from .common import EvalModel
 from .items import LocalizationItem
@@ -96,18 +98,13 @@ def _maps(
     if model.is_exact:
         est = model.word_information(item.id, image, item.caption, words, settings)
         cmi = {w: est.map[0, k].float() for k, w in enumerate(words, start=1)}
-        mi_map, n_eval = est.map[0, 0].float(), est.n_evaluations
-        numbers = _numbers(est.value[0].tolist(), est.stderr[0].tolist(), words, n_eval)
+        mi_map = est.map[0, 0].float()
+        numbers = _numbers(est, words)
         maps = {w: {WHOLE: torch.ones_like(cmi[w]), CMI: cmi[w], MI: mi_map} for w in words}
         return maps, numbers
     res = model.explain(item.id, image, item.caption, words, settings)
     daam = daam_maps(model.denoiser, res.image, item.caption, words, settings["ddim_steps"])
-    numbers = _numbers(
-        res.estimate.value[0].tolist(),
-        res.estimate.stderr[0].tolist(),
-        words,
-        res.estimate.n_evaluations,
-    )
+    numbers = _numbers(res.estimate, words)
     maps = {
         w: {
             WHOLE: torch.ones_like(res.heat_map(w)),
@@ -142,13 +139,12 @@ def daam_maps(
     return out
 
 
-def _numbers(
-    value: list[float], stderr: list[float], words: list[str], n_evaluations: int
-) -> dict[str, Any]:
+def _numbers(est: Estimate, words: list[str]) -> dict[str, Any]:
+    """The item's MI and each word's CMI (value, stderr, ci95, flags) and the evaluations."""
     return {
-        "mi": {"value": value[0], "stderr": stderr[0]},
-        "cmi": {w: {"value": value[k], "stderr": stderr[k]} for k, w in enumerate(words, 1)},
-        "n_evaluations": n_evaluations,
+        "mi": est.entry(0, 0),
+        "cmi": {w: est.entry(0, k) for k, w in enumerate(words, 1)},
+        "n_evaluations": est.n_evaluations,
     }
 
 

@@ -39,7 +39,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Explain ``caption`` on an image of the world that fits it (a seeded draw of a scene the
     caption describes, unless ``image`` is given), with the bundled model and with the exact world
-    model, on the same noise draws and log-SNR distribution. Also generate an image for the
+    model, with the same seed and log-SNR range (each model's adaptive draws are its own). Also
+    generate an image for the
     caption with the bundled model and check it. Writes the heat-map outputs, a side-by-side
     figure, ``generated.png`` and the summary.
 
@@ -116,8 +117,8 @@ def exact_cmi(
     progress: bool = False,
 ) -> Estimate:
     """The exact world model's estimates for the pairs of an explanation (the caption against
-    nothing, then against each word removed), with its maps, on the same draws (seed) and log-SNR
-    distribution as the bundled model. ``x``: the image, shape ``(1, 3, H, W)``."""
+    nothing, then against each word removed), with its maps, with the same seed and log-SNR range
+    as the bundled model. ``x``: the image, shape ``(1, 3, H, W)``."""
     contexts = [None, *word_contexts(res.prompt, res.words)]
     return conditional_mutual_info(
         world,
