@@ -474,9 +474,9 @@ def run_score(args: argparse.Namespace) -> int:
         doc.update(model=model.name, image=str(args.image), prompts=prompts)
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"{'prompt':<50}{'i(x; prompt)':>10}{'± SE':>9}{'95% interval':>22}")
+    print(f"{'prompt':<48}{'i(x; prompt)':>12}{'± SE':>9}{'95% interval':>22}")
     for j, p in enumerate(prompts):
-        _print_entry(p[:49], est.entry(0, j), 50)
+        _print_entry(p[:47], est.entry(0, j), 50)
     print(
         f"nats, {args.estimator} estimator; {est.n_evaluations} denoiser evaluations, "
         f"seed {args.seed}"

@@ -160,9 +160,9 @@ class Estimate:
         return {
             "quantity": self.quantity,
             "units": "nats",
-            "value": self.value.tolist(),
-            "stderr": self.stderr.tolist(),
-            "ci95": self.ci95.tolist(),
+            "value": _plain(self.value),
+            "stderr": _plain(self.stderr),
+            "ci95": _plain(self.ci95),
             "reliable": self.reliable.tolist(),
             "truncated": self.truncated.tolist(),
             "diagnostics": {name: _plain(t) for name, t in self.diagnostics.items()},

@@ -16,9 +16,8 @@ Each row keeps every score with its standard error, and the margin of the true c
 best false one: for ``standard`` the log-likelihood ratio of the two captions estimated directly
 (its own pair on the same draws, with its own standard error); for ``orthogonal`` the difference
 of the two scores with the sum of their standard errors (an upper bound on the difference's,
-whatever the covariance). A margin is significant when its 95% interval excludes 0; at a few
-hundred draws the standard errors are optimistic (heavy-tailed importance weights), so read the
-verdicts as indicative there.
+whatever the covariance). A margin is significant when its 95% interval (for ``standard`` the
+estimator's skew-aware one) excludes 0.
 """
 
 from __future__ import annotations
@@ -92,20 +91,24 @@ def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -
         value, se = est.value[0].tolist(), est.stderr[0].tolist()
         scores, ses = value[: len(captions)], se[: len(captions)]
         best = max(falses, key=lambda j: scores[j])
-        if name == "standard":
+        if name == "standard":  # its own pair: the skew-aware interval of the estimator
             pair = len(captions) + falses.index(best)
             margin, margin_se = value[pair], se[pair]
+            interval = est.ci95[0, pair].tolist()
         else:  # se of a difference <= sum of the two se's, whatever their covariance
             margin, margin_se = scores[k] - scores[best], ses[k] + ses[best]
+            interval = [margin - Z95 * margin_se, margin + Z95 * margin_se]
         out[name] = {
             "scores": scores,
             "stderr": ses,
+            "ci95": est.ci95[0, : len(captions)].tolist(),
+            "reliable": est.reliable[0, : len(captions)].tolist(),
             "credit": metrics.ranking_credit(scores, k),
             "margin": {
                 "value": margin,
                 "stderr": margin_se,
-                "ci95": [margin - Z95 * margin_se, margin + Z95 * margin_se],
-                "verdict": _verdict(margin, margin_se),
+                "ci95": interval,
+                "verdict": _verdict(interval),
             },
         }
     if model.is_exact:  # the exact log-ratios themselves: the Bayes-optimal ranking
@@ -115,10 +118,10 @@ def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -
     return out
 
 
-def _verdict(margin: float, se: float) -> str:
-    if margin - Z95 * se > 0:
+def _verdict(interval: list[float]) -> str:
+    if interval[0] > 0:
         return "true caption significantly ahead"
-    if margin + Z95 * se < 0:
+    if interval[1] < 0:
         return "a false caption significantly ahead"
     return "not significant"
 
