@@ -40,8 +40,8 @@ def test_estimate_saves_and_loads_with_maps_and_provenance(mixture, tmp_path):
     path = est.save(tmp_path / "mi")
     assert path.name == "mi.json" and (tmp_path / "mi.safetensors").exists()
     doc = json.loads(path.read_text())
-    # 2 rows x (16 draws and 2 at each end of the range) x 2 conditions.
-    assert doc["units"] == "nats" and doc["seed"] == 0 and doc["n_evaluations"] == 2 * 20 * 2
+    # 2 rows x (16 draws and 4 at each end of the range) x 2 conditions.
+    assert doc["units"] == "nats" and doc["seed"] == 0 and doc["n_evaluations"] == 2 * 24 * 2
     assert len(doc["ci95"]) == 2 and len(doc["ci95"][0][0]) == 2 and "NaN" not in path.read_text()
     assert doc["settings"]["conditions"] == [{"shape": "circle"}, None]
     assert doc["settings"]["logsnr"]["clip"] == 3.0

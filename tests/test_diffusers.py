@@ -208,7 +208,7 @@ def test_explain_maps_sum_to_the_estimates_and_ignore_batch_size(saved, name):
         )
         assert (res.heat_map(word, upsample=False) >= 0).all() and res.cmi(word)[1] > 0
     # (2 + one context per word) rows per draw.
-    assert res.estimate.n_evaluations == (8 + 4) * (2 + 6)  # 2 draws at each end of the range
+    assert res.estimate.n_evaluations == (8 + 8) * (2 + 6)  # 4 draws at each end of the range
     assert res.estimate.settings["contexts"][1] == "red dog left of cat"
 
 
@@ -270,7 +270,7 @@ def test_heatmap_command_end_to_end(saved, image_file, tmp_path, name, capsys):
     doc = json.loads((out / "result.json").read_text())
     assert set(doc["cmi"]) == {"red", "squarish"} and doc["units"] == "nats"
     assert doc["model"] == str(saved / name) and doc["seed"] == 0
-    assert doc["settings"]["logsnr"]["clip"] == 3.0 and doc["n_evaluations"] == (4 + 4) * 4
+    assert doc["settings"]["logsnr"]["clip"] == 3.0 and doc["n_evaluations"] == (4 + 8) * 4
     for f in [
         "red.heat_map.png",
         "squarish.heat_map.png",
@@ -302,7 +302,7 @@ def test_score_command_json(saved, image_file, capsys):
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["prompts"] == ["a red dog", "a blue cat"] and len(doc["value"][0]) == 2
-    assert doc["n_evaluations"] == (4 + 4) * 3  # 4 draws and 2 at each end
+    assert doc["n_evaluations"] == (4 + 8) * 3  # 4 draws and 4 at each end
     assert doc["settings"]["estimator"] == "standard"  # the log-likelihood ratio ranks captions
 
 

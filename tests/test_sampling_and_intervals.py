@@ -67,7 +67,7 @@ def test_adaptive_estimates_match_exact_answers_and_need_fewer_draws():
     # Same draws spent (the pilot and the range's ends included), smaller errors.
     assert adaptive.n_evaluations == fixed.n_evaluations
     assert adaptive.stderr.pow(2).mean() < 0.5 * fixed.stderr.pow(2).mean()
-    assert adaptive.settings["adaptive"]["pilot"] == 64
+    assert adaptive.settings["adaptive"]["pilot"] == 32
 
 
 def test_adaptive_results_are_reproducible_and_independent_of_batch_size(mixture):

@@ -417,7 +417,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"Explained: {explained} (explained.png; it "
         f"{'fits' if exact['image_fits_caption'] else 'does NOT fit'} the caption, by the world "
-        "checker). Nats [95% interval]"
+        "checker). Nats [95% interval], orthogonal estimator: its mean over images, not each "
+        "image's value, is the exact log-ratio"
     )
     print(f"{'':<16}{'bundled model':>26}{'exact world model':>26}{'exact log-ratio':>17}")
     rows = [("whole caption", summary["mi"], exact["mi"])]

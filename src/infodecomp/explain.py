@@ -291,8 +291,8 @@ def explain(
         image: path, PIL image or ``(3, H, W)`` tensor in [-1, 1].
         prompt: the caption.
         words: words to explain (default: every distinct word); all occurrences count.
-        n_samples: draws of (log-SNR, noise); the cost is ``(n_samples + 2 * max(2,
-            n_samples // 64)) * (2 + len(words))`` denoiser rows (draws at the range's ends
+        n_samples: draws of (log-SNR, noise); the cost is ``(n_samples + 2 * max(4,
+            n_samples // 128)) * (2 + len(words))`` denoiser rows (draws at the range's ends
             included). Attention maps average over all of them.
         seed: reproducibility seed.
         batch_size: rows per UNet call (default: from free GPU memory; on CPU about

@@ -97,7 +97,8 @@ def run_demo(
     n_pairs = 1 + len(res.words)
     columns = {
         "exact world model [95% interval]": [exact.entry(0, k) for k in range(n_pairs)],
-        "exact log-ratio": log_ratio,
+        "exact log-ratio (the standard estimator's target; orthogonal values match it only on "
+        "average over images)": log_ratio,
     }
     with output_folder(out) as folder:
         res.save(folder, {name: figures[name] for name in figures}, columns)
