@@ -395,9 +395,11 @@ def _estimate(
     run.eps_rngs = [np.random.default_rng([seed, k, 1]) for k in streams]
 
     # The integrand at each end of the range: the tails beyond it, extrapolated.
+    # Only the log-likelihood adds the tails to its maps.
+    end_maps = per_dim and quantity == "negative_log_likelihood"
     ends = {}
     for name, at in (("low", logsnr.low), ("high", logsnr.high)):
-        ends[name] = run.integrands(np.full((n_x, n_edge), at), np.ones((n_x, n_edge)), per_dim)
+        ends[name] = run.integrands(np.full((n_x, n_edge), at), np.ones((n_x, n_edge)), end_maps)
 
     # Stages: a pilot from `logsnr` (spent), then counted stages, each drawn from a proposal
     # fitted to every draw before it. Each stage is unbiased given the past, so the plain mean

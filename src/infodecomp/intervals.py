@@ -35,12 +35,14 @@ def stderr(samples: torch.Tensor, stratified: bool) -> torch.Tensor:
     return var.sqrt() / n
 
 
-def skewness_of_mean(samples: torch.Tensor, stratified: bool) -> torch.Tensor:
+def skewness_of_mean(
+    samples: torch.Tensor, stratified: bool, se: torch.Tensor | None = None
+) -> torch.Tensor:
     """Skewness of the mean over the last axis: its third cumulant over its SE cubed.
 
     Third cumulants are estimated without bias by k-statistics; for stratified draws within
     groups of three neighbouring strata (the last group takes the remainder), as ``stderr`` does
-    with pairs.
+    with pairs. ``se``: the mean's standard error, when already at hand.
     """
     n = samples.shape[-1]
     if n < 3:
@@ -51,21 +53,23 @@ def skewness_of_mean(samples: torch.Tensor, stratified: bool) -> torch.Tensor:
         g, m = samples[..., lo:hi], hi - lo
         k3 = m * ((g - g.mean(-1, keepdim=True)) ** 3).sum(-1) / ((m - 1) * (m - 2))
         third = third + m * k3  # the group's draws add their third cumulants
-    se = stderr(samples, stratified)
+    se = stderr(samples, stratified) if se is None else se
     return torch.where(se > 0, third / n**3 / se.clamp(min=1e-300) ** 3, 0.0)
 
 
 def stage_stderr_and_skewness(
     stages: list[torch.Tensor], stratified: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standard error and skewness of the mean of all draws of independent stages (each stage a
-    tensor whose last axis holds its draws, stratified within the stage)."""
+    """Standard error and skewness of the mean of all draws of sequential stages (each stage a
+    tensor whose last axis holds its draws, stratified within the stage). Each stage is drawn
+    given the ones before but is unbiased given them, so the stages' errors are uncorrelated
+    and their variances (and third cumulants) add, weighted by their shares of the draws."""
     n = sum(s.shape[-1] for s in stages)
-    var = sum((s.shape[-1] / n) ** 2 * stderr(s, stratified) ** 2 for s in stages)
-    third = sum(
-        (s.shape[-1] / n) ** 3 * skewness_of_mean(s, stratified) * stderr(s, stratified) ** 3
-        for s in stages
-    )
+    var = third = 0.0
+    for s in stages:
+        share, se = s.shape[-1] / n, stderr(s, stratified)
+        var = var + share**2 * se**2
+        third = third + share**3 * skewness_of_mean(s, stratified, se) * se**3
     se = var.sqrt()
     return se, torch.where(se > 0, third / se.clamp(min=1e-300) ** 3, 0.0)
 
