@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import infodecomp as idc
-from infodecomp.explain import word_contexts
+from infodecomp.explanation import word_contexts
 from infodecomp.models import GaussianMixture
 from infodecomp.words import distinct_words
 from infodecomp.world.model import WorldModel

@@ -22,7 +22,7 @@ import time
 import torch
 
 import infodecomp as idc
-from infodecomp.explain import word_contexts
+from infodecomp.explanation import word_contexts
 from infodecomp.world.demo import load_bundled
 from infodecomp.world.model import WorldModel
 

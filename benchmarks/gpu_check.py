@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from infodecomp.estimators import conditional_mutual_info
-from infodecomp.explain import explain
+from infodecomp.explanation import explain
 from infodecomp.models.diffusers import DiffusersModel
 from infodecomp.world.train import build_tokenizer
 

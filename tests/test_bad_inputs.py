@@ -7,10 +7,11 @@ from PIL import Image
 
 import infodecomp as idc
 from infodecomp.cli import check_device, main
-from infodecomp.explain import _file_name, explain
+from infodecomp.explanation import _file_name, explain
 from infodecomp.images import load_image
 from infodecomp.models import example_mixture
-from infodecomp.models.diffusers import DiffusersModel, _dtype
+from infodecomp.models.diffusers import DiffusersModel
+from infodecomp.models.diffusers.load import check_dtype as _dtype
 
 
 def test_sixteen_bit_greyscale_keeps_its_levels(tmp_path):
@@ -65,7 +66,7 @@ def test_python_api_errors_have_the_right_type():
         idc.mutual_info(object(), torch.zeros(2, 8), None)
     with pytest.raises(ValueError, match="floating point"):
         load_image(torch.zeros(3, 8, 8, dtype=torch.complex64), 8)
-    with pytest.raises(TypeError, match="DiffusersModel or a diffusers pipeline"):
+    with pytest.raises(TypeError, match="text denoiser .* or a diffusers pipeline"):
         explain(object(), torch.zeros(3, 8, 8), "a cat")
     with pytest.raises(TypeError, match="floating torch dtype"):
         _dtype("int8")

@@ -6,13 +6,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from tiny_pipelines import sd_pipeline, sdxl_pipeline, tiny_clip_tokenizer
+from tiny_pipelines import sd_pipeline, sdxl_pipeline
 
 import infodecomp as idc
 from infodecomp.cli import main
-from infodecomp.explain import explain
+from infodecomp.explanation import explain
 from infodecomp.models import Gaussian
-from infodecomp.models.diffusers import DiffusersModel, PaddedPrompt
+from infodecomp.models.diffusers import DiffusersModel, VPSchedule
+from infodecomp.models.diffusers.text import _PaddingTokenizer
 from infodecomp.words import distinct_words, occurrences, remove_spans, split_words
 
 KINDS = {
@@ -49,8 +50,8 @@ def test_loads_offline_with_its_range_and_shapes(saved, name):
     assert model.logsnr_range == pytest.approx(
         ((abar / (1 - abar)).log().min().item(), (abar / (1 - abar)).log().max().item())
     )
-    assert model.prediction_type == ("v_prediction" if name == "sd-v" else "epsilon")
-    assert model.is_sdxl == (name == "sdxl")
+    assert model.schedule.prediction_type == ("v_prediction" if name == "sd-v" else "epsilon")
+    assert model.family == ("sdxl" if name == "sdxl" else "sd")
     assert model.image_size == 16
     assert model.data_shape == ((3, 16, 16) if name == "pixel" else (4, 8, 8))
     x = model.encode_image(torch.zeros(3, 30, 20))
@@ -68,10 +69,10 @@ def test_timesteps_are_the_nearest_in_log_snr(saved):
     model = DiffusersModel.from_pretrained(saved / "sd-eps")
     grid = model.timestep_logsnr
     t = torch.arange(0, 999, 37)
-    assert torch.equal(model.timesteps(grid[t]), t)
+    assert torch.equal(model.schedule.timesteps(grid[t]), t)
     near = 0.3 * grid[t] + 0.7 * grid[t + 1]  # closer to t + 1
-    assert torch.equal(model.timesteps(near), t + 1)
-    assert model.timesteps(torch.tensor([-50.0, 50.0])).tolist() == [999, 0]
+    assert torch.equal(model.schedule.timesteps(near), t + 1)
+    assert model.schedule.timesteps(torch.tensor([-50.0, 50.0])).tolist() == [999, 0]
 
 
 class GaussianUNet(torch.nn.Module):
@@ -96,21 +97,18 @@ class GaussianUNet(torch.nn.Module):
         return (out.float(),)
 
 
-def gaussian_model(kind: str, mean, var) -> DiffusersModel:
+def gaussian_model(kind: str, mean, var):
+    """The Gaussian UNet behind the discrete VP schedule every UNet pipeline goes through."""
     scheduler = DDPMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=kind
     )
-    tokenizer = tiny_clip_tokenizer()
-    encoder = sd_pipeline().text_encoder
-    pipe = SimpleNamespace(
-        unet=GaussianUNet(scheduler, mean, var),
-        scheduler=scheduler,
-        tokenizer=tokenizer,
-        text_encoder=encoder,
-        vae=None,
-        config=SimpleNamespace(),
-    )
-    return DiffusersModel.from_pipeline(pipe, name=f"gaussian-{kind}")
+    unet, schedule = GaussianUNet(scheduler, mean, var), VPSchedule(scheduler.alphas_cumprod, kind)
+
+    def denoiser(x, logsnr, conds):
+        return schedule.denoise(lambda x, t, c: unet(x, t)[0], x, logsnr, conds)
+
+    denoiser.schedule, denoiser.logsnr_range = schedule, schedule.logsnr_range
+    return denoiser
 
 
 def test_prediction_types_give_the_exact_denoiser():
@@ -121,7 +119,7 @@ def test_prediction_types_give_the_exact_denoiser():
     models = {k: gaussian_model(k, mean, var) for k in ("epsilon", "v_prediction", "sample")}
     x = exact.sample(4, seed=1).float()
     # On the timestep grid the adapter is exact, whatever the parameterisation.
-    alpha = models["epsilon"].timestep_logsnr[torch.tensor([5, 300, 700, 990])]
+    alpha = models["epsilon"].schedule.timestep_logsnr[torch.tensor([5, 300, 700, 990])]
     expected = exact(x.double(), alpha, [None] * 4)
     for model in models.values():
         torch.testing.assert_close(
@@ -164,9 +162,9 @@ def test_words_and_contexts():
 
 def test_word_to_token_mapping(saved):
     model = DiffusersModel.from_pretrained(saved / "sd-eps")
-    tok = model.tokenizers[0]
+    tok = model.pipeline.tokenizer
     prompt = "a squarish dog, a dog"
-    ids = model.token_ids(prompt)
+    ids = tok(prompt, padding="max_length", max_length=16, return_tensors="pt").input_ids[0]
     pieces = tok.convert_ids_to_tokens(ids.tolist())
     squarish = model.token_positions(prompt, (2, 10))
     assert len(squarish) > 1 and "".join(pieces[i] for i in squarish) == "squarish</w>"
@@ -176,12 +174,15 @@ def test_word_to_token_mapping(saved):
         for p in model.token_positions(prompt, (o.start, o.end))
     ]
     assert [pieces[i] for i in dog] == ["dog</w>", "dog</w>"]  # not the comma
-    padded = model.token_ids(PaddedPrompt(prompt, ((11, 14), (18, 21))))
+    padding = _PaddingTokenizer(tok, ((11, 14), (18, 21)))
+    padded = padding(prompt, padding="max_length", max_length=16, return_tensors="pt")
+    assert (padded.attention_mask[0][dog] == 0).all()
+    padded = padded.input_ids[0]
     assert (padded[dog] == tok.pad_token_id).all()
     rest = [i for i in range(len(ids)) if i not in dog]
     assert torch.equal(padded[rest], ids[rest])
     with pytest.raises(ValueError, match="tokens long"):
-        model.token_ids("a dog " * 10)
+        model.check_prompt("a dog " * 10)
 
 
 @pytest.mark.parametrize("name", ["sd-eps", "sdxl"])
@@ -233,15 +234,18 @@ def test_attention_maps_have_the_right_shape_and_sum(saved):
     with model.collect_attention("a red dog") as only:
         model(x.repeat(3, 1, 1, 1), alpha[alone], ["a red dog"] * 3)
     torch.testing.assert_close(only.token_maps(), maps, rtol=1e-4, atol=1e-6)
-    assert model.unet.attn_processors == model.unet.attn_processors  # restored and usable
+    assert (
+        model.network.module.attn_processors == model.network.module.attn_processors
+    )  # restored and usable
     assert not any(
-        type(p).__name__ == "_CollectingProcessor" for p in model.unet.attn_processors.values()
+        type(p).__name__ == "_CollectingProcessor"
+        for p in model.network.module.attn_processors.values()
     )
 
 
 def test_nan_from_the_model_is_a_clear_error(saved, monkeypatch):
     model = DiffusersModel.from_pretrained(saved / "pixel")
-    monkeypatch.setattr(model.unet, "forward", lambda x, *a, **k: (x * float("nan"),))
+    monkeypatch.setattr(model.network.module, "forward", lambda x, *a, **k: (x * float("nan"),))
     with pytest.raises(idc.DenoiserOutputError, match="NaN or inf"):
         explain(model, torch.zeros(3, 16, 16), "a dog", n_samples=2, attention=False)
 

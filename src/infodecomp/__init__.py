@@ -20,9 +20,11 @@ _EXPORTS = {
     "conditional_mutual_info": "estimators",
     "log_likelihood": "estimators",
     "mutual_info": "estimators",
-    "Explanation": "explain",
-    "explain": "explain",
+    "Explanation": "explanation",
+    "explain": "explanation",
     "Estimate": "results",
+    "trace": "tracing",
+    "Trace": "tracing",
 }
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "log_likelihood",
     "models",
     "mutual_info",
+    "trace",
 ]
 
 if TYPE_CHECKING:
@@ -47,9 +50,10 @@ if TYPE_CHECKING:
         log_likelihood,
         mutual_info,
     )
-    from .explain import Explanation, explain
+    from .explanation import Explanation, explain
     from .logsnr import TruncatedLogistic
     from .results import Estimate
+    from .tracing import Trace, trace
 
 
 def __getattr__(name: str) -> Any:
@@ -57,7 +61,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(".models", __name__)
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        # Importing a submodule binds its name here (``explain`` the module): rebind the export.
+        # Cached: later look-ups skip this function.
         globals()[name] = value
         return value
     raise AttributeError(f"module 'infodecomp' has no attribute {name!r}")

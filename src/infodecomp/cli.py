@@ -15,7 +15,7 @@ import torch
 
 from . import __version__
 from .estimators import DenoiserOutputError, conditional_mutual_info, log_likelihood
-from .explain import explain
+from .explanation import explain
 from .images import load_image
 from .models import example_mixture
 from .models.diffusers import DiffusersModel
@@ -121,6 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    gen = commands.add_parser(
+        "generate",
+        help="an image for a prompt through the pipeline's own sampler",
+        description="Generate one image per --prompt with the pipeline's own __call__ (its "
+        "scheduler and defaults), seeded; writes PNG files into --out with generate.json.",
+    )
+    _model_arguments(gen, image=False)
+    gen.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
+    gen.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    gen.add_argument("--steps", type=positive_int, help="sampling steps (default: pipeline's)")
+    gen.add_argument(
+        "--guidance-scale", type=float, help="classifier-free guidance (default: pipeline's)"
+    )
+    gen.add_argument("--out", type=Path, required=True, help="output folder")
+
     train = commands.add_parser(
         "train-world",
         help="train the bundled text-to-image model on the synthetic world (resumable)",
@@ -164,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": run_demo,
         "heatmap": run_heatmap,
         "score": run_score,
+        "generate": run_generate,
         "train-world": run_train_world,
         "eval": run_eval,
     }[args.command]
@@ -306,22 +322,54 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_arguments(sub: argparse.ArgumentParser) -> None:
+def _model_arguments(sub: argparse.ArgumentParser, image: bool = True) -> None:
     sub.add_argument(
         "--model",
         required=True,
         help="diffusers model: a local folder or a Hugging Face id in the local cache",
     )
-    sub.add_argument("--image", required=True, help="the image file")
+    if image:
+        sub.add_argument("--image", required=True, help="the image file")
     sub.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default cpu)")
     sub.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default float32)")
+    sub.add_argument(
+        "--variant", help="weights variant, e.g. fp16 (default: found when it is the only one)"
+    )
+    sub.add_argument(
+        "--image-size",
+        type=positive_int,
+        help="image side in pixels for SD3 / Flux (default: the pipeline's; UNets have one)",
+    )
+    sub.add_argument(
+        "--guidance",
+        type=float,
+        default=3.5,
+        help="guidance value fed to a guidance-distilled model such as Flux-dev (default 3.5)",
+    )
 
 
 def _load_model(args: argparse.Namespace) -> DiffusersModel:
-    load_image(args.image, 8)  # an unreadable image fails before the (slow) model load
+    if getattr(args, "image", None):
+        load_image(args.image, 8)  # an unreadable image fails before the (slow) model load
     device = check_device(args.device)
     _quiet_libraries()
-    return DiffusersModel.from_pretrained(args.model, dtype=DTYPES.get(args.dtype), device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said below in one line
+        model = DiffusersModel.from_pretrained(
+            args.model,
+            torch_dtype=DTYPES[args.dtype or "float32"],
+            device=device,
+            variant=args.variant,
+            image_size=args.image_size,
+            guidance_scale=args.guidance,
+        )
+    if model.distilled:
+        print(
+            f"infodecomp: warning: {model.name} is {model.distilled}: its numbers are not "
+            "exact information",
+            file=sys.stderr,
+        )
+    return model
 
 
 def check_device(name: str | None) -> str | None:
@@ -436,6 +484,35 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_generate(args: argparse.Namespace) -> int:
+    from .report import image_png
+
+    prompts = [p.strip() for p in args.prompt]
+    if not all(prompts):
+        raise ValueError("a prompt is empty")
+    writable_folder(args.out, marker="generate.json")
+    model = _load_model(args)
+    for p in prompts:
+        model.check_prompt(p)
+    records = []
+    for i, prompt in enumerate(prompts):
+        image = model.generate_with_pipeline(prompt, args.seed, args.steps, args.guidance_scale)
+        name = f"image_{i:03d}.png"
+        (args.out / name).write_bytes(image_png(image, image.shape[-1]))
+        records.append({"file": name, "prompt": prompt, "seed": args.seed})
+        print(f"{name}: {prompt!r}")
+    doc = {
+        "model": model.name,
+        "model_revision": model.revision,
+        "family": model.family,
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "images": records,
+    }
+    (args.out / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
 def run_train_world(args: argparse.Namespace) -> int:
     from .world.train import train_world
 
@@ -458,7 +535,7 @@ def run_score(args: argparse.Namespace) -> int:
         raise ValueError("a prompt is empty")
     model = _load_model(args)
     for p in prompts:
-        model.token_ids(p)
+        model.check_prompt(p)
     x = model.encode_image(args.image)
     est = conditional_mutual_info(
         model,

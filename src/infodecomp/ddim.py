@@ -58,6 +58,19 @@ def sample(
     return _run(model, x, list(conds), grid, batch_size)
 
 
+def guided(model: Any, guidance_scale: float) -> Any:
+    """``model`` with classifier-free guidance: eps_null + w (eps_cond - eps_null), the
+    conditional and null rows in one call."""
+
+    def denoise(x: torch.Tensor, logsnr: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+        rows = torch.cat([x, x]).to(torch.float32)
+        eps = model(rows, torch.cat([logsnr, logsnr]), [*conds, *[None] * len(conds)])
+        cond, null = eps.to(torch.float64).chunk(2)
+        return null + guidance_scale * (cond - null)
+
+    return denoise
+
+
 def invert(
     model: Any,
     x: torch.Tensor,

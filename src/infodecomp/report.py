@@ -17,7 +17,7 @@ from .plotting import MAP_CMAP
 from .results import format_entry
 
 if TYPE_CHECKING:
-    from .explain import Explanation
+    from .explanation import Explanation
 
 CELL = 176  # pixels of one map in the report
 

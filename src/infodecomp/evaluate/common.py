@@ -9,9 +9,8 @@ from typing import Any
 
 import torch
 
-from ..estimators import TruncatedLogistic, conditional_mutual_info
-from ..explain import Explanation, explain, word_contexts
-from ..images import load_image
+from ..estimators import TruncatedLogistic
+from ..explanation import Explanation, explain
 from ..results import Estimate, versions
 from ..world.model import WorldModel
 
@@ -52,18 +51,22 @@ class EvalModel:
     def input(self, image: Any) -> torch.Tensor:
         """The model's input for an image, ``(1, *data_shape)``: the image as given for the exact
         model (float64, never clamped), VAE latents or pixels for a diffusers model."""
-        if self.is_exact:
-            return load_image(image, self.image_size)[None].double()
         return self.denoiser.encode_image(image)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "model_label": self.label, "model_revision": self.revision}
 
     def explain(
-        self, key: str, image: Any, caption: str, words: list[str], settings: dict[str, Any]
+        self,
+        key: str,
+        image: Any,
+        caption: str,
+        words: list[str],
+        settings: dict[str, Any],
+        attention: bool = True,
     ) -> Explanation:
-        """A diffusers model's :func:`~infodecomp.explain` of the item (its MI, each word's CMI,
-        maps and attention) on the item's draws and this evaluation's settings."""
+        """:func:`~infodecomp.explain` of the item (its MI, each word's CMI, maps and, for
+        diffusers models, attention) on the item's draws and this evaluation's settings."""
         return explain(
             self.denoiser,
             image,
@@ -73,6 +76,7 @@ class EvalModel:
             seed=settings["seed"],
             logsnr=self.logsnr,
             batch_size=settings["batch_size"],
+            attention=attention,
             key=key,
             progress=False,
         )
@@ -80,24 +84,9 @@ class EvalModel:
     def word_information(
         self, key: str, image: Any, caption: str, words: list[str], settings: dict[str, Any]
     ) -> Estimate:
-        """The exact model's i(x; caption) (pair 0) and each word's i(x; word | rest) (pair k)
-        with their maps (channels summed), on the item's draws; for diffusers models
-        :meth:`explain` measures the same pairs (and attention)."""
-        contexts = [None, *word_contexts(caption, words)]
-        return conditional_mutual_info(
-            self.denoiser,
-            self.input(image),
-            [caption] * len(contexts),
-            contexts,
-            n_samples=settings["samples"],
-            seed=settings["seed"],
-            logsnr=self.logsnr,
-            batch_size=settings["batch_size"],
-            per_dim=True,
-            sum_channels=True,
-            keys=[key],
-            progress=False,
-        )
+        """i(x; caption) (pair 0) and each word's i(x; word | rest) (pair k) with their maps
+        (channels summed), on the item's draws: :meth:`explain` without attention."""
+        return self.explain(key, image, caption, words, settings, attention=False).estimate
 
 
 @dataclass

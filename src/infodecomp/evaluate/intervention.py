@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .. import ddim
-from ..explain import word_contexts
+from ..explanation import word_contexts
 from . import metrics
 from .common import EvalModel
 from .items import BadItemError, InterventionItem

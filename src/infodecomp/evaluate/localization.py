@@ -125,7 +125,7 @@ def daam_maps(
     """DAAM's maps of ``words``: cross-attention (heads and layers summed, each layer upsampled)
     collected along a DDIM inversion of ``image`` under ``caption`` and its reconstruction,
     summed over the word's tokens, at image resolution."""
-    from ..explain import _token_positions
+    from ..explanation import _token_positions
 
     x = model.encode_image(image)
     with model.collect_attention(caption) as collector:

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ..estimators import TruncatedLogistic, conditional_mutual_info
-from ..explain import Explanation, explain, word_contexts
+from ..explanation import Explanation, explain, word_contexts
+from ..logsnr import TruncatedLogistic
 from ..models.diffusers import DiffusersModel
 from ..report import image_png
 from ..results import Estimate, output_folder
@@ -120,19 +120,18 @@ def exact_cmi(
     """The exact world model's estimates for the pairs of an explanation (the caption against
     nothing, then against each word removed), with its maps, with the same seed and log-SNR range
     as the bundled model. ``x``: the image, shape ``(1, 3, H, W)``."""
-    contexts = [None, *word_contexts(res.prompt, res.words)]
-    return conditional_mutual_info(
+    exact = explain(
         world,
-        x,
-        [res.prompt] * len(contexts),
-        contexts,
+        x[0],
+        res.prompt,
+        res.words,
         n_samples=n_samples,
         seed=seed,
         logsnr=TruncatedLogistic.from_range(*logsnr_range),
-        per_dim=True,
-        sum_channels=True,
+        attention=False,
         progress=progress,
     )
+    return exact.estimate
 
 
 def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> bytes:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..images import load_image
 from ..models.reference import GaussianMixture
 from .scenes import (
     PIXEL_NOISE,
@@ -26,6 +27,9 @@ class WorldModel(GaussianMixture):
     Conditions are captions, complete or with words removed (a removed word marginalises its
     factor); ``None`` or ``""`` is no caption.
     """
+
+    name = "exact world model"
+    image_size = 16
 
     def __init__(self) -> None:
         scenes = all_scenes()
@@ -50,6 +54,14 @@ class WorldModel(GaussianMixture):
                 raise ValueError(f"no scene of the world fits the caption {cond!r}")
             self._cache[cond] = torch.tensor(keep)
         return self._cache[cond]
+
+    def encode_image(self, image: Any) -> torch.Tensor:
+        """An image (path, PIL image or ``(3, 16, 16)`` tensor in [-1, 1]) as model input
+        ``(1, 3, 16, 16)`` float64; a float64 tensor keeps its precision."""
+        if torch.is_tensor(image) and tuple(image.shape) == (3, 16, 16):
+            load_image(image, self.image_size)  # the same checks as any image
+            return image.detach().to("cpu", torch.float64)[None]
+        return load_image(image, self.image_size).to(torch.float64)[None]
 
     def classify(self, images: torch.Tensor) -> list[Scene]:
         """The most probable scene for each image ``(n, 3, 16, 16)`` (the world's checker)."""

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from .estimators import TruncatedLogistic, conditional_mutual_info
 from .images import load_image
-from .models.diffusers import DiffusersModel, PaddedPrompt
+from .models.diffusers.text import PaddedPrompt
 from .plotting import plain_text, plot_overlay
 from .results import Estimate, versions
 from .words import distinct_words, occurrences, remove_spans
@@ -264,6 +264,30 @@ class Explanation:
         return up * (heat.numel() / up.numel()) if keep_total else up
 
 
+@runtime_checkable
+class TextDenoiser(Protocol):
+    """What :func:`explain` needs of a model: a denoiser over prompts that takes images.
+
+    ``model(x_noisy, logsnr, conds)`` returns eps_hat (the :class:`~infodecomp.Denoiser`
+    protocol) for conditions that are prompt strings, ``None`` (no prompt) or, for
+    ``context="pad"``, :class:`~infodecomp.models.PaddedPrompt`; ``encode_image(image)`` gives
+    the model input ``(1, *data_shape)`` of an image (path, PIL image or ``(3, H, W)`` tensor in
+    [-1, 1]) at ``image_size`` pixels; ``name`` names it in results.
+
+    Optional, used when present: ``logsnr_range``, ``check_prompt(prompt)`` (raise on a prompt
+    the model cannot take), ``default_batch_size()``, ``collect_attention(prompt)`` with
+    ``token_positions(prompt, span)`` (the attention baseline), ``revision``, ``dtype``,
+    ``device``. :class:`~infodecomp.models.DiffusersModel` has them all.
+    """
+
+    name: str
+    image_size: int
+
+    def __call__(self, x_noisy: torch.Tensor, logsnr: torch.Tensor, conds: Any) -> torch.Tensor: ...
+
+    def encode_image(self, image: Any) -> torch.Tensor: ...
+
+
 def explain(
     model: Any,
     image: Any,
@@ -278,62 +302,67 @@ def explain(
     logsnr: TruncatedLogistic | None = None,
     key: str | int | None = None,
     progress: bool = True,
+    x: torch.Tensor | None = None,
 ) -> Explanation:
     """How much each word of ``prompt`` tells about ``image``, and where.
 
-    Estimates i(x; prompt) and, for each word, i(x; word | prompt without the word) with the
+    Estimates i(x; prompt) and, for each word or phrase, i(x; word | prompt without it) with the
     orthogonal estimator, their pixel maps, and (optionally) the DAAM-style attention maps, all
     on the same noisy inputs: every draw evaluates the prompt, the null prompt and one context per
     word in one batch.
 
     Args:
-        model: a :class:`DiffusersModel` or a diffusers pipeline.
+        model: any :class:`TextDenoiser` (a :class:`~infodecomp.models.DiffusersModel`, the
+            world's exact model, ...) or a diffusers pipeline.
         image: path, PIL image or ``(3, H, W)`` tensor in [-1, 1].
         prompt: the caption.
-        words: words to explain (default: every distinct word); all occurrences count.
+        words: words or phrases ("red car") to explain (default: every distinct word); all
+            occurrences count. A phrase is one unit: its CMI given the rest of the prompt, its
+            attention summed over its tokens.
         n_samples: draws of (log-SNR, noise); the cost is ``(n_samples + 2 * max(4,
             n_samples // 128)) * (2 + len(words))`` denoiser rows (draws at the range's ends
             included). Attention maps average over all of them.
         seed: reproducibility seed.
-        batch_size: rows per UNet call (default: from free GPU memory; on CPU about
-            2^18 input values per call).
+        batch_size: rows per network call (default: the model's ``default_batch_size()``, else
+            64).
         context: how a word is taken out: ``"remove"`` deletes it from the prompt, ``"pad"``
             replaces its tokens by padding.
-        attention: also collect cross-attention maps.
+        attention: also collect attention maps (models with ``collect_attention``).
         logsnr: integration distribution (default: the model's trained log-SNR range).
         key: the image's item id, naming its random streams (default: the image's content).
         progress: show a progress bar.
+        x: the model input of ``image``, ``(1, *data_shape)``, when it is known (the latent a
+            generation ended at): explained instead of encoding ``image``, which is then only
+            shown.
     """
-    if not isinstance(model, DiffusersModel):
-        if not hasattr(model, "unet") or not hasattr(model, "scheduler"):
-            got = type(model).__name__
-            raise TypeError(f"model must be a DiffusersModel or a diffusers pipeline, got {got}")
-        model = DiffusersModel.from_pipeline(model)
+    model = as_text_denoiser(model)
     if isinstance(words, str):
         raise TypeError(f"words must be a list of words or phrases, e.g. [{words!r}], not a str")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty")
     prompt = prompt.strip()
-    model.token_ids(prompt)  # fails early, with one line, on a prompt over the token limit
+    if hasattr(model, "check_prompt"):
+        model.check_prompt(prompt)  # fails early, with one line, on a prompt over the limit
     chosen = distinct_words(prompt) if words is None else [w.strip().lower() for w in words]
-    if not chosen:
-        raise ValueError(f"the prompt {prompt!r} has no words")
+    if not chosen or not all(chosen):
+        raise ValueError(f"no words to explain in {words!r}")
     contexts = [None, *word_contexts(prompt, chosen, context)]
     pixels = load_image(image, model.image_size)
-    x = model.encode_image(pixels)
+    x = model.encode_image(image) if x is None else x
+    sizing = getattr(model, "default_batch_size", None)
     run = {
         "n_samples": n_samples,
         "seed": seed,
         "logsnr": logsnr,
         "progress": progress,
-        "batch_size": batch_size or model.default_batch_size(),
+        "batch_size": batch_size or (sizing() if sizing else 64),
         "per_dim": True,
         "sum_channels": True,
         "keys": None if key is None else [key],
     }
     conds = [prompt] * len(contexts)
     attention_maps = None
-    if attention:
+    if attention and hasattr(model, "collect_attention"):
         with model.collect_attention(prompt) as collector:
             estimate = conditional_mutual_info(model, x, conds, contexts, **run)
         tokens = collector.token_maps()
@@ -345,11 +374,14 @@ def explain(
     estimate.settings.update(
         context=context,
         model=model.name,
-        model_revision=model.revision,
-        dtype=str(model.dtype).removeprefix("torch."),
-        device=str(model.device),
+        model_revision=getattr(model, "revision", None),
+        dtype=str(getattr(model, "dtype", x.dtype)).removeprefix("torch."),
+        device=str(getattr(model, "device", x.device)),
         versions=versions(),
     )
+    for extra in ("family", "variant", "guidance_scale", "distilled"):
+        if getattr(model, extra, None) is not None:
+            estimate.settings[extra] = getattr(model, extra)
     return Explanation(
         prompt=prompt,
         words=chosen,
@@ -357,7 +389,22 @@ def explain(
         image=pixels.cpu(),
         attention=attention_maps,
         model_name=model.name,
-        model_revision=model.revision,
+        model_revision=getattr(model, "revision", None),
+    )
+
+
+def as_text_denoiser(model: Any) -> Any:
+    """``model`` itself if it is a :class:`TextDenoiser`; a diffusers pipeline wrapped in a
+    :class:`~infodecomp.models.DiffusersModel`; else ``TypeError``."""
+    if isinstance(model, TextDenoiser):
+        return model
+    if hasattr(model, "scheduler") and (hasattr(model, "unet") or hasattr(model, "transformer")):
+        from .models.diffusers import DiffusersModel
+
+        return DiffusersModel.from_pipeline(model)
+    raise TypeError(
+        f"model must be a text denoiser (e.g. a DiffusersModel) or a diffusers pipeline, got "
+        f"{type(model).__name__}"
     )
 
 
@@ -377,7 +424,7 @@ def word_contexts(prompt: str, words: list[str], context: str = "remove") -> lis
     return out
 
 
-def _token_positions(model: DiffusersModel, prompt: str, word: str) -> list[int]:
+def _token_positions(model: Any, prompt: str, word: str) -> list[int]:
     positions: list[int] = []
     for o in occurrences(prompt, word):
         positions += model.token_positions(prompt, (o.start, o.end))

@@ -1,0 +1,79 @@
+"""UNet families: Stable Diffusion 1.x / 2.x, SDXL and pixel-space UNets (discrete VP time)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .schedules import VPSchedule
+from .text import PromptEncoder
+
+
+class UNetNetwork:
+    """The UNet call of an SD-style pipeline: ``(x_in, timestep, conds) -> output``.
+
+    Attributes:
+        family: ``"sd"`` or ``"sdxl"`` (two text encoders, pooled embeddings, added time ids).
+        data_shape: one network input, ``(C, h, w)``.
+        schedule: the pipeline scheduler's discrete VP timesteps and prediction type.
+        text: the prompt encoder.
+    """
+
+    attention = "cross"
+
+    def __init__(self, pipeline: Any) -> None:
+        self.module = pipeline.unet
+        cfg = self.module.config
+        self.family = "sdxl" if getattr(cfg, "addition_embed_type", None) == "text_time" else "sd"
+        side = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+        self.data_shape = (cfg.in_channels, side, side)
+        self.latent_scale = 1  # network input pixels per data pixel
+        scheduler = pipeline.scheduler
+        self.schedule = VPSchedule(scheduler.alphas_cumprod, scheduler.config.prediction_type)
+        self.text = PromptEncoder(pipeline, self.family)
+        self.image_size: int | None = None  # set by the model from the VAE
+
+    def __call__(
+        self, x: torch.Tensor, timestep: torch.Tensor, conds: Sequence[Any]
+    ) -> torch.Tensor:
+        device, dtype = self.module.device, self.module.dtype
+        text = self.text(conds, device, dtype)
+        added = None
+        if self.family == "sdxl":
+            size = float(self.image_size)
+            time_ids = torch.tensor([size, size, 0.0, 0.0, size, size], device=device)
+            added = {"text_embeds": text["pooled"], "time_ids": time_ids.expand(len(conds), 6)}
+            added["time_ids"] = added["time_ids"].to(dtype)
+        with torch.no_grad():
+            out = self.module(
+                x.to(device, dtype),
+                timestep.to(device),
+                encoder_hidden_states=text["hidden"],
+                added_cond_kwargs=added,
+                return_dict=False,
+            )[0]
+        return out[:, : self.data_shape[0]]  # drop learned-variance channels
+
+    @staticmethod
+    def is_text_attention(name: str) -> bool:
+        """Whether the processor ``name`` is a cross-attention to the text."""
+        return name.endswith("attn2.processor")
+
+    @staticmethod
+    def text_attention(
+        attn: Any, hidden: torch.Tensor, context: torch.Tensor, args: tuple, kwargs: dict
+    ) -> torch.Tensor:
+        """Cross-attention probabilities softmax(q k^T * scale) of image queries over the text
+        tokens, summed over heads, ``(B, n_image_tokens, L)``."""
+        if hidden.ndim == 4:
+            hidden = hidden.flatten(2).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        probs = attn.get_attention_scores(query, key, None)  # (B * heads, n, L)
+        return probs.view(hidden.shape[0], -1, *probs.shape[1:]).sum(1)

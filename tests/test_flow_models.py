@@ -1,0 +1,231 @@
+"""Flow-matching transformers (SD3, Flux): the flow channel is the VP channel, exactly; the tiny
+random-weight SD3 and Flux pipelines run the heat-map workflow as the UNet families do."""
+
+import json
+
+import pytest
+import torch
+from tiny_pipelines import flux_pipeline, sd3_pipeline, sd_pipeline, sdxl_pipeline
+
+import infodecomp as idc
+from infodecomp.cli import main
+from infodecomp.explanation import explain
+from infodecomp.models import example_mixture
+from infodecomp.models.diffusers import DiffusersModel, FlowSchedule, PaddedPrompt
+
+FAMILIES = {
+    "sd": sd_pipeline,
+    "sdxl": sdxl_pipeline,
+    "sd3": sd3_pipeline,
+    "flux": flux_pipeline,
+}
+
+
+class FlowMixture:
+    """A rectified-flow velocity network v(x_t, time_scale * t, label) built from the exact
+    mixture denoiser, written in the flow's own terms: x0_hat from the VP posterior mean."""
+
+    def __init__(self, mixture, time_scale):
+        self.mixture, self.time_scale = mixture, time_scale
+
+    def __call__(self, x_t, timestep, conds):
+        t = (timestep / self.time_scale).to(torch.float64).view(-1, 1)
+        s = ((1 - t) ** 2 + t**2).sqrt()
+        a = 2 * ((1 - t) / t).log()
+        x_a = x_t.to(torch.float64) / s
+        eps = self.mixture(x_a, a.flatten(), conds)
+        x0 = (x_a - torch.sigmoid(-a).sqrt() * eps) / torch.sigmoid(a).sqrt()
+        return eps - x0
+
+
+def test_flow_matching_wrapper_gives_the_vp_numbers():
+    mixture = example_mixture()
+    schedule = FlowSchedule(time_scale=1000.0)
+    net = FlowMixture(mixture, 1000.0)
+
+    def flow(x, logsnr, conds):
+        return schedule.denoise(net, x, logsnr, conds)
+
+    x, (label,) = mixture.sample(3, seed=0)[0], mixture.sample(1, seed=0)[1]
+    a = torch.linspace(-9, 9, 3, dtype=torch.float64)
+    torch.testing.assert_close(flow(x, a, [None] * 3), mixture(x, a, [None] * 3), rtol=0, atol=1e-9)
+    run = {"n_samples": 128, "seed": 3, "logsnr": idc.TruncatedLogistic.from_range(-9, 9)}
+    conds, contexts = [label, label], [None, {"shape": label["shape"]}]
+    for fn in (idc.conditional_mutual_info, idc.mutual_info):
+        args = (conds, contexts) if fn is idc.conditional_mutual_info else (conds,)
+        vp, fm = fn(mixture, x, *args, **run), fn(flow, x, *args, **run)
+        torch.testing.assert_close(fm.value, vp.value, rtol=0, atol=1e-9)
+        torch.testing.assert_close(fm.stderr, vp.stderr, rtol=0, atol=1e-9)
+    vp, fm = idc.log_likelihood(mixture, x, **run), idc.log_likelihood(flow, x, **run)
+    torch.testing.assert_close(fm.value, vp.value, rtol=0, atol=1e-9)
+
+
+def test_flow_time_is_continuous_and_exact():
+    a = torch.tensor([-13.8, -2.0, 0.0, 3.5, 13.8], dtype=torch.float64)
+    t = FlowSchedule.time(a)
+    torch.testing.assert_close(2 * ((1 - t) / t).log(), a, rtol=0, atol=1e-12)
+    assert FlowSchedule(num_train_timesteps=1000).logsnr_range == pytest.approx((-13.8, 13.8), 1e-3)
+
+
+def _record(module):
+    """Wrap ``module.forward`` to keep the keyword arguments of each call."""
+    calls, forward = [], module.forward
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return forward(*args, **kwargs)
+
+    module.forward = recording
+    return calls
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_the_network_is_called_as_the_pipeline_calls_it(family):
+    pipe = FAMILIES[family]()
+    model = DiffusersModel.from_pipeline(pipe, image_size=16, max_sequence_length=16)
+    calls = _record(pipe.transformer)
+    g = torch.Generator().manual_seed(0)
+    pipe(
+        "a red dog",
+        num_inference_steps=2,
+        height=16,
+        width=16,
+        generator=g,
+        max_sequence_length=16,
+        guidance_scale=1.0,
+        output_type="latent",
+    )
+    seen = calls[0]
+    t = pipe.scheduler.sigmas[0].item()  # the first step's flow time
+    x_t = seen["hidden_states"][:1]
+    if family == "flux":  # unpack 2x2 tokens to (C, h, w)
+        x_t = x_t.view(1, 4, 4, 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(1, 4, 8, 8)
+    s = ((1 - t) ** 2 + t**2) ** 0.5
+    a = torch.tensor([2 * torch.log(torch.tensor((1 - t) / t)).item()])
+    calls.clear()
+    model(x_t.double() / s, a, ["a red dog"])
+    ours = calls[0]
+    for key in ("hidden_states", "timestep", "encoder_hidden_states", "pooled_projections"):
+        torch.testing.assert_close(ours[key].float(), seen[key][:1].float(), rtol=1e-5, atol=1e-5)
+    if family == "flux":
+        for key in ("img_ids", "txt_ids"):
+            torch.testing.assert_close(ours[key], seen[key])
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_heatmap_and_attention_on_every_family(family):
+    kwargs = {"image_size": 16, "max_sequence_length": 16} if family in ("sd3", "flux") else {}
+    model = DiffusersModel.from_pipeline(FAMILIES[family](), **kwargs)
+    image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    runs = [
+        explain(
+            model,
+            image,
+            "a red dog left of a cat",
+            ["red", "dog", "red dog"],
+            n_samples=8,
+            batch_size=b,
+            progress=False,
+        )
+        for b in (5, 64)
+    ]
+    res = runs[0]
+    torch.testing.assert_close(runs[1].estimate.value, res.estimate.value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        res.heat_map(upsample=False).sum().item(), res.mi[0], rtol=1e-5, atol=1e-6
+    )
+    for word in res.words:
+        torch.testing.assert_close(
+            res.heat_map(word, upsample=False).sum().item(), res.cmi(word)[0], rtol=1e-5, atol=1e-6
+        )
+        attn = res.attention_map(word, upsample=False)
+        assert attn.shape == (8, 8) and (attn >= 0).all() and attn.sum() > 0
+    # A phrase is one unit: removed together, attention summed over its tokens.
+    assert res.estimate.settings["contexts"][3] == "a left of a cat"
+    torch.testing.assert_close(
+        res.attention_map("red dog", False),
+        res.attention_map("red", False) + res.attention_map("dog", False),
+    )
+    assert res.estimate.settings["family"] == family
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_padding_a_word_changes_only_its_tokens(family):
+    model = DiffusersModel.from_pipeline(FAMILIES[family](), image_size=16, max_sequence_length=16)
+    text = model.network.text
+    plain = text(["a red dog"], model.device, torch.float32)["hidden"][0]
+    same = text([PaddedPrompt("a red dog", ())], model.device, torch.float32)["hidden"][0]
+    torch.testing.assert_close(same, plain, rtol=0, atol=0)
+    padded = text([PaddedPrompt("a red dog", ((2, 5),))], model.device, torch.float32)["hidden"]
+    assert not torch.allclose(padded[0], plain)
+    positions = model.token_positions("a red dog", (2, 5))
+    assert len(positions) == (2 if family == "sd3" else 1)  # SD3: CLIP and T5 parts
+
+
+def test_distilled_models_are_flagged_and_the_guidance_recorded():
+    with pytest.warns(UserWarning, match="guidance-distilled"):
+        model = DiffusersModel.from_pipeline(
+            flux_pipeline(guidance_embeds=True), image_size=16, guidance_scale=2.5
+        )
+    assert model.guidance_scale == 2.5 and "guidance 2.5" in model.distilled
+    res = explain(model, torch.zeros(3, 16, 16), "a dog", n_samples=4, progress=False)
+    assert res.estimate.settings["guidance_scale"] == 2.5
+    assert "guidance-distilled" in res.estimate.settings["distilled"]
+    assert DiffusersModel.from_pipeline(sd3_pipeline(), name="sd3.5-large-turbo").distilled
+    assert DiffusersModel.from_pipeline(sd3_pipeline()).distilled is None
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """SD3 and Flux saved as users' folders; SD3 only as an fp16 variant."""
+    root = tmp_path_factory.mktemp("flow-models")
+    sd3_pipeline().to(torch.float16).save_pretrained(root / "sd3-fp16", variant="fp16")
+    flux_pipeline().save_pretrained(root / "flux")
+    return root
+
+
+def test_fp16_variant_loads_in_the_dtype_asked(saved):
+    model = DiffusersModel.from_pretrained(saved / "sd3-fp16", torch_dtype=torch.float32)
+    assert model.variant == "fp16" and model.dtype == torch.float32
+    assert model.family == "sd3" and model.image_size == 16
+    half = DiffusersModel.from_pretrained(saved / "sd3-fp16", dtype="float16", variant="fp16")
+    assert half.dtype == torch.float16
+
+
+def test_missing_components_are_named(saved, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(saved / "flux", broken)
+    shutil.rmtree(broken / "text_encoder_2")
+    with pytest.raises(ValueError, match="lacks the component folder.*text_encoder_2"):
+        DiffusersModel.from_pretrained(broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    del index["transformer"]
+    (broken / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="names no unet or transformer"):
+        DiffusersModel.from_pretrained(broken)
+    (broken / "model_index.json").write_text("{not json")
+    with pytest.raises(ValueError, match="model_index.json is not valid JSON"):
+        DiffusersModel.from_pretrained(broken)
+
+
+@pytest.mark.parametrize("name", ["sd3-fp16", "flux"])
+def test_heatmap_and_generate_commands(saved, tmp_path, name, capsys):
+    from PIL import Image
+
+    image = tmp_path / "x.png"
+    Image.new("RGB", (20, 16), (200, 30, 30)).save(image)
+    model = ["--model", str(saved / name), "--image-size", "16"]
+    out = tmp_path / "gen"
+    assert (
+        main(["generate", *model, "--prompt", "a red dog", "--steps", "2", "--out", str(out)]) == 0
+    )
+    assert Image.open(out / "image_000.png").size == (16, 16)
+    assert json.loads((out / "generate.json").read_text())["family"] == name.split("-")[0]
+    args = ["heatmap", *model, "--image", str(image), "--prompt", "a red dog", "--samples", "4"]
+    assert main([*args, "--words", "red dog,a", "--out", str(tmp_path / "h")]) == 0
+    doc = json.loads((tmp_path / "h" / "result.json").read_text())
+    assert set(doc["cmi"]) == {"red dog", "a"} and doc["settings"]["family"] == name[:4].rstrip("-")
+    err = capsys.readouterr().err
+    assert ("not exact information" in err) == (name == "flux")
