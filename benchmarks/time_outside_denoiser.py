@@ -20,8 +20,9 @@ from infodecomp.world.scenes import sample
 
 
 class Clock:
-    """Wraps the denoisers' calls (the network with its text encoder: ``DiffusersModel._eps``;
-    the exact world model's ``__call__``) to add up the seconds spent in them."""
+    """Wraps the denoisers' calls (the network with its text encoder and output conversion:
+    ``DiffusersModel.schedule.denoise``; the exact world model's ``__call__``) to add up the
+    seconds spent in them."""
 
     def __init__(self) -> None:
         self.seconds, self.calls = 0.0, 0
@@ -46,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         model = load_bundled()
         clock = Clock()
-        model._eps = clock.wrap(model._eps)
+        model.schedule.denoise = clock.wrap(model.schedule.denoise)
         data = sample(1, seed=0, split="test")
         start = time.perf_counter()
         res = explain(model, data.images[0], data.captions[0], n_samples=args.samples_heatmap)
@@ -64,7 +65,7 @@ def main() -> None:
 
         def timed_bundled(*a, **k):
             m = original(*a, **k)
-            m._eps = demo_clock.wrap(m._eps)
+            m.schedule.denoise = demo_clock.wrap(m.schedule.denoise)
             return m
 
         demo.load_bundled = timed_bundled

@@ -32,6 +32,7 @@ __all__ = [
     "DenoiserOutputError",
     "Estimate",
     "Explanation",
+    "Trace",
     "TruncatedLogistic",
     "conditional_mutual_info",
     "explain",

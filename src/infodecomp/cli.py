@@ -78,10 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Per-word conditional mutual information i(x; word | rest of the prompt) and "
         "the prompt's mutual information with the image, their pixel maps and the "
         "cross-attention baseline, with standard errors. Writes result.json, maps.safetensors, "
-        "<word>.heat_map.png, grid.png and report.html into --out.",
+        "<word>.heat_map.png, grid.png and report.html into --out. With --prompts, each prompt "
+        "of a file into --out/<id>/ and a row per prompt into --out/rows.jsonl (rerun the same "
+        "command to resume).",
     )
-    _model_arguments(heat)
-    heat.add_argument("--prompt", required=True, help="the image's caption")
+    _model_arguments(heat, image="optional")
+    which = heat.add_mutually_exclusive_group(required=True)
+    which.add_argument("--prompt", help="the image's caption")
+    which.add_argument(
+        "--prompts",
+        type=Path,
+        help="a file of prompts: text, one per line, or JSON lines with 'prompt' and optional "
+        "'image' (overrides --image), 'seed', 'words', 'id'",
+    )
     heat.add_argument("--words", help="comma-separated words to explain (default: all)")
     heat.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
     heat.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
@@ -127,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Generate one image per --prompt with the pipeline's own __call__ (its "
         "scheduler and defaults), seeded; writes PNG files into --out with generate.json.",
     )
-    _model_arguments(gen, image=False)
+    _model_arguments(gen, image=None)
     gen.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
     gen.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     gen.add_argument("--steps", type=positive_int, help="sampling steps (default: pipeline's)")
@@ -322,14 +331,15 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_arguments(sub: argparse.ArgumentParser, image: bool = True) -> None:
+def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required") -> None:
+    """--model and its loading options; --image ``"required"``, ``"optional"`` or absent."""
     sub.add_argument(
         "--model",
         required=True,
         help="diffusers model: a local folder or a Hugging Face id in the local cache",
     )
     if image:
-        sub.add_argument("--image", required=True, help="the image file")
+        sub.add_argument("--image", required=image == "required", help="the image file")
     sub.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default cpu)")
     sub.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default float32)")
     sub.add_argument(
@@ -349,7 +359,7 @@ def _model_arguments(sub: argparse.ArgumentParser, image: bool = True) -> None:
 
 
 def _load_model(args: argparse.Namespace) -> DiffusersModel:
-    if getattr(args, "image", None):
+    if getattr(args, "image", None) is not None:  # (--prompts checks its images itself)
         load_image(args.image, 8)  # an unreadable image fails before the (slow) model load
     device = check_device(args.device)
     _quiet_libraries()
@@ -419,6 +429,10 @@ def writable_folder(path: Path, marker: str = "result.json") -> Path:
 
 
 def run_heatmap(args: argparse.Namespace) -> int:
+    if args.prompts is not None:
+        return run_heatmap_prompts(args)
+    if args.image is None:
+        raise ValueError("--prompt needs --image (the image to explain)")
     writable_folder(args.out)
     model = _load_model(args)
     words = [w for w in args.words.split(",") if w.strip()] if args.words else None
@@ -444,6 +458,28 @@ def run_heatmap(args: argparse.Namespace) -> int:
     print(
         f"{result.estimate.n_evaluations} denoiser evaluations, seed {args.seed}; report: {report}"
     )
+    return 0
+
+
+def run_heatmap_prompts(args: argparse.Namespace) -> int:
+    from .evaluate.prompts import explain_prompts, read_prompts, table
+
+    items, data = read_prompts(args.prompts, image=args.image, seed=args.seed, words=args.words)
+    writable_folder(args.out, marker="settings.json")
+    summary = explain_prompts(
+        _load_model(args),
+        items,
+        args.out,
+        data=data,
+        n_samples=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        context=args.context,
+        attention=not args.no_attention,
+    )
+    if summary is not None:
+        print(table(summary))
+        print(f"each prompt's files in {args.out}/<id>/; rows: {args.out / 'rows.jsonl'}")
     return 0
 
 

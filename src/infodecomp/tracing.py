@@ -1,9 +1,10 @@
 """DAAM's workflow: explain an image while (and after) a pipeline generates it.
 
     with infodecomp.trace(pipe) as tc:
-        image = pipe("a red car next to a dog", generator=torch.Generator().manual_seed(0)).images[0]
-    tc.heat_map("car")                       # DAAM: attention during generation, free
-    res = tc.explain(words=["red car", "dog"], n_samples=256)   # information maps, paid for
+        g = torch.Generator().manual_seed(0)
+        image = pipe("a red car next to a dog", generator=g).images[0]
+    tc.heat_map("car")  # DAAM: attention during generation, free
+    res = tc.explain(words=["red car", "dog"], n_samples=256)  # information maps, paid for
 
 During the block the pipeline runs unchanged; the trace keeps its prompt, seed and final latent,
 and sums the text attention of the prompt's rows over every step (heads and layers summed, as

@@ -49,7 +49,7 @@ class Task:
     come from the evaluation's module, so :func:`summarize` needs no model.)
 
     Attributes:
-        name: ``"compositional"``, ``"localization"`` or ``"intervention"``.
+        name: ``"compositional"``, ``"localization"``, ``"intervention"`` or ``"prompts"``.
         measure: item -> the item's row (a JSON-ready dict), from the item alone.
         denoiser_rows: item -> denoiser rows (network evaluations) the item will take.
     """
@@ -276,7 +276,7 @@ def read_rows(out: str | Path) -> list[dict[str, Any]]:
 
 def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Rebuild ``out/summary.json`` from the rows and return it (``log`` gets the table)."""
-    from . import EVALUATIONS
+    from . import TASKS
 
     out = Path(out)
     settings_path = out / "settings.json"
@@ -290,7 +290,7 @@ def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict
     skipped = [r for r in rows if "skipped" in r]
     data_skipped = out / "skipped_data.jsonl"
     n_bad_data = len(data_skipped.read_text().splitlines()) if data_skipped.exists() else 0
-    evaluation = EVALUATIONS[settings["task"]]
+    evaluation = TASKS[settings["task"]]
     summary = evaluation.summarize([r for r in rows if "skipped" not in r], settings)
     summary = {
         "task": settings["task"],
