@@ -229,3 +229,78 @@ def test_heatmap_and_generate_commands(saved, tmp_path, name, capsys):
     assert set(doc["cmi"]) == {"red dog", "a"} and doc["settings"]["family"] == name[:4].rstrip("-")
     err = capsys.readouterr().err
     assert ("not exact information" in err) == (name == "flux")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_trace_keeps_the_generation_and_explains_its_latent(family, capsys):
+    pipe = FAMILIES[family]()
+    extra = {"max_sequence_length": 16} if family in ("sd3", "flux") else {}
+    prompt = "a red dog left of a cat"
+    plain = pipe(
+        prompt,
+        generator=torch.Generator().manual_seed(7),
+        num_inference_steps=3,
+        height=16,
+        width=16,
+        output_type="pt",
+        **extra,
+    ).images[0]
+    with idc.trace(pipe, image_size=16, **extra) as tc:
+        image = pipe(
+            prompt,
+            generator=torch.Generator().manual_seed(7),
+            num_inference_steps=3,
+            height=16,
+            width=16,
+            output_type="pt",
+            **extra,
+        ).images[0]
+    torch.testing.assert_close(image, plain)  # tracing changes nothing
+    assert tc.prompt == prompt and tc.seed == 7 and tc.latent.shape == (1, 4, 8, 8)
+    # The kept latent is the generated image's: decoding it gives the pipeline's output.
+    torch.testing.assert_close(tc.model.decode(tc.latent)[0], image * 2 - 1, rtol=0, atol=1e-5)
+    # Attention of the prompt's rows only (not the negative prompt's under guidance): one per step.
+    assert tc.attention.n_rows == 3
+    car = tc.heat_map("red dog")
+    assert car.shape == (8, 8) and (car > 0).all()
+    res = tc.explain(["red dog", "cat"], n_samples=8, progress=False)
+    assert "64 denoiser rows" in capsys.readouterr().err  # the cost, announced first
+    assert res.estimate.seed == 7 and res.estimate.n_evaluations == 64
+    direct = explain(
+        tc.model,
+        res.image,
+        prompt,
+        ["red dog", "cat"],
+        n_samples=8,
+        seed=7,
+        progress=False,
+        x=tc.latent,
+    )
+    torch.testing.assert_close(direct.estimate.value, res.estimate.value)
+    # The pipeline is as before.
+    assert "encode_prompt" not in vars(pipe) and "decode" not in vars(pipe.vae)
+
+
+def test_vae_upcast_where_its_config_asks():
+    pipe = sd_pipeline()
+    pipe.vae.register_to_config(force_upcast=True)
+    model = DiffusersModel.from_pipeline(pipe, dtype=torch.float16)
+    pipe.vae.to(torch.float16)  # as from_pretrained(torch_dtype=float16) loads it
+    seen = []
+    pipe.vae.encoder.register_forward_pre_hook(lambda m, a: seen.append(a[0].dtype))
+    x = model.encode_image(torch.zeros(3, 16, 16))
+    assert seen == [torch.float32] and x.dtype == torch.float32 and x.isfinite().all()
+    assert pipe.vae.dtype == torch.float16  # back as it was
+
+
+def test_text_embeddings_are_cached_within_a_bound(monkeypatch):
+    import infodecomp.models.diffusers.text as text
+
+    monkeypatch.setattr(text, "CACHED_CONDITIONS", 3)
+    model = DiffusersModel.from_pipeline(sd_pipeline())
+    x = torch.zeros(5, 4, 8, 8)
+    first = model(x, torch.zeros(5), ["a", "b", "c", "dog", "a"])  # all five rows kept
+    assert list(model.network.text._cache) == ["a", "b", "c", "dog"]
+    model(x[:1], torch.zeros(1), ["red"])
+    assert list(model.network.text._cache) == ["c", "dog", "red"]
+    torch.testing.assert_close(model(x, torch.zeros(5), ["a", "b", "c", "dog", "a"]), first)

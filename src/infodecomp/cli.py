@@ -336,7 +336,8 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
     sub.add_argument(
         "--model",
         required=True,
-        help="diffusers model: a local folder or a Hugging Face id in the local cache",
+        help="diffusers model: a local folder, a Hugging Face id in the local cache, or "
+        "'bundled' (the shapes-world model shipped with infodecomp)",
     )
     if image:
         sub.add_argument("--image", required=image == "required", help="the image file")
@@ -359,6 +360,8 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
 
 
 def _load_model(args: argparse.Namespace) -> DiffusersModel:
+    from .world.demo import BUNDLED, BUNDLED_NAME
+
     if getattr(args, "image", None) is not None:  # (--prompts checks its images itself)
         load_image(args.image, 8)  # an unreadable image fails before the (slow) model load
     device = check_device(args.device)
@@ -366,13 +369,15 @@ def _load_model(args: argparse.Namespace) -> DiffusersModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said below in one line
         model = DiffusersModel.from_pretrained(
-            args.model,
+            BUNDLED if args.model == "bundled" else args.model,
             torch_dtype=DTYPES[args.dtype or "float32"],
             device=device,
             variant=args.variant,
             image_size=args.image_size,
             guidance_scale=args.guidance,
         )
+    if args.model == "bundled":
+        model.name = BUNDLED_NAME
     if model.distilled:
         print(
             f"infodecomp: warning: {model.name} is {model.distilled}: its numbers are not "
@@ -541,6 +546,7 @@ def run_generate(args: argparse.Namespace) -> int:
         "model": model.name,
         "model_revision": model.revision,
         "family": model.family,
+        "sampler": "the pipeline's own" if model.vae is not None else "DDIM (no VAE)",
         "steps": args.steps,
         "guidance_scale": args.guidance_scale,
         "images": records,

@@ -264,9 +264,11 @@ class DiffusersModel:
     ) -> torch.Tensor:
         """One image through the pipeline's own ``__call__`` (its sampler and defaults; ``steps``
         and ``guidance_scale`` as given, else the pipeline's), ``(3, H, W)`` in [-1, 1], at
-        :attr:`image_size`. Deterministic by ``seed`` (a CPU generator)."""
+        :attr:`image_size`. Deterministic by ``seed`` (a CPU generator). A pixel-space pipeline
+        without a VAE, which diffusers' ``__call__`` cannot run, goes through :meth:`generate`
+        (50 DDIM steps, guidance 3 unless given)."""
         if self.vae is None:
-            raise ValueError("a pixel-space pipeline without a VAE: use generate()")
+            return self.generate([prompt], seed, steps or 50, guidance_scale or 3.0)[0]
         kwargs: dict[str, Any] = {"height": self.image_size, "width": self.image_size}
         if steps is not None:
             kwargs["num_inference_steps"] = steps

@@ -10,11 +10,15 @@ the padded words: the only custom step, so every family pads alike.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+# Embeddings kept per model, least recently used dropped first (a heat map uses 2 + words).
+CACHED_CONDITIONS = 64
 
 
 @dataclass(frozen=True)
@@ -61,16 +65,20 @@ class PromptEncoder:
             self.segments = [TextSegment("tokenizer_2", 0, t5)]
         else:
             raise ValueError(f"unknown pipeline family {family!r}")
-        self._cache: dict[Any, dict[str, torch.Tensor]] = {}
+        self._cache: OrderedDict[Any, dict[str, torch.Tensor]] = OrderedDict()
 
     def __call__(self, conds: Sequence[Any], device: torch.device, dtype: torch.dtype):
         """The embeddings of each condition, stacked: ``{"hidden": (B, L, D), "pooled": (B, P)
         or absent}``."""
-        for c in conds:
+        for c in dict.fromkeys(conds):
             if not (c is None or isinstance(c, (str, PaddedPrompt))):
                 raise ValueError(f"conditions of a diffusers model are prompts, got {c!r}")
-            if c not in self._cache:
+            if c in self._cache:
+                self._cache.move_to_end(c)
+            else:
                 self._cache[c] = self._encode(c, device)
+        while len(self._cache) > max(CACHED_CONDITIONS, len(set(conds))):
+            self._cache.popitem(last=False)  # bounded: a T5 embedding is megabytes
         return {
             k: torch.stack([self._cache[c][k] for c in conds]).to(device, dtype)
             for k in self._cache[conds[0]]
