@@ -236,25 +236,15 @@ def test_trace_keeps_the_generation_and_explains_its_latent(family, capsys):
     pipe = FAMILIES[family]()
     extra = {"max_sequence_length": 16} if family in ("sd3", "flux") else {}
     prompt = "a red dog left of a cat"
-    plain = pipe(
-        prompt,
-        generator=torch.Generator().manual_seed(7),
-        num_inference_steps=3,
-        height=16,
-        width=16,
-        output_type="pt",
-        **extra,
-    ).images[0]
+
+    def generate():
+        g = torch.Generator().manual_seed(7)
+        size = {"height": 16, "width": 16, "num_inference_steps": 3, "output_type": "pt"}
+        return pipe(prompt, generator=g, **size, **extra).images[0]
+
+    plain = generate()
     with idc.trace(pipe, image_size=16, **extra) as tc:
-        image = pipe(
-            prompt,
-            generator=torch.Generator().manual_seed(7),
-            num_inference_steps=3,
-            height=16,
-            width=16,
-            output_type="pt",
-            **extra,
-        ).images[0]
+        image = generate()
     torch.testing.assert_close(image, plain)  # tracing changes nothing
     assert tc.prompt == prompt and tc.seed == 7 and tc.latent.shape == (1, 4, 8, 8)
     # The kept latent is the generated image's: decoding it gives the pipeline's output.

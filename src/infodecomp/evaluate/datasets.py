@@ -77,6 +77,17 @@ class _Invalid(Exception):
 # ----------------------------------------------------------------------------- JSON helpers
 
 
+def json_object(line: str) -> dict[str, Any]:
+    """The JSON object on one line of a JSON-lines file; ``_Invalid`` saying why not."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise _Invalid(f"malformed JSON line: {err.msg} (column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise _Invalid(f"expected a JSON object, got {_kind(record)}")
+    return record
+
+
 def _kind(value: Any) -> str:
     """The JSON name of a value's type, for messages."""
     if value is None:
@@ -240,13 +251,7 @@ def _read_jsonl(
         source = f"{path}:{number}"
 
         def make(line: str = line, source: str = source, number: int = number) -> list[T]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise _Invalid(f"malformed JSON line: {err.msg} (column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise _Invalid(f"expected a JSON object, got {_kind(record)}")
-            return parse(record, source, f"line{number}")
+            return parse(json_object(line), source, f"line{number}")
 
         collector.take(source, make)
     return collector.items, collector.bad

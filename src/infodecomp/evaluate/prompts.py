@@ -28,6 +28,7 @@ from ..images import load_image
 from ..results import entry_warnings, output_folder, versions
 from ..words import distinct_words, occurrences
 from . import metrics
+from .datasets import _Invalid, json_object
 from .items import BadItemError
 from .runner import Task, run
 
@@ -55,10 +56,6 @@ class PromptItem:
     seed: int
     words: tuple[str, ...] | None = None
     source: str = ""
-
-
-class _Invalid(Exception):
-    """One line is unusable; the message says why, without the ``file:line`` prefix."""
 
 
 def read_prompts(
@@ -136,12 +133,7 @@ def read_prompts(
 
 
 def _record(line: str) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise _Invalid(f"malformed JSON line: {err.msg} (column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise _Invalid(f"expected a JSON object, got {type(record).__name__}")
+    record = json_object(line)
     unknown = sorted(set(record) - set(KEYS))
     if unknown:
         raise _Invalid(f"unknown key {unknown[0]!r} (keys: {', '.join(KEYS)})")
