@@ -70,7 +70,7 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 
-class _Invalid(Exception):
+class InvalidLine(Exception):
     """One line is unusable; the message says why, without the ``path:line`` prefix."""
 
 
@@ -78,13 +78,13 @@ class _Invalid(Exception):
 
 
 def json_object(line: str) -> dict[str, Any]:
-    """The JSON object on one line of a JSON-lines file; ``_Invalid`` saying why not."""
+    """The JSON object on one line of a JSON-lines file; ``InvalidLine`` saying why not."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise _Invalid(f"malformed JSON line: {err.msg} (column {err.colno})") from None
+        raise InvalidLine(f"malformed JSON line: {err.msg} (column {err.colno})") from None
     if not isinstance(record, dict):
-        raise _Invalid(f"expected a JSON object, got {_kind(record)}")
+        raise InvalidLine(f"expected a JSON object, got {_kind(record)}")
     return record
 
 
@@ -108,9 +108,9 @@ def _kind(value: Any) -> str:
 
 
 def _require(record: dict[str, Any], key: str) -> Any:
-    """``record[key]``, or ``_Invalid`` naming the missing key."""
+    """``record[key]``, or ``InvalidLine`` naming the missing key."""
     if key not in record:
-        raise _Invalid(f"missing key {key!r}")
+        raise InvalidLine(f"missing key {key!r}")
     return record[key]
 
 
@@ -120,9 +120,9 @@ def _string(record: dict[str, Any], key: str, *, optional: bool = False) -> str 
         return None
     value = _require(record, key)
     if not isinstance(value, str):
-        raise _Invalid(f"{key!r} must be a string, got {_kind(value)}")
+        raise InvalidLine(f"{key!r} must be a string, got {_kind(value)}")
     if not value.strip():
-        raise _Invalid(f"{key!r} is empty")
+        raise InvalidLine(f"{key!r} is empty")
     return value
 
 
@@ -130,7 +130,7 @@ def _integer(record: dict[str, Any], key: str) -> int:
     """An integer field (booleans refused)."""
     value = _require(record, key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"{key!r} must be an integer, got {_kind(value)}")
+        raise InvalidLine(f"{key!r} must be an integer, got {_kind(value)}")
     return value
 
 
@@ -138,7 +138,7 @@ def _number(record: dict[str, Any], key: str) -> float:
     """A number field (booleans refused)."""
     value = _require(record, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(f"{key!r} must be a number, got {_kind(value)}")
+        raise InvalidLine(f"{key!r} must be a number, got {_kind(value)}")
     return float(value)
 
 
@@ -146,10 +146,10 @@ def _strings(record: dict[str, Any], key: str) -> list[str]:
     """A field holding an array of strings."""
     value = _require(record, key)
     if not isinstance(value, list):
-        raise _Invalid(f"{key!r} must be an array of strings, got {_kind(value)}")
+        raise InvalidLine(f"{key!r} must be an array of strings, got {_kind(value)}")
     for k, element in enumerate(value):
         if not isinstance(element, str):
-            raise _Invalid(f"{key!r}[{k}] must be a string, got {_kind(element)}")
+            raise InvalidLine(f"{key!r}[{k}] must be a string, got {_kind(element)}")
     return value
 
 
@@ -157,12 +157,12 @@ def _captions(record: dict[str, Any], key: str = "captions") -> tuple[str, ...]:
     """Two or more non-empty captions."""
     captions = _strings(record, key)
     if len(captions) < 2:
-        raise _Invalid(f"fewer than two captions (got {len(captions)})")
+        raise InvalidLine(f"fewer than two captions (got {len(captions)})")
     for k, caption in enumerate(captions):
         if not caption.strip():
-            raise _Invalid(f"caption {k} is empty")
+            raise InvalidLine(f"caption {k} is empty")
     if len({c.strip() for c in captions}) < len(captions):
-        raise _Invalid("two captions are the same: the test could not be passed")
+        raise InvalidLine("two captions are the same: the test could not be passed")
     return tuple(captions)
 
 
@@ -172,9 +172,9 @@ def _item_id(record: dict[str, Any], default: str) -> str:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _Invalid(f"'id' must be a string or integer, got {_kind(value)}")
+        raise InvalidLine(f"'id' must be a string or integer, got {_kind(value)}")
     if not str(value).strip():
-        raise _Invalid("'id' is empty")
+        raise InvalidLine("'id' is empty")
     return str(value)
 
 
@@ -182,7 +182,7 @@ def _existing(root: Path, name: str, what: str) -> Path:
     """``root / name`` (``name`` as is when absolute), which must be a file."""
     path = root / name
     if not path.is_file():
-        raise _Invalid(f"{what} file missing: {path}")
+        raise InvalidLine(f"{what} file missing: {path}")
     return path
 
 
@@ -222,8 +222,8 @@ class _Collector:
             for item_id in ids:
                 if item_id in self.seen or ids.count(item_id) > 1:
                     first = self.seen.get(item_id, source)
-                    raise _Invalid(f"duplicate id {item_id!r} (first at {first})")
-        except _Invalid as err:
+                    raise InvalidLine(f"duplicate id {item_id!r} (first at {first})")
+        except InvalidLine as err:
             message = f"{source}: {err}"
             if not self.skip_bad:
                 raise BadItemError(message) from None
@@ -283,13 +283,13 @@ def read_compositional(
         kind = _string(record, "type", optional=True)
         if "images" in record:
             if "image" in record or "true" in record:
-                raise _Invalid("a 2x2 line ('images') takes no 'image' or 'true'")
+                raise InvalidLine("a 2x2 line ('images') takes no 'image' or 'true'")
             names = _strings(record, "images")
             if len(names) != 2:
-                raise _Invalid(f"'images' must hold two images, got {len(names)}")
+                raise InvalidLine(f"'images' must hold two images, got {len(names)}")
             captions = _captions(record)
             if len(captions) != 2:
-                raise _Invalid(f"a 2x2 line needs exactly two captions, got {len(captions)}")
+                raise InvalidLine(f"a 2x2 line needs exactly two captions, got {len(captions)}")
             images = [_existing(root, name, "image") for name in names]
             return [
                 CompositionalItem(
@@ -307,7 +307,7 @@ def read_compositional(
         captions = _captions(record)
         true = _integer(record, "true")
         if not 0 <= true < len(captions):
-            raise _Invalid(f"true index {true} out of range for {len(captions)} captions")
+            raise InvalidLine(f"true index {true} out of range for {len(captions)} captions")
         group = _string(record, "group", optional=True)
         image = _existing(root, name or "", "image")
         return [
@@ -385,22 +385,22 @@ def read_aro(
 
     def parse(entry: Any, source: str, default_id: str) -> list[CompositionalItem]:
         if not isinstance(entry, dict):
-            raise _Invalid(f"expected a JSON object, got {_kind(entry)}")
+            raise InvalidLine(f"expected a JSON object, got {_kind(entry)}")
         item_id = _item_id(entry, default_id)
         if "relation_name" in entry:
             kind = _string(entry, "relation_name")
         elif "attributes" in entry:
             attributes = _strings(entry, "attributes")
             if len(attributes) != 2:
-                raise _Invalid(f"'attributes' must hold two attributes, got {len(attributes)}")
+                raise InvalidLine(f"'attributes' must hold two attributes, got {len(attributes)}")
             kind = f"{attributes[0]}_{attributes[1]}"
         else:
-            raise _Invalid(
+            raise InvalidLine(
                 "missing key 'relation_name' (VG-Relation) or 'attributes' (VG-Attribution)"
             )
         x, y, w, h = (_number(entry, f"bbox_{k}") for k in "xywh")
         if w <= 0 or h <= 0:
-            raise _Invalid(f"empty box: width {w:g}, height {h:g}")
+            raise InvalidLine(f"empty box: width {w:g}, height {h:g}")
         true_caption = _string(entry, "true_caption") or ""
         false_caption = _string(entry, "false_caption") or ""
         image = _existing(root, _string(entry, "image_path") or "", "image")
@@ -448,16 +448,16 @@ def crop_box(
 
 
 def _check_in_caption(phrase: str, caption: str) -> None:
-    """Every word of ``phrase`` occurs in ``caption``, or ``_Invalid``."""
+    """Every word of ``phrase`` occurs in ``caption``, or ``InvalidLine``."""
     words = split_words(phrase)
     if not words:
-        raise _Invalid(f"word {phrase!r} holds no word")
+        raise InvalidLine(f"word {phrase!r} holds no word")
     for word in words:
         try:
             occurrences(caption, word.text)
         except ValueError:
             which = repr(word.text) if len(words) == 1 else f"{word.text!r} of {phrase!r}"
-            raise _Invalid(f"word {which} is not in the caption {caption!r}") from None
+            raise InvalidLine(f"word {which} is not in the caption {caption!r}") from None
 
 
 def read_localization(
@@ -483,19 +483,21 @@ def read_localization(
         caption = _string(record, "caption") or ""
         if "masks" in record:
             if "word" in record or "mask" in record:
-                raise _Invalid("give 'masks', or 'word' and 'mask', not both")
+                raise InvalidLine("give 'masks', or 'word' and 'mask', not both")
             given = record["masks"]
             if not isinstance(given, dict):
-                raise _Invalid(f"'masks' must be an object {{word: mask path}}, got {_kind(given)}")
+                raise InvalidLine(
+                    f"'masks' must be an object {{word: mask path}}, got {_kind(given)}"
+                )
             if not given:
-                raise _Invalid("'masks' is empty")
+                raise InvalidLine("'masks' is empty")
             for word, name in given.items():
                 if not isinstance(name, str) or not name.strip():
-                    raise _Invalid(f"'masks'[{word!r}] must be a mask path, got {_kind(name)}")
+                    raise InvalidLine(f"'masks'[{word!r}] must be a mask path, got {_kind(name)}")
         elif "word" in record:
             given = {_string(record, "word") or "": _string(record, "mask") or ""}
         else:
-            raise _Invalid("missing key 'masks' (or 'word' and 'mask')")
+            raise InvalidLine("missing key 'masks' (or 'word' and 'mask')")
         for word in given:
             _check_in_caption(word, caption)
         image = _existing(root, _string(record, "image") or "", "image")
@@ -520,11 +522,11 @@ def read_intervention(
         caption = _string(record, "caption") or ""
         words = _strings(record, "words")
         if not words:
-            raise _Invalid("'words' is empty")
+            raise InvalidLine("'words' is empty")
         for word in words:
             _check_in_caption(word, caption)
         if ("image" in record) == ("noise" in record):
-            raise _Invalid("give 'image' (an image to invert) or 'noise' (generate from it)")
+            raise InvalidLine("give 'image' (an image to invert) or 'noise' (generate from it)")
         if "noise" in record:
             noise = _existing(root, _string(record, "noise") or "", "noise")
             return [InterventionItem(item_id, None, caption, tuple(words), source, noise)]
@@ -641,7 +643,7 @@ def _missing_image(image_id: Any, instances_json: str | Path) -> Callable[[], li
     """A maker that refuses a caption of an image the instances file lacks."""
 
     def make() -> list[Any]:
-        raise _Invalid(f"image {image_id} is not in {instances_json}")
+        raise InvalidLine(f"image {image_id} is not in {instances_json}")
 
     return make
 
@@ -663,9 +665,9 @@ def _coco_item(
             return []
         for key in ("file_name", "height", "width", "id"):
             if key not in info:
-                raise _Invalid(f"its image entry has no {key!r}")
+                raise InvalidLine(f"its image entry has no {key!r}")
         if "id" not in ann:
-            raise _Invalid("caption annotation has no 'id'")
+            raise InvalidLine("caption annotation has no 'id'")
         image = _existing(root, str(info["file_name"]), "image")
         height, width = int(info["height"]), int(info["width"])
         masks: dict[str, Any] = {}
@@ -673,7 +675,7 @@ def _coco_item(
             parts = []
             for instance in by_category[category]:
                 if "segmentation" not in instance:
-                    raise _Invalid(f"instance {instance.get('id')} has no segmentation")
+                    raise InvalidLine(f"instance {instance.get('id')} has no segmentation")
                 parts.append(json.dumps(instance["segmentation"]))
             masks[text] = CocoMask(height, width, tuple(parts))
         item_id = f"{info['id']}/{ann['id']}"

@@ -28,7 +28,7 @@ from ..images import load_image
 from ..results import entry_warnings, output_folder, versions
 from ..words import distinct_words, occurrences
 from . import metrics
-from .datasets import _Invalid, json_object
+from .datasets import InvalidLine, json_object
 from .items import BadItemError
 from .runner import Task, run
 
@@ -100,7 +100,7 @@ def read_prompts(
     default_image = Path(image) if image is not None else None
     try:
         default_words = _words(words) if words is not None else None
-    except _Invalid as err:
+    except InvalidLine as err:
         raise ValueError(f"--words: {err}") from None
     if default_words is not None and not default_words:
         raise ValueError("--words names no word")
@@ -114,13 +114,13 @@ def read_prompts(
             item = _item(record, source, path.parent, default_image, seed, default_words, checked)
             first = seen.get(item.id.lower())
             if first is not None:
-                raise _Invalid(
+                raise InvalidLine(
                     f"repeats {first} (same prompt, image, seed and words)"
                     if record.get("id") is None
                     else f"duplicate id {item.id!r} (first at {first}; ids name folders, "
                     "compared ignoring case)"
                 )
-        except _Invalid as err:
+        except InvalidLine as err:
             raise BadItemError(f"{source}: {err}") from None
         seen[item.id.lower()] = source
         items.append(item)
@@ -136,7 +136,7 @@ def _record(line: str) -> dict[str, Any]:
     record = json_object(line)
     unknown = sorted(set(record) - set(KEYS))
     if unknown:
-        raise _Invalid(f"unknown key {unknown[0]!r} (keys: {', '.join(KEYS)})")
+        raise InvalidLine(f"unknown key {unknown[0]!r} (keys: {', '.join(KEYS)})")
     return record
 
 
@@ -153,48 +153,48 @@ def _item(
     the prompt, an id that can name a folder."""
     prompt = record.get("prompt")
     if not isinstance(prompt, str):
-        raise _Invalid("missing key 'prompt'" if prompt is None else "'prompt' must be a string")
+        raise InvalidLine("missing key 'prompt'" if prompt is None else "'prompt' must be a string")
     prompt = prompt.strip()
     if not prompt:
-        raise _Invalid("the prompt is empty")
+        raise InvalidLine("the prompt is empty")
     if not distinct_words(prompt):
-        raise _Invalid(f"the prompt {prompt!r} has no words")
+        raise InvalidLine(f"the prompt {prompt!r} has no words")
 
     name = record.get("image")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise _Invalid("'image' must be a non-empty string (a path)")
+        raise InvalidLine("'image' must be a non-empty string (a path)")
     image = folder / name if name is not None else default_image
     if image is None:
-        raise _Invalid('no image: give the line an "image" or pass --image')
+        raise InvalidLine('no image: give the line an "image" or pass --image')
     if image not in checked:
         try:
             load_image(image, 8)
         except ValueError as err:
-            raise _Invalid(str(err)) from None
+            raise InvalidLine(str(err)) from None
         checked[image] = hashlib.sha256(image.read_bytes()).hexdigest()
 
     seed = record.get("seed", default_seed)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise _Invalid(f"'seed' must be a non-negative integer, got {seed!r}")
+        raise InvalidLine(f"'seed' must be a non-negative integer, got {seed!r}")
 
     words = default_words
     if record.get("words") is not None:
         words = _words(record["words"])
         if not words:
-            raise _Invalid("'words' names no word")
+            raise InvalidLine("'words' names no word")
     for word in words or ():
         try:
             occurrences(prompt, word)
         except ValueError as err:
-            raise _Invalid(str(err)) from None
+            raise InvalidLine(str(err)) from None
 
     if record.get("id") is not None:
         item_id = record["id"]
         if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
-            raise _Invalid("'id' must be a string or integer")
+            raise InvalidLine("'id' must be a string or integer")
         item_id = str(item_id).strip()
         if not _ID.fullmatch(item_id) or item_id.endswith((".json", ".jsonl")):
-            raise _Invalid(
+            raise InvalidLine(
                 f"id {item_id!r} cannot name a folder: use up to 100 letters, digits, '_', '-' "
                 "or '.', starting with a letter or digit (and not ending in .json or .jsonl)"
             )
@@ -209,7 +209,7 @@ def _words(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
-        raise _Invalid("'words' must be a list of strings or a comma-separated string")
+        raise InvalidLine("'words' must be a list of strings or a comma-separated string")
     return tuple(dict.fromkeys(w.strip().lower() for w in value if w.strip()))
 
 
