@@ -25,7 +25,7 @@ import torch
 from ...images import load_image
 from .attention import AttentionCollector, capture
 from .load import ModelNotFoundError, check_dtype, load_pipeline
-from .text import PaddedPrompt
+from .text import PaddedPrompt, execution_device
 from .transformer import FluxNetwork, SD3Network
 from .unet import UNetNetwork
 
@@ -162,7 +162,7 @@ class DiffusersModel:
     @property
     def device(self) -> torch.device:
         """Where the network runs (the execution device under CPU offload)."""
-        return torch.device(getattr(self.pipeline, "_execution_device", self.network.module.device))
+        return execution_device(self.pipeline)
 
     @property
     def dtype(self) -> torch.dtype:

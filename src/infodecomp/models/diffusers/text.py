@@ -142,6 +142,12 @@ class PromptEncoder:
         return out
 
 
+def execution_device(pipeline: Any) -> torch.device:
+    """Where the pipeline's networks run: its device, or the GPU its CPU-offload hooks move
+    each network to (inputs are put there directly, not on the offloaded weights' CPU)."""
+    return torch.device(pipeline._execution_device)
+
+
 @contextlib.contextmanager
 def _padding_tokenizers(pipeline: Any, spans: tuple[tuple[int, int], ...]) -> Iterator[None]:
     """Within the block, the pipeline's tokenizers put padding in place of the tokens that

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .schedules import FlowSchedule
-from .text import PromptEncoder
+from .text import PromptEncoder, execution_device
 
 
 class _FlowTransformer:
@@ -67,7 +67,7 @@ class SD3Network(_FlowTransformer):
         return float(num_train_timesteps)  # the pipeline passes sigma * 1000
 
     def __call__(self, x: torch.Tensor, timestep: torch.Tensor, conds: Sequence[Any]):
-        device, dtype = self.module.device, self.module.dtype
+        device, dtype = execution_device(self.pipeline), self.module.dtype
         text = self.text(conds, device, dtype)
         with torch.no_grad():
             return self.module(
@@ -117,7 +117,7 @@ class FluxNetwork(_FlowTransformer):
         return 1.0  # the pipeline passes sigma * 1000 / 1000
 
     def __call__(self, x: torch.Tensor, timestep: torch.Tensor, conds: Sequence[Any]):
-        device, dtype = self.module.device, self.module.dtype
+        device, dtype = execution_device(self.pipeline), self.module.dtype
         text = self.text(conds, device, dtype)
         b, c, h, w = x.shape
         packed = x.to(device, dtype).view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)

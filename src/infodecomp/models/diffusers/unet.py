@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .schedules import VPSchedule
-from .text import PromptEncoder
+from .text import PromptEncoder, execution_device
 
 
 class UNetNetwork:
@@ -24,7 +24,7 @@ class UNetNetwork:
     attention = "cross"
 
     def __init__(self, pipeline: Any) -> None:
-        self.module = pipeline.unet
+        self.pipeline, self.module = pipeline, pipeline.unet
         cfg = self.module.config
         self.family = "sdxl" if getattr(cfg, "addition_embed_type", None) == "text_time" else "sd"
         side = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
@@ -38,7 +38,7 @@ class UNetNetwork:
     def __call__(
         self, x: torch.Tensor, timestep: torch.Tensor, conds: Sequence[Any]
     ) -> torch.Tensor:
-        device, dtype = self.module.device, self.module.dtype
+        device, dtype = execution_device(self.pipeline), self.module.dtype
         text = self.text(conds, device, dtype)
         added = None
         if self.family == "sdxl":
