@@ -1,16 +1,20 @@
-"""Speed, memory and float16 agreement at real Stable Diffusion sizes, on a GPU.
+"""Speed, memory and low-precision agreement at real SD 1.5, SDXL, SD3 and Flux sizes, on a GPU.
 
-Builds random-weight pipelines of SD 1.5 (512 px) and SDXL (1024 px) from configs written here
-(nothing is downloaded; the numbers of compute and memory are those of the real models, the
-weights are not). For each pipeline and dtype (float16, bfloat16) prints one row: denoiser rows
-per second at the automatic batch size (``DiffusersModel.default_batch_size``), that batch size,
-the wall time of one word's heat map (``infodecomp.explain`` for one word of a 6-word prompt on a
-random image, at ``infodecomp heatmap``'s default draws, attention maps included, as the command
-does) and peak GPU memory. Then float16 (and bfloat16) against float32 on the same weights, latent
-and seed: one CMI in each dtype and their difference in standard errors. SD3 is listed as not
-supported yet.
+Builds random-weight pipelines of SD 1.5 (512 px), SDXL, SD3-medium and Flux-dev (1024 px) from
+configs written here (nothing is downloaded; the numbers of compute and memory are those of the
+real models, the weights are not; the T5 of SD3 and Flux is as wide as T5-XXL but has 2 of its 24
+layers: text embeddings are cached, their cost is not the one measured). For each pipeline and
+dtype (float16, bfloat16) prints one row: denoiser rows per second, the automatic batch size
+(``DiffusersModel.default_batch_size``), the wall time of one word's heat map
+(``infodecomp.explain`` for one word of a 6-word prompt on a random image, at ``infodecomp
+heatmap``'s default draws, attention maps included, as the command does) and peak GPU memory.
+Then one row per pipeline of ``infodecomp.trace`` around a 4-step generation, and for SD 1.5 one
+of ``explain`` under ``enable_model_cpu_offload()``. Last, float16 (and bfloat16) against float32
+on the same weights, latent and seed: one CMI in each dtype and their difference in standard
+errors (bfloat16 against float16 where the float32 weights do not fit the GPU).
 
-    python benchmarks/gpu_check.py [--only sd15,sdxl] [--device cuda] [--draws 256] [--small]
+    python benchmarks/gpu_check.py [--only sd15,sdxl,sd3,flux] [--device cuda] [--draws 256]
+        [--budget 300] [--cap 60] [--small]
 
 ``--small`` runs tiny configs on any device (CPU here) with few draws: a test of the script.
 """
@@ -26,18 +30,28 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from infodecomp.estimators import conditional_mutual_info
+from infodecomp.estimators import (
+    EDGE_FRACTION,
+    MIN_ADAPTIVE_SAMPLES,
+    PILOT_FRACTION,
+    _stage_sizes,
+    conditional_mutual_info,
+)
 from infodecomp.explanation import explain
 from infodecomp.models.diffusers import DiffusersModel
+from infodecomp.tracing import trace
 from infodecomp.world.train import build_tokenizer
 
-PIPELINES = ("sd15", "sdxl", "sd3")
+PIPELINES = ("sd15", "sdxl", "sd3", "flux")
+FLOW_TOKENS = {"sd3": 256, "flux": 512}  # T5 tokens: the pipelines' defaults (attention grows)
+T5_LAYERS = 2  # of T5-XXL's 24: as wide (4096, the transformers' joint_attention_dim), cheap
 LOW_DTYPES = (torch.float16, torch.bfloat16)
 PROMPT = "a photo of a red dog"  # 6 words
 WORD = "dog"
@@ -47,7 +61,14 @@ WORDS = ("a", "photo", "of", "red", "dog", "blue", "cat", "square", "left", "abo
 HEATMAP_DRAWS: int = inspect.signature(explain).parameters["n_samples"].default
 SMALL_DRAWS = 16
 SMALL_BATCH = 32  # --small: the automatic batch capped (CPU time), still 2+ calls a heat map
+SMALL_SIZE, SMALL_TOKENS = 16, 16  # --small: image side of the flow models and their T5 tokens
 CLIP_VOCAB = 49408  # CLIP's vocabulary: the embedding table's real size (our ids stay below)
+T5_VOCAB = 32128  # T5's
+TRANSFORMER_RATE_ROWS = 8  # a transformer's rows/s is timed at this many rows a call (see below)
+MIN_SHARE = 10.0  # seconds: the least a heat map or float32 CMI is given (see --budget)
+LATE_START = 90.0  # seconds past --budget after which no pipeline starts
+TRACE_STEPS = 4
+OFFLOAD_DRAWS, OFFLOAD_BATCH = 8, 24
 
 
 # --- pipelines from configs ------------------------------------------------------------------
@@ -69,6 +90,33 @@ def _clip(tokenizer: Any, small: bool, width: int = 768, **real: Any) -> Any:
         sizes |= {"num_attention_heads": 12, "num_hidden_layers": 12, "vocab_size": CLIP_VOCAB}
         sizes |= {"hidden_act": "quick_gelu", **real}
     return CLIPTextConfig(**sizes, **ids)
+
+
+# OpenCLIP ViT-bigG/14's text tower (SDXL's and SD3's second encoder), with its projection.
+CLIP_G = {"num_attention_heads": 20, "num_hidden_layers": 32, "hidden_act": "gelu"}
+
+
+def _t5_tokenizer() -> Any:
+    """A T5 (Unigram) tokenizer holding WORDS as single pieces; other words spelled out."""
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(f"▁{w}", -1.0) for w in WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+
+
+def _t5(tokenizer: Any, small: bool) -> Any:
+    """A T5 encoder: tiny, or T5-XXL (v1.1) wide with T5_LAYERS layers."""
+    from transformers import T5Config, T5EncoderModel
+
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if small:
+        sizes = {"vocab_size": len(tokenizer), "d_model": 32, "d_kv": 8, "d_ff": 37}
+        sizes |= {"num_heads": 4, "relative_attention_num_buckets": 8}
+    else:
+        sizes = {"vocab_size": T5_VOCAB, "d_model": 4096, "d_kv": 64, "d_ff": 10240}
+        sizes |= {"num_heads": 64, "feed_forward_proj": "gated-gelu"}
+    return T5EncoderModel(T5Config(num_layers=2 if small else T5_LAYERS, **sizes, **ids))
 
 
 def _unet_config(name: str, small: bool) -> dict[str, Any]:
@@ -110,13 +158,71 @@ def _unet_config(name: str, small: bool) -> dict[str, Any]:
     }
 
 
+def _transformer_config(name: str, small: bool) -> dict[str, Any]:
+    """SD3Transformer2DModel (SD3-medium) and FluxTransformer2DModel (Flux-dev) configs."""
+    if name == "sd3":
+        if small:
+            return {
+                "sample_size": 8,
+                "patch_size": 2,
+                "in_channels": 4,
+                "out_channels": 4,
+                "num_layers": 2,
+                "attention_head_dim": 8,
+                "num_attention_heads": 4,
+                "joint_attention_dim": 32,
+                "caption_projection_dim": 32,
+                "pooled_projection_dim": 64,
+                "pos_embed_max_size": 8,
+            }
+        return {
+            "sample_size": 128,  # 1024 px
+            "patch_size": 2,
+            "in_channels": 16,
+            "out_channels": 16,
+            "num_layers": 24,
+            "attention_head_dim": 64,
+            "num_attention_heads": 24,
+            "joint_attention_dim": 4096,  # T5-XXL's width
+            "caption_projection_dim": 1536,
+            "pooled_projection_dim": 2048,  # 768 (CLIP-L) + 1280 (OpenCLIP bigG)
+            "pos_embed_max_size": 192,
+        }
+    if small:
+        return {
+            "patch_size": 1,
+            "in_channels": 16,  # 4 latent channels packed 2x2
+            "num_layers": 1,
+            "num_single_layers": 1,
+            "attention_head_dim": 8,
+            "num_attention_heads": 2,
+            "joint_attention_dim": 32,
+            "pooled_projection_dim": 32,
+            "guidance_embeds": True,
+            "axes_dims_rope": (4, 2, 2),
+        }
+    return {
+        "patch_size": 1,
+        "in_channels": 64,  # 16 latent channels packed 2x2
+        "num_layers": 19,
+        "num_single_layers": 38,
+        "attention_head_dim": 128,
+        "num_attention_heads": 24,
+        "joint_attention_dim": 4096,  # T5-XXL's width
+        "pooled_projection_dim": 768,  # CLIP-L
+        "guidance_embeds": True,  # guidance-distilled, as Flux-dev
+        "axes_dims_rope": (16, 56, 56),
+    }
+
+
 def _vae_config(name: str, small: bool) -> dict[str, Any]:
-    """The SD / SDXL AutoencoderKL config (8x downsampling, 4 latent channels)."""
+    """The AutoencoderKL configs: SD / SDXL (4 latent channels), SD3 / Flux (16; no quant convs,
+    a shift). 8x downsampling at real sizes."""
     if small:
         blocks, groups, size = (8, 8), 4, 16
     else:
         blocks, groups, size = (128, 256, 512, 512), 32, 512 if name == "sd15" else 1024
-    return {
+    config = {
         "block_out_channels": blocks,
         "down_block_types": ("DownEncoderBlock2D",) * len(blocks),
         "up_block_types": ("UpDecoderBlock2D",) * len(blocks),
@@ -126,36 +232,74 @@ def _vae_config(name: str, small: bool) -> dict[str, Any]:
         "sample_size": size,
         "scaling_factor": 0.18215 if name == "sd15" else 0.13025,
     }
+    if name in FLOW_TOKENS:
+        shift, scale = {"sd3": (0.0609, 1.5305), "flux": (0.1159, 0.3611)}[name]
+        config |= {"latent_channels": 4 if small else 16, "use_quant_conv": False}
+        config |= {"use_post_quant_conv": False, "shift_factor": shift, "scaling_factor": scale}
+    return config
 
 
-def build(name: str, small: bool, device: str) -> Any:
-    """A seeded random-weight pipeline ``name`` in float32, its weights made on ``device``."""
+def _modules(name: str, small: bool, tokenizer: Any, t5_tokenizer: Any) -> dict[str, Any]:
+    """The pipeline's networks, random (seeded by the caller), on the current default device."""
     from diffusers import (
         AutoencoderKL,
-        DDPMScheduler,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    parts = {"vae": AutoencoderKL(in_channels=3, out_channels=3, **_vae_config(name, small))}
+    if name in ("sd15", "sdxl"):
+        unet_config = _unet_config(name, small)
+        parts["unet"] = UNet2DConditionModel(in_channels=4, out_channels=4, **unet_config)
+        parts["text_encoder"] = CLIPTextModel(_clip(tokenizer, small))
+        if name == "sdxl":
+            big = _clip(tokenizer, small, 1280, **CLIP_G)
+            parts["text_encoder_2"] = CLIPTextModelWithProjection(big)
+    elif name == "sd3":  # CLIP-L and bigG (penultimate layers, pooled projections), then T5
+        parts["transformer"] = SD3Transformer2DModel(**_transformer_config(name, small))
+        parts["text_encoder"] = CLIPTextModelWithProjection(_clip(tokenizer, small))
+        big = _clip(tokenizer, small, 1280, **CLIP_G)
+        parts["text_encoder_2"] = CLIPTextModelWithProjection(big)
+        parts["text_encoder_3"] = _t5(t5_tokenizer, small)
+    else:  # flux: CLIP-L gives the pooled vector, T5 the tokens
+        parts["transformer"] = FluxTransformer2DModel(**_transformer_config(name, small))
+        parts["text_encoder"] = CLIPTextModel(_clip(tokenizer, small))
+        parts["text_encoder_2"] = _t5(t5_tokenizer, small)
+    return parts
+
+
+def build(name: str, small: bool, device: str, dtype: torch.dtype = torch.float32) -> Any:
+    """A seeded random-weight pipeline ``name``, its weights made on ``device`` in ``dtype``
+    (``device="meta"``: shapes only, for counting)."""
+    from diffusers import (
+        DDPMScheduler,
+        EulerDiscreteScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        StableDiffusion3Pipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+
     length = 16 if small else 77
-    tokenizer = build_tokenizer(WORDS, length)
+    tokenizer, t5_tokenizer = build_tokenizer(WORDS, length), _t5_tokenizer()
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # weights made in dtype: no float32 copy first
+    try:
+        with torch.device(device):  # random init on the GPU: seconds, not minutes on the CPU
+            torch.manual_seed(0)
+            parts = _modules(name, small, tokenizer, t5_tokenizer)
+    finally:
+        torch.set_default_dtype(saved)
+    # Buffers some constructors make on the CPU whatever the default device (SD3's positions).
+    parts = {k: m.to(device).eval() for k, m in parts.items()}
+    parts["tokenizer"] = tokenizer
     betas = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
-    with torch.device(device):  # random init on the GPU: seconds, not minutes on the CPU
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **_unet_config(name, small))
-        vae = AutoencoderKL(in_channels=3, out_channels=3, **_vae_config(name, small))
-        text_encoder = CLIPTextModel(_clip(tokenizer, small))
-        if name == "sdxl":  # OpenCLIP ViT-bigG/14's text tower, with its projection
-            big = {"num_attention_heads": 20, "num_hidden_layers": 32, "hidden_act": "gelu"}
-            text_encoder_2 = CLIPTextModelWithProjection(_clip(tokenizer, small, 1280, **big))
-    parts = {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer}
     if name == "sd15":
         return StableDiffusionPipeline(
             **parts,
-            unet=unet.eval(),
             scheduler=DDPMScheduler(
                 prediction_type="epsilon", clip_sample=False, steps_offset=1, **betas
             ),
@@ -163,27 +307,85 @@ def build(name: str, small: bool, device: str) -> Any:
             feature_extractor=None,
             requires_safety_checker=False,
         )
-    return StableDiffusionXLPipeline(
+    if name == "sdxl":
+        return StableDiffusionXLPipeline(
+            **parts,
+            tokenizer_2=build_tokenizer(WORDS, length),
+            scheduler=EulerDiscreteScheduler(steps_offset=1, **betas),
+        )
+    if name == "sd3":
+        return StableDiffusion3Pipeline(
+            **parts,
+            tokenizer_2=build_tokenizer(WORDS, length),
+            tokenizer_3=t5_tokenizer,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        )
+    return FluxPipeline(  # Flux-dev's scheduler: the shift grows with the image's token count
         **parts,
-        text_encoder_2=text_encoder_2.eval(),
-        tokenizer_2=build_tokenizer(WORDS, length),
-        unet=unet.eval(),
-        scheduler=EulerDiscreteScheduler(steps_offset=1, **betas),
+        tokenizer_2=t5_tokenizer,
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        ),
     )
 
 
-def describe(name: str, pipe: Any, seconds: float) -> str:
+def model_settings(name: str, small: bool) -> dict[str, Any]:
+    """``DiffusersModel`` arguments: the flow models' image size and T5 tokens (the pipelines'
+    defaults at real sizes; tiny with --small), nothing for the UNets (their config says)."""
+    if name not in FLOW_TOKENS:
+        return {}
+    if small:
+        return {"image_size": SMALL_SIZE, "max_sequence_length": SMALL_TOKENS}
+    return {"image_size": 1024, "max_sequence_length": FLOW_TOKENS[name]}
+
+
+def networks(pipe: Any) -> list[Any]:
+    """The pipeline's torch modules."""
+    return [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+
+
+def float32_unfit(name: str, small: bool, dev: Device) -> str | None:
+    """Why ``name``'s float32 weights do not fit the GPU's free memory (with room for a few rows),
+    or None where they do (or off CUDA). Counted on the meta device: nothing is allocated."""
+    if not dev.cuda:
+        return None
+    gib = sum(p.numel() for m in networks(build(name, small, "meta")) for p in m.parameters())
+    gib *= 4 / 2**30
+    free = torch.cuda.mem_get_info(dev.device)[0] / 2**30
+    if 1.1 * gib + 4 <= free:
+        return None
+    return f"float32 weights ({gib:.1f} GiB) do not fit in {free:.1f} GiB free"
+
+
+def describe(name: str, model: DiffusersModel, seconds: float) -> str:
     """One line: the built pipeline's parameter counts and input size."""
 
     def millions(*modules: Any) -> str:
         return f"{sum(p.numel() for m in modules for p in m.parameters()) / 1e6:.1f}M"
 
-    texts = [pipe.text_encoder] + ([pipe.text_encoder_2] if name == "sdxl" else [])
-    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
-    px = s * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    pipe = model.pipeline
+    texts = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
+    texts = [m for m in [*texts, getattr(pipe, "text_encoder_3", None)] if m is not None]
+    unet = getattr(pipe, "unet", None)
+    kind, net = ("UNet", unet) if unet is not None else ("transformer", pipe.transformer)
+    c, h, w = model.data_shape
+    extra = ""
+    if model.family in ("sd3", "flux"):
+        t5 = texts[-1].config
+        layers = f"{t5.num_layers} of T5-XXL's 24" if t5.d_model == 4096 else t5.num_layers
+        extra = f", {model.network.text.max_sequence_length} T5 tokens (T5 {t5.d_model} wide, "
+        extra += f"{layers} layers)"
+    if model.guidance_scale is not None:
+        extra += f"; guidance-distilled as Flux-dev: guidance {model.guidance_scale:g} fed"
     return (
-        f"  ({name} built in {seconds:.1f} s: UNet {millions(pipe.unet)}, text encoders "
-        f"{millions(*texts)}, VAE {millions(pipe.vae)} parameters; latents {c}x{s}x{s}, {px} px)"
+        f"  ({name} built in {seconds:.1f} s: {kind} {millions(net)}, text encoders "
+        f"{millions(*texts)}, VAE {millions(pipe.vae)} parameters; latents {c}x{h}x{w}, "
+        f"{model.image_size} px{extra})"
     )
 
 
@@ -222,6 +424,25 @@ class Device:
         return f"{self.device.type} ({platform.machine()}, threads: {torch.get_num_threads()})"
 
 
+class Clock:
+    """The run's time: each heat map and float32 CMI gets an equal share of what is left of
+    --budget among those left (at most --cap, at least MIN_SHARE seconds)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.start = time.perf_counter()
+        self.budget, self.cap = args.budget, args.cap
+        self.left = 0  # heat maps and float32 CMIs still to come, this one included
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def share(self) -> float:
+        """Seconds for the next heat map or float32 CMI (then counted as done)."""
+        seconds = (self.budget - self.elapsed()) / max(self.left, 1)
+        self.left = max(self.left - 1, 0)
+        return min(self.cap, max(MIN_SHARE, seconds))
+
+
 @contextlib.contextmanager
 def ieee_float32() -> Iterator[None]:
     """True float32 matrix products and convolutions (no TF32) within the block."""
@@ -256,12 +477,45 @@ def rows_per_second(
     return done * batch / (time.perf_counter() - start)
 
 
+def rate_rows(model: DiffusersModel, batch: int) -> int:
+    """Rows a call at which rows/s is timed: the batch for a UNet; for a transformer at most
+    TRANSFORMER_RATE_ROWS: its thousands of tokens a row make every product large already at a
+    few rows, and its full-batch calls take tens of seconds each."""
+    if getattr(model.pipeline, "unet", None) is not None:
+        return batch
+    return min(batch, TRANSFORMER_RATE_ROWS)
+
+
+def draw_units(draws: int) -> int:
+    """Draws an estimate evaluates for ``draws`` asked for: the estimator adds
+    max(4, draws // EDGE_FRACTION) at each end of the log-SNR range."""
+    return draws + 2 * max(4, draws // EDGE_FRACTION)
+
+
 def fitted_draws(draws: int, rows_per_draw: int, rate: float, cap: float) -> int:
     """``draws``, or fewer (even, at least 4) if they would take longer than ``cap`` seconds at
-    ``rate`` rows per second."""
-    if draws * rows_per_draw / rate <= cap:
+    ``rate`` rows per second (the draws at the range's ends counted)."""
+    fitted = min(draws, int(cap * rate / rows_per_draw))
+    while fitted > 4 and draw_units(fitted) * rows_per_draw / rate > cap:
+        fitted -= 1
+    return draws if fitted >= draws else max(4, fitted // 2 * 2)
+
+
+def full_batch_draws(draws: int, batch: int) -> int:
+    """The fewest draws (even, at least 4, at most ``draws``) whose heat map makes one call of a
+    full ``batch``: its peak memory is that of the automatic batch (attention maps included)."""
+    fewest = 4
+    while fewest < draws and 3 * largest_stage(fewest) < batch:  # prompt, null, context
+        fewest += 2
+    return min(draws, fewest)
+
+
+def largest_stage(draws: int) -> int:
+    """The most draws the estimator evaluates together (in calls of the batch size) for
+    ``draws`` asked for: all of them, or past a pilot, its adaptive stages' largest."""
+    if draws < MIN_ADAPTIVE_SAMPLES:
         return draws
-    return max(4, min(draws, int(cap * rate / rows_per_draw)) // 2 * 2)
+    return max(_stage_sizes(draws - max(8, draws // PILOT_FRACTION), True))
 
 
 @dataclass
@@ -298,16 +552,24 @@ HEADER = (
 
 
 def measure_row(
-    name: str, model: DiffusersModel, dev: Device, args: argparse.Namespace, cap: float
+    name: str, model: DiffusersModel, dev: Device, args: argparse.Namespace, clock: Clock
 ) -> Row:
     """One table row: throughput, automatic batch size, heat-map time and peak memory."""
-    dtype = str(model.dtype).removeprefix("torch.")
+    dtype = _label(model.dtype)
     row = Row(name, dtype)
     dev.free()
     row.batch = model.default_batch_size(limit=batch_limit(args))
-    row.rate = rows_per_second(model, dev, row.batch, args.calls)
+    timed_rows = rate_rows(model, row.batch)
+    row.rate = rows_per_second(model, dev, timed_rows, args.calls)
     image = random_image(model.image_size)
-    draws = fitted_draws(args.draws, 3, row.rate, cap)  # prompt, null and context per draw
+    notes = [] if timed_rows == row.batch else [f"rows/s timed at {timed_rows} rows a call"]
+    draws = fitted_draws(args.draws, 3, row.rate, clock.share())  # prompt, null and context
+    # At least one call of the full batch, for its peak memory, unless that takes over --cap.
+    full = full_batch_draws(args.draws, row.batch)
+    if draw_units(full) * 3 / row.rate <= args.cap:
+        draws = max(draws, full)
+    elif 3 * largest_stage(draws) < row.batch:
+        notes.append(f"calls of at most {3 * largest_stage(draws)} rows: peak below the batch's")
     batch = row.batch
 
     def heat_map() -> Any:
@@ -315,25 +577,90 @@ def measure_row(
             model, image, PROMPT, [WORD], n_samples=draws, seed=0, batch_size=batch, progress=False
         )
 
-    try:
-        result, seconds = dev.timed(heat_map)
-    except torch.cuda.OutOfMemoryError:  # the command would fail the same way: say so, then halve
-        dev.free()
+    while True:  # out of memory: the command would fail alike; say so, then halve the batch
+        try:
+            result, seconds = dev.timed(heat_map)
+            break
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+        dev.free()  # past the except block: its traceback no longer holds the call's tensors
         batch = max(1, batch // 2)
-        result, seconds = dev.timed(heat_map)
-        row.note = f"heat map out of memory at batch {row.batch}; timed at {batch}"
-    row.heat_draws, row.heat_s = args.draws, seconds * args.draws / draws
+    if batch != row.batch:
+        notes.append(f"heat map out of memory at batch {row.batch}; timed at {batch}")
+    # Linear in denoiser rows, the range's end draws included.
+    row.heat_draws = args.draws
+    row.heat_s = seconds * draw_units(args.draws) / draw_units(draws)
     row.extrapolated_from = None if draws == args.draws else draws
     if row.extrapolated_from is not None:
-        row.note = (row.note + "; " if row.note else "") + f"* measured with {draws} draws"
+        notes.append(f"* measured with {draws} draws")
+    row.note = "; ".join(notes)
     row.cmi = result.cmi(WORD)
     row.peak = dev.peak_gib()
     return row
 
 
+def trace_check(name: str, pipe: Any, dev: Device, settings: dict[str, Any]) -> str:
+    """One line: ``infodecomp.trace`` around a TRACE_STEPS-step generation by the pipeline itself
+    at the model's size, and the traced heat map of WORD (or the one-line error)."""
+    tag = f"{name:<9}{'trace':<10}"
+    try:
+        size = DiffusersModel.from_pipeline(pipe, **settings).image_size
+        extra = {"height": size, "width": size, "num_inference_steps": TRACE_STEPS}
+        if "max_sequence_length" in settings:
+            extra["max_sequence_length"] = settings["max_sequence_length"]
+        pipe.set_progress_bar_config(disable=True)
+        with trace(pipe, **settings) as tc:
+            generator = torch.Generator().manual_seed(0)
+            _, seconds = dev.timed(
+                lambda: pipe(PROMPT, generator=generator, output_type="pt", **extra)
+            )
+        heat = tc.heat_map(WORD)
+        dtype = _label(tc.model.dtype)
+        return (
+            f"{tag}{TRACE_STEPS}-step generation at {size} px ({dtype}) in {seconds:.1f} s; "
+            f"latent {tuple(tc.latent.shape[1:])}, heat map of {WORD!r} {tuple(heat.shape)} "
+            f"from {tc.attention.n_rows} attention rows, "
+            f"{'finite' if bool(heat.isfinite().all()) else 'NOT finite'}"
+        )
+    except Exception as err:
+        return f"{tag}failed: {_first_line(err)}"
+
+
+def offload_check(name: str, pipe: Any, dev: Device, settings: dict[str, Any]) -> str:
+    """One line: the prompt's MI from ``explain`` with the pipeline under
+    ``enable_model_cpu_offload()`` against the same run without it (same weights, dtype, image,
+    draws, seed and batch: equal up to float rounding), or the one-line error."""
+    tag = f"{name:<9}{'offload':<10}"
+
+    def mi() -> tuple[float, float]:  # a fresh model: no text embeddings cached
+        model = DiffusersModel.from_pipeline(pipe, **settings)
+        image = random_image(model.image_size)
+        run = {"n_samples": OFFLOAD_DRAWS, "seed": 0, "batch_size": OFFLOAD_BATCH}
+        return explain(model, image, PROMPT, [WORD], progress=False, **run).mi
+
+    try:
+        dtype = _label(pipe.dtype)
+        plain = mi()
+        pipe.enable_model_cpu_offload(device=dev.device)
+        try:
+            offloaded, seconds = dev.timed(mi)
+        finally:
+            pipe.remove_all_hooks()
+        return (
+            f"{tag}explain() under enable_model_cpu_offload(device={dev.device.type!r}) "
+            f"({dtype}, {OFFLOAD_DRAWS} draws, batch {OFFLOAD_BATCH}): MI {offloaded[0]:.6f} vs "
+            f"{plain[0]:.6f} without, diff {offloaded[0] - plain[0]:.1e} (SE {plain[1]:.4f}); "
+            f"{seconds:.1f} s"
+        )
+    except Exception as err:
+        return f"{tag}failed: {_first_line(err)}"
+
+
 @dataclass
 class Agreement:
     pipeline: str
+    high_dtype: str
     low: str
     draws: int
     high: tuple[float, float]
@@ -344,34 +671,46 @@ class Agreement:
         diff = v - v32
         in_se = diff / s32 if s32 > 0 else math.nan
         return (
-            f"{self.pipeline:<9}{'float32 vs ' + self.low:<20}{self.draws:>6}"
+            f"{self.pipeline:<9}{f'{self.high_dtype} vs {self.low}':<20}{self.draws:>6}"
             f"{v32:>12.4f} ± {s32:<8.4f}{v:>10.4f} ± {s:<8.4f}{diff:>11.2e}{in_se:>9.2f}"
         )
 
 
 AGREEMENT_HEADER = (
-    f"{'pipeline':<9}{'dtypes':<20}{'draws':>6}{'float32 CMI ± SE':>23}{'low CMI ± SE':>21}"
+    f"{'pipeline':<9}{'dtypes':<20}{'draws':>6}{'reference CMI ± SE':>23}{'low CMI ± SE':>21}"
     f"{'diff':>11}{'diff/SE':>9}"
 )
 
 
 @dataclass
 class Reference:
-    """The float32 side of the agreement: the latent, the estimator's settings, the CMI."""
+    """The high-precision side of the agreement: its dtype (float32 unless it does not fit), the
+    latent, the estimator's settings, the CMI."""
 
+    dtype: torch.dtype
     x: torch.Tensor
     run: dict[str, Any]
     value: tuple[float, float]
 
 
-def reference(pipe: Any, dev: Device, args: argparse.Namespace, cap: float) -> Reference:
-    """i(x; WORD | CONTEXT) with ``pipe`` in float32 (no TF32) for a random image's latent
-    (encoded in float32), at the heat-map draws (fewer if over ``cap`` seconds) and seed 0."""
+def reference(
+    pipe: Any,
+    dev: Device,
+    args: argparse.Namespace,
+    cap: float,
+    dtype: torch.dtype = torch.float32,
+    settings: dict[str, Any] | None = None,
+) -> Reference:
+    """i(x; WORD | CONTEXT) with ``pipe`` in ``dtype`` (float32: no TF32) for a random image's
+    latent (encoded in that dtype), at the heat-map draws (fewer if over ``cap`` seconds) and
+    seed 0."""
     with ieee_float32():
-        m32 = DiffusersModel.from_pipeline(pipe, device=dev.device, dtype=torch.float32)
-        x = m32.encode_image(random_image(m32.image_size))
-        batch = m32.default_batch_size(limit=batch_limit(args))
-        rate = rows_per_second(m32, dev, min(batch, 8), 1)
+        high = DiffusersModel.from_pipeline(pipe, device=dev.device, dtype=dtype, **settings or {})
+        x = high.encode_image(random_image(high.image_size))
+        batch = high.default_batch_size(limit=batch_limit(args))
+        # A few rows suffice to size the draws (a float32 transformer row takes seconds).
+        probe = min(batch, 8 if getattr(pipe, "unet", None) is not None else 2)
+        rate = rows_per_second(high, dev, probe, 1)
         draws = fitted_draws(args.draws, 2, rate, cap)  # cond and context per draw
         # A fixed proposal: an adaptive one would be fitted to each dtype's own integrand, and the
         # difference would no longer be a paired one.
@@ -382,23 +721,28 @@ def reference(pipe: Any, dev: Device, args: argparse.Namespace, cap: float) -> R
             "progress": False,
             "adaptive": False,
         }
-        value = _pair(conditional_mutual_info(m32, x, PROMPT, CONTEXT, **run))
-    return Reference(x, run, value)
+        value = _pair(conditional_mutual_info(high, x, PROMPT, CONTEXT, **run))
+    return Reference(dtype, x, run, value)
 
 
 def compare(name: str, model: DiffusersModel, ref: Reference) -> Agreement | str:
     """The reference's CMI with ``model`` (the same weights in a lower precision): same latent,
     draws, seed and batch size."""
-    label = str(model.dtype).removeprefix("torch.")
+    label = _label(model.dtype)
+    high = _label(ref.dtype)
     try:
         value = _pair(conditional_mutual_info(model, ref.x, PROMPT, CONTEXT, **ref.run))
     except Exception as err:  # e.g. a kernel this device lacks in float16
-        return f"{name:<9}{'float32 vs ' + label:<20}failed: {_first_line(err)}"
-    return Agreement(name, label, ref.run["n_samples"], ref.value, value)
+        return f"{name:<9}{f'{high} vs {label}':<20}failed: {_first_line(err)}"
+    return Agreement(name, high, label, ref.run["n_samples"], ref.value, value)
 
 
 def _pair(estimate: Any) -> tuple[float, float]:
     return estimate.value.flatten()[0].item(), estimate.stderr.flatten()[0].item()
+
+
+def _label(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _first_line(err: BaseException) -> str:
@@ -421,7 +765,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--small", action="store_true", help="tiny configs, few draws (a test)")
     parser.add_argument("--device", help="torch device (default cuda if available, else cpu)")
     parser.add_argument("--draws", type=int, help=f"draws (default {HEATMAP_DRAWS}, --small 16)")
-    parser.add_argument("--only", default=",".join(PIPELINES), help="e.g. sd15,sdxl")
+    parser.add_argument("--only", default=",".join(PIPELINES), help="e.g. sd3,flux (default all)")
     parser.add_argument("--calls", type=int, help="timed denoiser calls per row (default 3)")
     parser.add_argument(
         "--cap",
@@ -433,9 +777,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--budget",
         type=float,
-        default=360.0,
-        help="seconds (default 360): no row starts after it, and heat maps and float32 CMIs "
-        "near it run fewer draws; the whole run ends within about a minute and a half of it",
+        default=300.0,
+        help="seconds (default 300) the heat maps and float32 CMIs are fitted to: each gets an "
+        f"equal share of what is left of it (at most --cap, at least {MIN_SHARE:.0f} s); no "
+        f"pipeline starts {LATE_START:.0f} s past it. Builds, rows/s, the low-precision CMIs and "
+        "the trace rows come on top: a full run on an H100 / H200, estimated at 6 to 8 minutes",
     )
     args = parser.parse_args(argv)
     args.only = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -452,14 +798,49 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def cap(args: argparse.Namespace, start: float) -> float:
-    """Seconds allowed for the next heat map or float32 CMI: --cap, less near the --budget."""
-    return min(args.cap, max(10.0, args.budget - (time.perf_counter() - start)))
+def check_pipeline(
+    name: str, dev: Device, args: argparse.Namespace, clock: Clock, agreements: list[Any]
+) -> None:
+    """The rows of one pipeline: per dtype, its row (and the agreement with the reference);
+    after the last, the trace row (and for SD 1.5 the offload row)."""
+    settings = model_settings(name, args.small)
+    unfit = float32_unfit(name, args.small, dev)
+    high = torch.float32 if unfit is None else torch.bfloat16  # the reference's dtype
+    if unfit is not None:
+        print(f"  ({name}: {unfit}: the reference CMI is bfloat16's, compared with float16)")
+    ref: Reference | None = None
+    for i, dtype in enumerate(LOW_DTYPES):
+        label = _label(dtype)
+        pipe = model = None
+        try:
+            dev.free()
+            # The seeded build gives the same weights each time (float32 unless they do not fit).
+            pipe, seconds = dev.timed(lambda: build(name, args.small, args.device, high))
+            if i == 0:
+                print(describe(name, DiffusersModel.from_pipeline(pipe, **settings), seconds))
+                try:
+                    ref = reference(pipe, dev, args, clock.share(), high, settings)
+                except Exception as err:
+                    agreements.append(f"{name:<9}{_label(high)} CMI failed: {_first_line(err)}")
+            model = DiffusersModel.from_pipeline(pipe, dtype=dtype, **settings)  # cast in place
+            if ref is not None and dtype != ref.dtype:
+                agreements.append(compare(name, model, ref))
+            print(measure_row(name, model, dev, args, clock), flush=True)
+        except Exception as err:  # e.g. float16 kernels missing on this CPU: say why
+            print(f"{name:<9}{label:<10}skipped: {_first_line(err)}", flush=True)
+        if i == len(LOW_DTYPES) - 1 and pipe is not None:
+            model = None
+            dev.free()
+            print(trace_check(name, pipe, dev, settings), flush=True)
+            if name == "sd15":
+                print(offload_check(name, pipe, dev, settings), flush=True)
+        pipe = model = None
+        dev.free()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    start = time.perf_counter()
     args = parse(argv)
+    clock = Clock(args)
     dev = Device(args.device)
     if dev.device.type == "cpu" and not args.small:
         print(
@@ -479,52 +860,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     diffusers.utils.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sizes = "real sizes, random weights"
+    # Flux-dev's config is guidance-distilled, said once in its description line.
+    warnings.filterwarnings("ignore", message=".*not exact information")
+    sizes = f"real sizes, random weights (T5: {T5_LAYERS} layers)"
     if args.small:
         sizes = f"tiny configs (--small), batch at most {SMALL_BATCH}"
     print(
         f"gpu_check: torch {torch.__version__}, diffusers {diffusers.__version__}, transformers "
         f"{transformers.__version__}; device {dev.label()}; {sizes}; heat map: 1 word of "
-        f"{PROMPT!r}, {args.draws} draws, attention on"
+        f"{PROMPT!r}, {args.draws} draws, attention on; budget {args.budget:.0f} s, cap "
+        f"{args.cap:.0f} s",
+        flush=True,
     )
     print(HEADER)
     agreements: list[Agreement | str] = []
-    for name in args.only:
-        if name == "sd3":
-            print(
-                f"{'sd3':<9}{'-':<10}SD3-medium (2B MMDiT transformer, 1024 px): not supported "
-                "yet (infodecomp's DiffusersModel takes UNet pipelines)"
-            )
+    for k, name in enumerate(args.only):
+        if clock.elapsed() > args.budget + LATE_START:
+            print(f"{name:<9}{'-':<10}skipped: {clock.elapsed():.0f} s, over the --budget")
             continue
-        ref: Reference | None = None
-        for i, dtype in enumerate(LOW_DTYPES):
-            label = str(dtype).removeprefix("torch.")
-            if time.perf_counter() - start > args.budget:
-                print(f"{name:<9}{label:<10}skipped: over the --budget of {args.budget:.0f} s")
-                continue
-            pipe = model = None
-            try:
-                dev.free()
-                # The seeded build gives the same float32 weights each time.
-                pipe, seconds = dev.timed(lambda n=name: build(n, args.small, args.device))
-                if i == 0:
-                    print(describe(name, pipe, seconds))
-                    try:
-                        ref = reference(pipe, dev, args, cap(args, start))
-                    except Exception as err:
-                        agreements.append(f"{name:<9}float32 CMI failed: {_first_line(err)}")
-                model = DiffusersModel.from_pipeline(pipe, dtype=dtype)  # cast in place
-                if ref is not None:
-                    agreements.append(compare(name, model, ref))
-                print(measure_row(name, model, dev, args, cap(args, start)), flush=True)
-            except Exception as err:  # e.g. float16 kernels missing on this CPU: say why
-                print(f"{name:<9}{label:<10}skipped: {_first_line(err)}", flush=True)
-            pipe = model = None
-            dev.free()
+        clock.left = 3 * (len(args.only) - k)  # a reference CMI and two heat maps each
+        check_pipeline(name, dev, args, clock, agreements)
     print(
-        "rows/s: denoiser rows (UNet with text embeddings cached) per second at the automatic "
-        "batch; heat map: explain() wall time incl. VAE encoding and attention maps; * = "
-        "extrapolated linearly from a run with fewer draws (see --cap)"
+        "rows/s: denoiser rows (UNet or transformer, text embeddings cached) per second at the "
+        f"automatic batch (transformers: timed at {TRANSFORMER_RATE_ROWS} rows a call); heat "
+        "map: explain() wall time incl. VAE encoding and attention maps, at least one call of "
+        "the full batch unless over --cap; * = extrapolated linearly in denoiser rows from a "
+        "run with fewer draws (see --budget, --cap)"
     )
     if agreements:
         print()
@@ -532,10 +893,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in agreements:
             print(line)
         print(
-            "one CMI i(x; dog | rest) on the same (seeded) weights, latent (encoded in float32), "
-            "draws and seed; diff = low - float32; diff/SE in units of the float32 estimate's SE"
+            "one CMI i(x; dog | rest) on the same (seeded) weights, latent (encoded in the "
+            "reference dtype), draws and seed; diff = low - reference; diff/SE in units of the "
+            "reference estimate's SE"
         )
-    print(f"wall time {time.perf_counter() - start:.1f} s")
+    print(f"wall time {clock.elapsed():.1f} s")
     return 0
 
 

@@ -87,7 +87,7 @@ def test_the_network_is_called_as_the_pipeline_calls_it(family):
     g = torch.Generator().manual_seed(0)
     pipe(
         "a red dog",
-        num_inference_steps=2,
+        num_inference_steps=4,
         height=16,
         width=16,
         generator=g,
@@ -95,8 +95,9 @@ def test_the_network_is_called_as_the_pipeline_calls_it(family):
         guidance_scale=1.0,
         output_type="latent",
     )
-    seen = calls[0]
-    t = pipe.scheduler.sigmas[0].item()  # the first step's flow time
+    # A step at an interior time 0 < t < 1 (at t = 1 any time map would agree).
+    step = next(i for i, t in enumerate(pipe.scheduler.sigmas.tolist()) if 0.05 < t < 0.95)
+    seen, t = calls[step], pipe.scheduler.sigmas[step].item()
     x_t = seen["hidden_states"][:1]
     if family == "flux":  # unpack 2x2 tokens to (C, h, w)
         x_t = x_t.view(1, 4, 4, 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(1, 4, 8, 8)
@@ -149,17 +150,25 @@ def test_heatmap_and_attention_on_every_family(family):
     assert res.estimate.settings["family"] == family
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux"])
-def test_padding_a_word_changes_only_its_tokens(family):
-    model = DiffusersModel.from_pipeline(FAMILIES[family](), image_size=16, max_sequence_length=16)
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+def test_padding_a_word(family):
+    kwargs = {"image_size": 16, "max_sequence_length": 16} if family in ("sd3", "flux") else {}
+    model = DiffusersModel.from_pipeline(FAMILIES[family](), **kwargs)
     text = model.network.text
-    plain = text(["a red dog"], model.device, torch.float32)["hidden"][0]
-    same = text([PaddedPrompt("a red dog", ())], model.device, torch.float32)["hidden"][0]
-    torch.testing.assert_close(same, plain, rtol=0, atol=0)
-    padded = text([PaddedPrompt("a red dog", ((2, 5),))], model.device, torch.float32)["hidden"]
-    assert not torch.allclose(padded[0], plain)
+    plain = text(["a red dog"], model.device, torch.float32)
+    same = text([PaddedPrompt("a red dog", ())], model.device, torch.float32)
+    for key in plain:
+        torch.testing.assert_close(same[key], plain[key], rtol=0, atol=0)
+    padded = PaddedPrompt("a red dog", ((2, 5),))
+    if family in ("sd3", "flux"):  # the pooled CLIP-L vector would stop at the padding
+        with pytest.raises(ValueError, match="context='pad' is not available"):
+            text([padded], model.device, torch.float32)
+    else:
+        hidden = text([padded], model.device, torch.float32)["hidden"][0]
+        assert torch.equal(hidden[:2], plain["hidden"][0][:2])  # CLIP is causal: before "red"
+        assert not torch.allclose(hidden[2:], plain["hidden"][0][2:])
     positions = model.token_positions("a red dog", (2, 5))
-    assert len(positions) == (2 if family == "sd3" else 1)  # SD3: CLIP and T5 parts
+    assert positions == ([2, 17] if family == "sd3" else [1] if family == "flux" else [2])
 
 
 def test_distilled_models_are_flagged_and_the_guidance_recorded():
@@ -274,8 +283,9 @@ def test_trace_keeps_the_generation_and_explains_its_latent(family, capsys):
 def test_vae_upcast_where_its_config_asks():
     pipe = sd_pipeline()
     pipe.vae.register_to_config(force_upcast=True)
-    model = DiffusersModel.from_pipeline(pipe, dtype=torch.float16)
-    pipe.vae.to(torch.float16)  # as from_pretrained(torch_dtype=float16) loads it
+    pipe.to(torch.float16)  # as from_pretrained(torch_dtype=float16) loads it
+    model = DiffusersModel.from_pipeline(pipe)
+    assert pipe.vae.dtype == torch.float16  # wrapping changes nothing
     seen = []
     pipe.vae.encoder.register_forward_pre_hook(lambda m, a: seen.append(a[0].dtype))
     x = model.encode_image(torch.zeros(3, 16, 16))
@@ -294,3 +304,63 @@ def test_text_embeddings_are_cached_within_a_bound(monkeypatch):
     model(x[:1], torch.zeros(1), ["red"])
     assert list(model.network.text._cache) == ["c", "dog", "red"]
     torch.testing.assert_close(model(x, torch.zeros(5), ["a", "b", "c", "dog", "a"]), first)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_joint_attention_maps_are_the_blocks_own_attention(family, monkeypatch):
+    """Each joint block's map equals softmax over the text keys of the queries and keys the
+    block's own processor attends with (norms and, in Flux, rotary positions applied)."""
+    import diffusers.models.transformers.transformer_flux as flux_module
+
+    from infodecomp.models.diffusers.attention import AttentionCollector
+
+    model = DiffusersModel.from_pipeline(FAMILIES[family](), image_size=16, max_sequence_length=16)
+    x = torch.randn(2, *model.data_shape, generator=torch.Generator().manual_seed(0))
+    model(x, torch.tensor([0.5, 0.5]), ["a red dog"] * 2)  # text encoded (and cached) first
+    ours, used = [], []
+    add = AttentionCollector.add
+    monkeypatch.setattr(AttentionCollector, "add", lambda self, p: (ours.append(p), add(self, p)))
+    if family == "sd3":  # (B, heads, [image, text], D)
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        monkeypatch.setattr(
+            torch.nn.functional,
+            "scaled_dot_product_attention",
+            lambda q, k, v, **kw: (used.append((q, k)), sdpa(q, k, v, **kw))[1],
+        )
+    else:  # (B, [text, image], heads, D)
+        dispatch = flux_module.dispatch_attention_fn
+        monkeypatch.setattr(
+            flux_module,
+            "dispatch_attention_fn",
+            lambda q, k, v, **kw: (
+                used.append((q.transpose(1, 2), k.transpose(1, 2))),
+                dispatch(q, k, v, **kw),
+            )[1],
+        )
+    with model.collect_attention("a red dog"):
+        model(x, torch.tensor([0.5, 0.5]), ["a red dog", "a red dog"])
+    n_text = 16 + (16 if family == "sd3" else 0)
+    assert len(ours) == (2 if family == "sd3" else 1)
+    for probs, (q, k) in zip(ours, used, strict=False):
+        if family == "sd3":
+            q_img, k_txt = q[:, :, :-n_text], k[:, :, -n_text:]
+        else:
+            q_img, k_txt = q[:, :, n_text:], k[:, :, :n_text]
+        scores = q_img.float() @ k_txt.float().transpose(-1, -2) / q.shape[-1] ** 0.5
+        torch.testing.assert_close(probs, scores.softmax(-1).sum(1), rtol=1e-4, atol=1e-5)
+
+
+def test_trace_of_a_float16_pipeline():
+    pipe = sd3_pipeline().to(torch.float16)
+    with idc.trace(pipe, image_size=16, max_sequence_length=16) as tc:
+        image = pipe(
+            "a red dog",
+            num_inference_steps=2,
+            height=16,
+            width=16,
+            max_sequence_length=16,
+            output_type="pt",
+        ).images[0]
+    assert image.dtype == torch.float16 and pipe.vae.dtype == torch.float16
+    res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
+    assert res.estimate.settings["dtype"] == "float16" and torch.isfinite(res.estimate.value).all()

@@ -319,9 +319,9 @@ def explain(
         words: words or phrases ("red car") to explain (default: every distinct word); all
             occurrences count. A phrase is one unit: its CMI given the rest of the prompt, its
             attention summed over its tokens.
-        n_samples: draws of (log-SNR, noise); the cost is ``(n_samples + 2 * max(4,
-            n_samples // 128)) * (2 + len(words))`` denoiser rows (draws at the range's ends
-            included). Attention maps average over all of them.
+        n_samples: draws of (log-SNR, noise); the cost is :func:`denoiser_rows` ``(n_samples,
+            len(words))`` (draws at the range's ends included). Attention maps average over all
+            of them.
         seed: reproducibility seed.
         batch_size: rows per network call (default: the model's ``default_batch_size()``, else
             64).
@@ -379,9 +379,8 @@ def explain(
         device=str(getattr(model, "device", x.device)),
         versions=versions(),
     )
-    for extra in ("family", "variant", "guidance_scale", "distilled"):
-        if getattr(model, extra, None) is not None:
-            estimate.settings[extra] = getattr(model, extra)
+    if hasattr(model, "describe"):
+        estimate.settings.update(model.describe())
     return Explanation(
         prompt=prompt,
         words=chosen,
@@ -391,6 +390,13 @@ def explain(
         model_name=model.name,
         model_revision=getattr(model, "revision", None),
     )
+
+
+def denoiser_rows(n_samples: int, n_words: int) -> int:
+    """Denoiser rows (network evaluations) of an :func:`explain` of ``n_words`` words: each
+    draw, ``max(4, n_samples // 128)`` more at each end of the log-SNR range included, evaluates
+    the prompt, the null prompt and one context per word."""
+    return (n_samples + 2 * max(4, n_samples // 128)) * (2 + n_words)
 
 
 def as_text_denoiser(model: Any) -> Any:

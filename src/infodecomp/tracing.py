@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .explanation import Explanation, explain
+from .explanation import Explanation, denoiser_rows, explain
 from .models.diffusers import DiffusersModel
 from .models.diffusers.attention import AttentionCollector, capture
 from .words import distinct_words, occurrences
@@ -72,8 +72,7 @@ class Trace:
             raise ValueError("the traced generation kept no final latent (output_type='latent'?)")
         chosen = distinct_words(prompt) if words is None else words
         if announce:
-            edges = 2 * max(4, n_samples // 128)
-            rows = (n_samples + edges) * (2 + len(chosen))
+            rows = denoiser_rows(n_samples, len(chosen))
             print(
                 f"infodecomp: explaining {len(chosen)} word(s) of {prompt!r}: {rows} denoiser rows",
                 file=sys.stderr,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..explanation import denoiser_rows as explain_rows
 from ..explanation import explain
 from ..images import load_image
 from ..results import entry_warnings, output_folder, versions
@@ -250,9 +251,7 @@ def explain_prompts(
         "batch_size": batch_size or model.default_batch_size(),
         "context": context,
         "attention": attention,
-        "model": model.name,
-        "model_revision": model.revision,
-        "dtype": str(model.dtype).removeprefix("torch."),
+        **model.describe(),
         "versions": versions(),
     }
     out = Path(out)
@@ -284,8 +283,7 @@ def explain_prompts(
         }
 
     def denoiser_rows(item: PromptItem) -> int:
-        n_words = len(item.words or distinct_words(item.prompt))
-        return (n_samples + 2 * max(4, n_samples // 128)) * (2 + n_words)
+        return explain_rows(n_samples, len(item.words or distinct_words(item.prompt)))
 
     task = Task("prompts", measure, denoiser_rows)
     return run(task, items, out, settings, progress=progress, log=log)

@@ -1,6 +1,6 @@
 """The attention baseline: text attention captured by wrapping the pipeline's own attention
 processors (their outputs unchanged; restored afterwards), as DAAM aggregates it: per text token,
-summed over heads and layers, each layer's map upsampled to the network input's resolution.
+summed over heads and layers, upsampled to the network input's resolution.
 
 Why not a dependency: attention-map-diffusers (MIT) replaces the processors with copies of
 diffusers' own code and stores maps per timestep of a generation; infodecomp needs the maps of
@@ -24,6 +24,9 @@ TextAttention = Callable[[Any, torch.Tensor, torch.Tensor, tuple, dict], torch.T
 class AttentionCollector:
     """Sums text-attention maps of the rows being collected.
 
+    Layers are summed on the network's device at their own resolution (as they come, no copy);
+    :meth:`token_maps` upsamples each resolution's sum once (bicubic, then clamped at zero).
+
     Attributes:
         rows: which rows of the current network call to collect, ``(B,)`` bool, or None.
         n_rows: rows collected so far (the number of network rows, not of layers).
@@ -32,7 +35,7 @@ class AttentionCollector:
     def __init__(self, size: tuple[int, int]) -> None:
         self.size = size
         self.rows: torch.Tensor | None = None
-        self.total: torch.Tensor | None = None  # (L, h, w), summed over rows, heads, layers
+        self.sums: dict[tuple[int, int], torch.Tensor] = {}  # (h_l, w_l) -> (L, h_l, w_l)
         self.n_rows = 0
 
     def add(self, probs: torch.Tensor) -> None:
@@ -44,16 +47,19 @@ class AttentionCollector:
                 f"attention over {probs.shape[1]} image tokens does not fit the model input "
                 f"{h}x{w} (an image of another size than the model's image_size?)"
             )
-        maps = probs.view(probs.shape[0], h // scale, w // scale, -1).permute(0, 3, 1, 2).float()
-        maps = F.interpolate(maps, size=(h, w), mode="bicubic", align_corners=False).clamp(min=0)
-        summed = maps.sum(0).cpu().double()
-        self.total = summed if self.total is None else self.total + summed
+        grid = (h // scale, w // scale)
+        summed = probs.detach().float().sum(0).T.reshape(-1, *grid)  # (L, h_l, w_l)
+        self.sums[grid] = summed if grid not in self.sums else self.sums[grid] + summed
 
     def token_maps(self) -> torch.Tensor:
-        """Mean over the collected rows of the per-token maps, shape ``(L, h, w)``."""
-        if self.total is None:
+        """Mean over the collected rows of the per-token maps, shape ``(L, h, w)``, float64."""
+        if not self.sums:
             raise ValueError("no attention was collected")
-        return self.total / self.n_rows
+        total = sum(
+            F.interpolate(m[None].cpu(), size=self.size, mode="bicubic", align_corners=False)[0]
+            for m in self.sums.values()
+        )
+        return total.clamp(min=0).double() / self.n_rows
 
 
 @contextlib.contextmanager

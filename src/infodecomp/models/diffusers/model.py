@@ -63,32 +63,23 @@ class DiffusersModel:
         if device is not None or dtype is not None:
             pipeline.to(device=device, dtype=check_dtype(dtype))
         self.vae = getattr(pipeline, "vae", None)
-        if (
-            self.vae is not None
-            and self.vae.dtype == torch.float16
-            and self.vae.config.get("force_upcast", False)
-        ):
-            self.vae.to(torch.float32)  # its config asks: float16 overflows in this VAE
         if getattr(pipeline, "transformer", None) is not None:
-            kind = type(pipeline.transformer).__name__
-            if kind.startswith("SD3"):
+            from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+            transformer = pipeline.transformer
+            if isinstance(transformer, SD3Transformer2DModel):
                 self.network = SD3Network(pipeline, image_size, max_sequence_length)
-            elif kind.startswith("Flux"):
+            elif isinstance(transformer, FluxTransformer2DModel):
                 self.network = FluxNetwork(
                     pipeline, image_size, max_sequence_length, guidance_scale
                 )
             else:
                 raise ValueError(
-                    f"unsupported transformer {kind} (supported: SD3Transformer2DModel, "
-                    "FluxTransformer2DModel, and UNet pipelines)"
+                    f"unsupported transformer {type(transformer).__name__} (supported: "
+                    "SD3Transformer2DModel, FluxTransformer2DModel, and UNet pipelines)"
                 )
         elif getattr(pipeline, "unet", None) is not None:
-            self.network = UNetNetwork(pipeline)
-            side = self.network.data_shape[1]
-            down = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae else 1
-            self.network.image_size = side * down
-            if image_size not in (None, side * down):
-                raise ValueError(f"this UNet takes {side * down}-pixel images, not {image_size}")
+            self.network = UNetNetwork(pipeline, image_size)
         else:
             raise ValueError(
                 f"{type(pipeline).__name__} has no unet or transformer: not a supported "
@@ -137,6 +128,8 @@ class DiffusersModel:
         ``guidance_scale``, ``max_sequence_length``). Raises :class:`ModelNotFoundError` if the
         model is not there and ``ValueError`` naming what is missing or broken.
         """
+        if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
+            raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree: give one")
         pipe, provenance = load_pipeline(
             path_or_id,
             torch_dtype=check_dtype(torch_dtype or dtype),
@@ -145,12 +138,7 @@ class DiffusersModel:
             cache_dir=cache_dir,
             use_safetensors=use_safetensors,
         )
-        try:
-            model = cls(pipe, device=device, name=str(path_or_id), **kwargs)
-        except AttributeError as err:
-            raise ValueError(
-                f"{str(path_or_id)!r} is not a supported text-to-image pipeline: {err}"
-            ) from None
+        model = cls(pipe, device=device, name=str(path_or_id), **kwargs)
         model.revision, model.variant = provenance["revision"], provenance["variant"]
         return model
 
@@ -158,6 +146,21 @@ class DiffusersModel:
     def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> DiffusersModel:
         """Wrap an already loaded pipeline (keyword arguments as in the constructor)."""
         return cls(pipeline, **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        """What made this model's numbers: name, revision, variant, dtype, family, image size,
+        and (where they apply) T5 tokens, the guidance value and why it is distilled."""
+        return {
+            "model": self.name,
+            "model_revision": self.revision,
+            "variant": self.variant,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "family": self.family,
+            "image_size": self.image_size,
+            "max_sequence_length": self.network.text.max_sequence_length or None,
+            "guidance_scale": self.guidance_scale,
+            "distilled": self.distilled,
+        }
 
     @property
     def device(self) -> torch.device:

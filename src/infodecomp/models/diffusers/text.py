@@ -2,9 +2,11 @@
 
 A condition is a prompt string, ``None`` (the null condition: the empty prompt, or zero
 embeddings where the pipeline sets ``force_zeros_for_empty_prompt``, as SDXL does) or a
-:class:`PaddedPrompt`. A padded prompt is encoded by the same ``encode_prompt`` with the pipeline's
-tokenizers swapped, for that call, for ones that put the padding token in place of the tokens of
-the padded words: the only custom step, so every family pads alike.
+:class:`PaddedPrompt`. A padded prompt (SD 1.x / 2.x / XL) is encoded by the same
+``encode_prompt`` with the pipeline's tokenizers swapped, for that call, for ones that put the
+padding token in place of the tokens of the padded words: the only custom step. SD3 and Flux
+refuse it: their pooled vector comes from a CLIP whose padding token is its end token, where it
+stops reading.
 """
 
 from __future__ import annotations
@@ -112,6 +114,13 @@ class PromptEncoder:
     def _encode(self, cond: Any, device: torch.device) -> dict[str, torch.Tensor]:
         text = "" if cond is None else cond.text if isinstance(cond, PaddedPrompt) else cond
         spans = cond.spans if isinstance(cond, PaddedPrompt) else ()
+        if spans and self.family in ("sd3", "flux"):
+            # CLIP-L pads with its end token and pools at the first one: a padded word would
+            # also cut the rest of the prompt out of the pooled vector.
+            raise ValueError(
+                f"context='pad' is not available for {self.family.upper()}: its pooled CLIP "
+                "vector ends at the first padding token; use context='remove'"
+            )
         pipe = self.pipeline
         with _padding_tokenizers(pipe, spans):
             if self.family == "sd":

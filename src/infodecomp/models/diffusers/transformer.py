@@ -21,10 +21,16 @@ from .text import PromptEncoder, execution_device
 class _FlowTransformer:
     """What SD3 and Flux share: flow time, text encoding, the joint blocks' text attention."""
 
-    attention = "joint"
     family = ""
 
-    def __init__(self, pipeline: Any, image_size: int | None, max_sequence_length: int | None):
+    def __init__(
+        self,
+        pipeline: Any,
+        image_size: int | None,
+        max_sequence_length: int | None,
+        latent_channels: int,
+        time_scale: float,
+    ) -> None:
         self.module = pipeline.transformer
         self.vae_scale = getattr(pipeline, "vae_scale_factor", 8)
         self.image_size = image_size or pipeline.default_sample_size * self.vae_scale
@@ -34,9 +40,9 @@ class _FlowTransformer:
                 f"image size {self.image_size} must be a multiple of {2 * self.vae_scale} "
                 f"for {type(self.module).__name__}"
             )
-        self.data_shape = (self.latent_channels(), side, side)
+        self.data_shape = (latent_channels, side, side)
         n = pipeline.scheduler.config.num_train_timesteps
-        self.schedule = FlowSchedule(time_scale=self.time_scale(n), num_train_timesteps=n)
+        self.schedule = FlowSchedule(time_scale=time_scale, num_train_timesteps=n)
         self.text = PromptEncoder(pipeline, self.family, max_sequence_length)
         self.pipeline = pipeline
 
@@ -59,12 +65,12 @@ class SD3Network(_FlowTransformer):
 
     family = "sd3"
 
-    def latent_channels(self) -> int:
-        return self.module.config.in_channels
-
-    @staticmethod
-    def time_scale(num_train_timesteps: int) -> float:
-        return float(num_train_timesteps)  # the pipeline passes sigma * 1000
+    def __init__(
+        self, pipeline: Any, image_size: int | None, max_sequence_length: int | None
+    ) -> None:
+        channels = pipeline.transformer.config.in_channels
+        steps = pipeline.scheduler.config.num_train_timesteps  # the pipeline passes sigma * 1000
+        super().__init__(pipeline, image_size, max_sequence_length, channels, float(steps))
 
     def __call__(self, x: torch.Tensor, timestep: torch.Tensor, conds: Sequence[Any]):
         device, dtype = execution_device(self.pipeline), self.module.dtype
@@ -72,7 +78,7 @@ class SD3Network(_FlowTransformer):
         with torch.no_grad():
             return self.module(
                 hidden_states=x.to(device, dtype),
-                timestep=timestep.to(device, dtype),
+                timestep=timestep.to(device, torch.float32),  # as the pipeline: not rounded
                 encoder_hidden_states=text["hidden"],
                 pooled_projections=text["pooled"],
                 return_dict=False,
@@ -106,15 +112,10 @@ class FluxNetwork(_FlowTransformer):
         max_sequence_length: int | None,
         guidance_scale: float = 3.5,
     ) -> None:
-        super().__init__(pipeline, image_size, max_sequence_length)
+        channels = pipeline.transformer.config.in_channels // 4  # packed 2x2
+        # The pipeline passes sigma * 1000 / 1000.
+        super().__init__(pipeline, image_size, max_sequence_length, channels, 1.0)
         self.guidance_scale = guidance_scale if self.module.config.guidance_embeds else None
-
-    def latent_channels(self) -> int:
-        return self.module.config.in_channels // 4
-
-    @staticmethod
-    def time_scale(num_train_timesteps: int) -> float:
-        return 1.0  # the pipeline passes sigma * 1000 / 1000
 
     def __call__(self, x: torch.Tensor, timestep: torch.Tensor, conds: Sequence[Any]):
         device, dtype = execution_device(self.pipeline), self.module.dtype

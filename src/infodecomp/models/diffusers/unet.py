@@ -17,23 +17,24 @@ class UNetNetwork:
     Attributes:
         family: ``"sd"`` or ``"sdxl"`` (two text encoders, pooled embeddings, added time ids).
         data_shape: one network input, ``(C, h, w)``.
+        image_size: side of the RGB images it takes, in pixels.
         schedule: the pipeline scheduler's discrete VP timesteps and prediction type.
         text: the prompt encoder.
     """
 
-    attention = "cross"
-
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, image_size: int | None = None) -> None:
         self.pipeline, self.module = pipeline, pipeline.unet
         cfg = self.module.config
         self.family = "sdxl" if getattr(cfg, "addition_embed_type", None) == "text_time" else "sd"
         side = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         self.data_shape = (cfg.in_channels, side, side)
-        self.latent_scale = 1  # network input pixels per data pixel
+        vae = getattr(pipeline, "vae", None)
+        self.image_size = side * (2 ** (len(vae.config.block_out_channels) - 1) if vae else 1)
+        if image_size not in (None, self.image_size):
+            raise ValueError(f"this UNet takes {self.image_size}-pixel images, not {image_size}")
         scheduler = pipeline.scheduler
         self.schedule = VPSchedule(scheduler.alphas_cumprod, scheduler.config.prediction_type)
         self.text = PromptEncoder(pipeline, self.family)
-        self.image_size: int | None = None  # set by the model from the VAE
 
     def __call__(
         self, x: torch.Tensor, timestep: torch.Tensor, conds: Sequence[Any]
