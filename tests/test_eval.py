@@ -218,9 +218,10 @@ def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["eval", "summarize", str(tmp_path / "nothing")]) == 2
-    assert not (tmp_path / "o1" / "rows.jsonl").exists()
+    assert not (tmp_path / "o1").exists()  # a run that failed before its work leaves no --out
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["n_skipped"] == 1
     # A folder whose run stopped before any row (settings written, no rows) takes other ones.
+    (tmp_path / "o1").mkdir()
     (tmp_path / "o1" / "settings.json").write_text('{"task": "compositional", "seed": 9}')
     assert main([*base, "--skip-bad", "--seed", "3", "--out", str(tmp_path / "o1")]) == 0
     assert json.loads((tmp_path / "o1" / "settings.json").read_text())["seed"] == 3

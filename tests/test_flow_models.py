@@ -277,7 +277,7 @@ def test_trace_keeps_the_generation_and_explains_its_latent(family, capsys):
     )
     torch.testing.assert_close(direct.estimate.value, res.estimate.value)
     # The pipeline is as before.
-    assert "encode_prompt" not in vars(pipe) and "decode" not in vars(pipe.vae)
+    assert "encode_prompt" not in vars(pipe) and "step" not in vars(pipe.scheduler)
 
 
 def test_vae_upcast_where_its_config_asks():
@@ -364,3 +364,18 @@ def test_trace_of_a_float16_pipeline():
     assert image.dtype == torch.float16 and pipe.vae.dtype == torch.float16
     res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
     assert res.estimate.settings["dtype"] == "float16" and torch.isfinite(res.estimate.value).all()
+
+
+def test_trace_of_latent_output_and_of_a_pixel_pipeline():
+    pipe = sd3_pipeline()
+    run = {"num_inference_steps": 2, "height": 16, "width": 16, "max_sequence_length": 16}
+    with idc.trace(pipe, image_size=16, max_sequence_length=16) as tc:
+        latent = pipe("a red dog", output_type="latent", **run).images
+    torch.testing.assert_close(tc.latent, latent.float())  # the returned latent itself
+    pixel = sd_pipeline(pixel=True)  # no VAE: diffusers' __call__ cannot decode; latents can
+    with idc.trace(pixel) as tc:
+        image = pixel("a red dog", num_inference_steps=2, output_type="latent").images
+    assert tc.latent.shape == (1, 3, 16, 16)
+    torch.testing.assert_close(tc.latent, image.float())
+    res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
+    assert torch.isfinite(res.estimate.value).all()

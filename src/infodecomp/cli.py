@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -360,6 +361,7 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
 
 
 def _load_model(args: argparse.Namespace) -> DiffusersModel:
+    from .models.diffusers.model import BFLOAT16_WARNING
     from .world.demo import BUNDLED, BUNDLED_NAME
 
     if getattr(args, "image", None) is not None:  # (--prompts checks its images itself)
@@ -378,6 +380,8 @@ def _load_model(args: argparse.Namespace) -> DiffusersModel:
         )
     if args.model == "bundled":
         model.name = BUNDLED_NAME
+    if model.dtype == torch.bfloat16:
+        print(f"infodecomp: warning: {BFLOAT16_WARNING}", file=sys.stderr)
     if model.distilled:
         print(
             f"infodecomp: warning: {model.name} is {model.distilled}: its numbers are not "
@@ -421,13 +425,17 @@ def _quiet_libraries() -> None:
 
 def writable_folder(path: Path, marker: str = "result.json") -> Path:
     """Check --out before the computation, not after it: new, empty or ours (holding
-    ``marker``), and writable (its parents are created)."""
+    ``marker``), and writable (its parents are created; a new folder is not left behind, so a
+    run that fails later leaves no empty --out)."""
     check_output_folder(path, marker)
+    new = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
+        if new:
+            path.rmdir()
     except OSError as err:
         raise ValueError(f"cannot write into --out {str(path)!r}: {err.strerror or err}") from None
     return path
@@ -440,7 +448,9 @@ def run_heatmap(args: argparse.Namespace) -> int:
         raise ValueError("--prompt needs --image (the image to explain)")
     writable_folder(args.out)
     model = _load_model(args)
-    words = [w for w in args.words.split(",") if w.strip()] if args.words else None
+    words = None if args.words is None else [w for w in args.words.split(",") if w.strip()]
+    if words == []:
+        raise ValueError("--words names no word (leave it out to explain every word)")
     result = explain(
         model,
         args.image,
@@ -535,23 +545,34 @@ def run_generate(args: argparse.Namespace) -> int:
     model = _load_model(args)
     for p in prompts:
         model.check_prompt(p)
-    records = []
-    for i, prompt in enumerate(prompts):
-        image = model.generate_with_pipeline(prompt, args.seed, args.steps, args.guidance_scale)
-        name = f"image_{i:03d}.png"
-        (args.out / name).write_bytes(image_png(image, image.shape[-1]))
-        records.append({"file": name, "prompt": prompt, "seed": args.seed})
-        print(f"{name}: {prompt!r}")
+    images = []
+    for prompt in prompts:
+        images.append(
+            model.generate_with_pipeline(prompt, args.seed, args.steps, args.guidance_scale)
+        )
+        print(f"image_{len(images) - 1:03d}.png: {prompt!r}")
+    defaults = inspect.signature(type(model.pipeline).__call__).parameters
+    pipeline_call = model.vae is not None
+    steps = args.steps or (defaults["num_inference_steps"].default if pipeline_call else 50)
+    guidance = args.guidance_scale or (
+        (model.guidance_scale or defaults["guidance_scale"].default) if pipeline_call else 3.0
+    )
     doc = {
         "model": model.name,
         "model_revision": model.revision,
         "family": model.family,
-        "sampler": "the pipeline's own" if model.vae is not None else "DDIM (no VAE)",
-        "steps": args.steps,
-        "guidance_scale": args.guidance_scale,
-        "images": records,
+        "sampler": "the pipeline's own" if pipeline_call else "DDIM (no VAE)",
+        "steps": steps,
+        "guidance_scale": guidance,
+        "images": [
+            {"file": f"image_{i:03d}.png", "prompt": p, "seed": args.seed}
+            for i, p in enumerate(prompts)
+        ],
     }
-    (args.out / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
+    with output_folder(args.out) as folder:  # whole or not at all, as every command's --out
+        for i, image in enumerate(images):
+            (folder / f"image_{i:03d}.png").write_bytes(image_png(image, image.shape[-1]))
+        (folder / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

@@ -15,6 +15,7 @@ round trip), announcing its cost in denoiser rows first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -43,6 +44,21 @@ class Trace:
         self.latent: torch.Tensor | None = None
         self.attention = AttentionCollector(model.data_shape[1:])
         self._embedding: torch.Tensor | None = None
+        self._last_sample: torch.Tensor | None = None
+
+    def _keep_latent(self) -> None:
+        """The final latent as the model's input ``(1, *data_shape)`` (Flux's unpacked)."""
+        sample = self._last_sample
+        if sample is None:
+            return
+        if sample.ndim == 3:  # Flux's packed tokens
+            sample = self.model.network.unpack(sample, self.model.data_shape)
+        if tuple(sample.shape[1:]) != self.model.data_shape:
+            raise ValueError(
+                f"generated latents {tuple(sample.shape[1:])}, traced for "
+                f"{self.model.data_shape}: give trace(pipe, image_size=...) the generated size"
+            )
+        self.latent = sample.float().cpu()
 
     def heat_map(self, word: str) -> torch.Tensor:
         """DAAM's map of ``word`` (or phrase): the generation's text attention summed over its
@@ -69,7 +85,7 @@ class Trace:
         first (``announce``). Other keyword arguments go to :func:`~infodecomp.explain`."""
         prompt, latent = self._prompt(), self.latent
         if latent is None:
-            raise ValueError("the traced generation kept no final latent (output_type='latent'?)")
+            raise ValueError("the traced generation ran no sampling step")
         chosen = distinct_words(prompt) if words is None else words
         if announce:
             rows = denoiser_rows(n_samples, len(chosen))
@@ -105,6 +121,8 @@ def trace(pipeline: Any, **model_kwargs: Any) -> Iterator[Trace]:
     net = model.network
     originals = {name: getattr(pipeline, name) for name in ("encode_prompt", "prepare_latents")}
 
+    # Wrappers keep the signatures: pipelines inspect them (e.g. whether step takes a generator).
+    @functools.wraps(originals["encode_prompt"])
     def encode_prompt(*args: Any, **kwargs: Any) -> Any:
         prompt = kwargs.get("prompt", args[0] if args else None)
         out = originals["encode_prompt"](*args, **kwargs)
@@ -113,6 +131,7 @@ def trace(pipeline: Any, **model_kwargs: Any) -> Iterator[Trace]:
             tc._embedding = out[0][0].detach()
         return out
 
+    @functools.wraps(originals["prepare_latents"])
     def prepare_latents(*args: Any, **kwargs: Any) -> Any:
         generator = kwargs.get("generator", args[6] if len(args) > 6 else None)
         if isinstance(generator, torch.Generator):
@@ -129,33 +148,26 @@ def trace(pipeline: Any, **model_kwargs: Any) -> Iterator[Trace]:
         tc.attention.rows = same.cpu()
         tc.attention.n_rows += int(same.sum())
 
-    vae = model.vae
+    scheduler = pipeline.scheduler
+    original_step = scheduler.step
 
-    def decode(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        # The pipeline decodes latent / scaling_factor + shift_factor: undo it.
-        if tc.latent is None:
-            shift = vae.config.get("shift_factor") or 0.0
-            latent = ((z[:1].float() - shift) * vae.config.scaling_factor).cpu()
-            if tuple(latent.shape[1:]) != model.data_shape:
-                raise ValueError(
-                    f"generated latents {tuple(latent.shape[1:])}, traced for "
-                    f"{model.data_shape}: give trace(pipe, image_size=...) the generated size"
-                )
-            tc.latent = latent
-        return original_decode(z, *args, **kwargs)
+    @functools.wraps(original_step)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        # The last step's sample is the final latent: what the pipeline decodes (or returns).
+        out = original_step(*args, **kwargs)
+        tc._last_sample = out[0][:1].detach()
+        return out
 
     hook = net.module.register_forward_pre_hook(collect_rows, with_kwargs=True)
-    original_decode = vae.decode if vae is not None else None
     try:
         for name, fn in (("encode_prompt", encode_prompt), ("prepare_latents", prepare_latents)):
             object.__setattr__(pipeline, name, fn)
-        if vae is not None:
-            object.__setattr__(vae, "decode", decode)
+        object.__setattr__(scheduler, "step", step)
         with capture(net.module, net.is_text_attention, net.text_attention, tc.attention):
             yield tc
     finally:
         hook.remove()
         for name in originals:
             object.__delattr__(pipeline, name)
-        if vae is not None:
-            object.__delattr__(vae, "decode")
+        object.__delattr__(scheduler, "step")
+    tc._keep_latent()  # only after a generation that ran through

@@ -72,9 +72,10 @@ class PromptEncoder:
     def __call__(self, conds: Sequence[Any], device: torch.device, dtype: torch.dtype):
         """The embeddings of each condition, stacked: ``{"hidden": (B, L, D), "pooled": (B, P)
         or absent}``."""
-        for c in dict.fromkeys(conds):
+        for c in conds:
             if not (c is None or isinstance(c, (str, PaddedPrompt))):
                 raise ValueError(f"conditions of a diffusers model are prompts, got {c!r}")
+        for c in dict.fromkeys(conds):
             if c in self._cache:
                 self._cache.move_to_end(c)
             else:

@@ -121,8 +121,7 @@ class FluxNetwork(_FlowTransformer):
         device, dtype = execution_device(self.pipeline), self.module.dtype
         text = self.text(conds, device, dtype)
         b, c, h, w = x.shape
-        packed = x.to(device, dtype).view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-        packed = packed.reshape(b, (h // 2) * (w // 2), c * 4)
+        packed = self.pack(x.to(device, dtype))
         image_ids = self.pipeline._prepare_latent_image_ids(b, h // 2, w // 2, device, dtype)
         text_ids = torch.zeros(text["hidden"].shape[1], 3, device=device, dtype=dtype)
         guidance = None
@@ -139,8 +138,21 @@ class FluxNetwork(_FlowTransformer):
                 img_ids=image_ids,
                 return_dict=False,
             )[0]
-        out = out.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5)
-        return out.reshape(b, c, h, w)
+        return self.unpack(out, (c, h, w))
+
+    @staticmethod
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, C, h, w)`` as Flux's tokens ``(B, h/2 * w/2, 4C)`` (2x2 patches)."""
+        b, c, h, w = x.shape
+        x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+    @staticmethod
+    def unpack(tokens: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """Flux's tokens ``(B, h/2 * w/2, 4C)`` back as latents ``(B, *shape)``."""
+        c, h, w = shape
+        x = tokens.view(len(tokens), h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(len(tokens), c, h, w)
 
     @staticmethod
     def text_attention(
