@@ -209,6 +209,11 @@ def test_missing_components_are_named(saved, tmp_path):
     shutil.rmtree(broken / "text_encoder_2")
     with pytest.raises(ValueError, match="lacks the component folder.*text_encoder_2"):
         DiffusersModel.from_pretrained(broken)
+    shutil.copytree(saved / "flux" / "text_encoder_2", broken / "text_encoder_2")
+    for weights in (broken / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ValueError, match="no weights .* in transformer"):
+        DiffusersModel.from_pretrained(broken)
     index = json.loads((broken / "model_index.json").read_text())
     del index["transformer"]
     (broken / "model_index.json").write_text(json.dumps(index))

@@ -146,6 +146,18 @@ def _check_components(folder: str, index: dict[str, Any], source: str) -> None:
             f"{source!r} lacks the component folder(s) {', '.join(missing)} that its "
             "model_index.json names"
         )
+    weightless = [
+        k
+        for k, v in index.items()
+        if _component(v)
+        and v[0] is not None
+        and k.split("_")[0] in ("unet", "transformer", "vae", "text")
+        and not any(p.suffix in (".safetensors", ".bin") for p in (Path(folder) / k).iterdir())
+    ]
+    if weightless:
+        raise ValueError(
+            f"{source!r}: no weights (*.safetensors or *.bin) in {', '.join(weightless)}"
+        )
 
 
 def _only_variant(folder: str, index: dict[str, Any]) -> str | None:

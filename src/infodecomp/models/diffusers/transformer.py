@@ -8,7 +8,6 @@ the text tokens, summed over heads), DAAM's cross-attention read from an MM-DiT.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,9 +53,14 @@ class _FlowTransformer:
     @staticmethod
     def _probs(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """softmax over text of image queries ``(B, N, H, D)`` against text keys ``(B, L, H,
-        D)``, summed over heads: ``(B, N, L)``."""
-        scores = torch.einsum("bnhd,blhd->bhnl", query.float(), key.float())
-        return (scores / math.sqrt(query.shape[-1])).softmax(-1).sum(1)
+        D)``, summed over heads: ``(B, N, L)``. One head at a time: the (B, N, L) scores of all
+        heads at once would take gigabytes at Flux's size."""
+        scale = query.shape[-1] ** -0.5
+        total = torch.zeros(*query.shape[:2], key.shape[1], device=query.device)
+        for h in range(query.shape[2]):
+            scores = query[:, :, h].float() @ key[:, :, h].float().transpose(1, 2)
+            total += (scores * scale).softmax(-1)
+        return total
 
 
 class SD3Network(_FlowTransformer):
