@@ -345,7 +345,7 @@ def test_joint_attention_maps_are_the_blocks_own_attention(family, monkeypatch):
     with model.collect_attention("a red dog"):
         model(x, torch.tensor([0.5, 0.5]), ["a red dog", "a red dog"])
     n_text = 16 + (16 if family == "sd3" else 0)
-    assert len(ours) == (2 if family == "sd3" else 1)
+    assert len(ours) == (2 if family == "sd3" else 1) and len(used) >= len(ours)
     for probs, (q, k) in zip(ours, used, strict=False):
         if family == "sd3":
             q_img, k_txt = q[:, :, :-n_text], k[:, :, -n_text:]
@@ -384,3 +384,54 @@ def test_trace_of_latent_output_and_of_a_pixel_pipeline():
     torch.testing.assert_close(tc.latent, image.float())
     res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
     assert torch.isfinite(res.estimate.value).all()
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3", "flux"])
+def test_trace_follows_the_generated_size_and_settings(family):
+    pipe = FAMILIES[family]()
+    t5 = {"max_sequence_length": 8} if family in ("sd3", "flux") else {}
+    with idc.trace(pipe) as tc:  # no image_size: read from the generation
+        pipe("a red dog", height=32, width=32, num_inference_steps=2, output_type="latent", **t5)
+    assert tc.model.image_size == 32 and tc.latent.shape == (1, 4, 16, 16)
+    assert tc.heat_map("dog").shape == (16, 16)
+    if t5:
+        assert tc.model.network.text.max_sequence_length == 8
+    res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
+    assert res.estimate.settings["image_size"] == 32
+
+
+def test_trace_refuses_what_it_cannot_follow_and_restores_the_pipeline():
+    pipe = sd_pipeline()
+    run = {"num_inference_steps": 2, "output_type": "latent"}
+    with pytest.raises(ValueError, match="one generation"), idc.trace(pipe):
+        pipe("a red dog", **run)
+        pipe("a cat", **run)
+    with pytest.raises(ValueError, match="one square image"), idc.trace(pipe):
+        pipe("a red dog", num_images_per_prompt=2, **run)
+    with idc.trace(pipe) as outer:
+        with idc.trace(pipe) as inner:
+            pipe("a red dog", **run)
+        assert "encode_prompt" in vars(pipe)  # the outer trace's wrapper is back
+    assert inner.prompt == "a red dog" and outer.prompt == "a red dog"
+    assert not {"encode_prompt", "prepare_latents"} & set(vars(pipe))
+    assert "step" not in vars(pipe.scheduler)
+    with idc.trace(pipe) as tc, pytest.raises(ValueError, match="after its `with` block"):
+        tc.heat_map("dog")
+
+
+def test_generate_reruns_into_its_folder_and_failures_leave_no_folder(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "gen"
+    args = ["generate", "--model", "bundled", "--prompt", "a red circle", "--steps", "2"]
+    for _ in range(2):
+        assert main([*args, "--guidance-scale", "0", "--out", str(out)]) == 0
+    doc = json.loads((out / "generate.json").read_text())
+    assert doc["steps"] == 2 and doc["guidance_scale"] == 0
+    assert Image.open(out / "image_000.png").size == (16, 16)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (16, 16)).save(image)
+    failing = ["heatmap", "--model", "bundled", "--image", str(image), "--prompt", "a dog"]
+    assert main([*failing, "--words", "cat", "--out", str(tmp_path / "new" / "h")]) == 2
+    assert not (tmp_path / "new").exists()
+    assert "not in the prompt" in capsys.readouterr().err

@@ -350,7 +350,7 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
     sub.add_argument(
         "--image-size",
         type=positive_int,
-        help="image side in pixels for SD3 / Flux (default: the pipeline's; UNets have one)",
+        help="image side in pixels (default: the model's own; SD3 / Flux take multiples of 16)",
     )
     sub.add_argument(
         "--guidance",
@@ -425,17 +425,17 @@ def _quiet_libraries() -> None:
 
 def writable_folder(path: Path, marker: str = "result.json") -> Path:
     """Check --out before the computation, not after it: new, empty or ours (holding
-    ``marker``), and writable (its parents are created; a new folder is not left behind, so a
-    run that fails later leaves no empty --out)."""
+    ``marker``), and writable."""
     check_output_folder(path, marker)
-    new = not path.exists()
+    # Probed where the folder is or would be created, creating nothing: a run that fails later
+    # leaves no empty --out (and processes under Accelerate do not race on it).
+    where = next(p for p in (path, *path.parents) if p.exists())
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
+        if not where.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(where))
+        probe = where / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-        if new:
-            path.rmdir()
     except OSError as err:
         raise ValueError(f"cannot write into --out {str(path)!r}: {err.strerror or err}") from None
     return path
@@ -447,10 +447,10 @@ def run_heatmap(args: argparse.Namespace) -> int:
     if args.image is None:
         raise ValueError("--prompt needs --image (the image to explain)")
     writable_folder(args.out)
-    model = _load_model(args)
     words = None if args.words is None else [w for w in args.words.split(",") if w.strip()]
     if words == []:
         raise ValueError("--words names no word (leave it out to explain every word)")
+    model = _load_model(args)
     result = explain(
         model,
         args.image,
@@ -553,10 +553,15 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"image_{len(images) - 1:03d}.png: {prompt!r}")
     defaults = inspect.signature(type(model.pipeline).__call__).parameters
     pipeline_call = model.vae is not None
-    steps = args.steps or (defaults["num_inference_steps"].default if pipeline_call else 50)
-    guidance = args.guidance_scale or (
-        (model.guidance_scale or defaults["guidance_scale"].default) if pipeline_call else 3.0
-    )
+    steps = args.steps
+    if steps is None:
+        steps = defaults["num_inference_steps"].default if pipeline_call else 50
+    guidance = args.guidance_scale
+    if guidance is None and pipeline_call:  # Flux: only a guidance-distilled one takes any
+        flux = model.family == "flux"
+        guidance = model.guidance_scale if flux else defaults["guidance_scale"].default
+    elif guidance is None:
+        guidance = 3.0
     doc = {
         "model": model.name,
         "model_revision": model.revision,
@@ -569,7 +574,7 @@ def run_generate(args: argparse.Namespace) -> int:
             for i, p in enumerate(prompts)
         ],
     }
-    with output_folder(args.out) as folder:  # whole or not at all, as every command's --out
+    with output_folder(args.out, marker="generate.json") as folder:  # whole or not at all
         for i, image in enumerate(images):
             (folder / f"image_{i:03d}.png").write_bytes(image_png(image, image.shape[-1]))
         (folder / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +36,8 @@ class Trace:
     the generation's attention maps.
 
     Attributes:
-        model: the pipeline as a :class:`~infodecomp.models.DiffusersModel`.
+        model: the pipeline as a :class:`~infodecomp.models.DiffusersModel`, at the
+            generation's size, T5 length and guidance (set when the block ends).
     """
 
     def __init__(self, model: DiffusersModel) -> None:
@@ -45,20 +48,8 @@ class Trace:
         self.attention = AttentionCollector(model.data_shape[1:])
         self._embedding: torch.Tensor | None = None
         self._last_sample: torch.Tensor | None = None
-
-    def _keep_latent(self) -> None:
-        """The final latent as the model's input ``(1, *data_shape)`` (Flux's unpacked)."""
-        sample = self._last_sample
-        if sample is None:
-            return
-        if sample.ndim == 3:  # Flux's packed tokens
-            sample = self.model.network.unpack(sample, self.model.data_shape)
-        if tuple(sample.shape[1:]) != self.model.data_shape:
-            raise ValueError(
-                f"generated latents {tuple(sample.shape[1:])}, traced for "
-                f"{self.model.data_shape}: give trace(pipe, image_size=...) the generated size"
-            )
-        self.latent = sample.float().cpu()
+        self._size: int | None = None  # the generation's image side, pixels
+        self._finished = False
 
     def heat_map(self, word: str) -> torch.Tensor:
         """DAAM's map of ``word`` (or phrase): the generation's text attention summed over its
@@ -106,20 +97,70 @@ class Trace:
         )
 
     def _prompt(self) -> str:
+        if not self._finished:
+            raise ValueError("the trace is read after its `with` block ends")
         if self.prompt is None:
-            raise ValueError("nothing was traced: generate inside `with infodecomp.trace(pipe)`")
+            raise ValueError(
+                "no prompt was traced: generate from a prompt string inside "
+                "`with infodecomp.trace(pipe)` (not from prompt_embeds)"
+            )
         return self.prompt
+
+    def _start(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        """At ``prepare_latents``, before any sampling step: one square image, once."""
+        if self._size is not None:
+            raise ValueError("a trace holds one generation: start a new `with` block for each")
+        named = dict(zip(("batch_size", "channels", "height", "width"), args, strict=False))
+        named |= kwargs
+        batch, height, width = named["batch_size"], named["height"], named["width"]
+        if batch != 1 or height != width:
+            raise ValueError(
+                f"trace follows one square image, got a batch of {batch} at {height}x{width} "
+                "(one prompt, num_images_per_prompt=1, height == width)"
+            )
+        generator = named.get("generator", args[6] if len(args) > 6 else None)
+        if isinstance(generator, torch.Generator):
+            self.seed = generator.initial_seed()
+
+    def _size_from(self, latents: Any) -> None:
+        """The generation's image side from its initial latents (Flux's come packed, with ids)."""
+        latents = latents[0] if isinstance(latents, tuple) else latents
+        side = latents.shape[-1] if latents.ndim == 4 else 2 * math.isqrt(latents.shape[1])
+        self.attention.size = (side, side)
+        self._size = side * self.model.image_size // self.model.data_shape[1]
+
+    def _finish(self, pipeline: Any, model_kwargs: dict[str, Any], t5_tokens: int | None) -> None:
+        """The model at the generation's settings, and the final latent as its input."""
+        self._finished = True
+        if self._last_sample is None:
+            return
+        settings = dict(model_kwargs, image_size=self._size)
+        if t5_tokens is not None:
+            settings["max_sequence_length"] = t5_tokens
+        if self.model.guidance_scale is not None:  # what a guidance-distilled model was fed
+            settings["guidance_scale"] = getattr(pipeline, "_guidance_scale", None) or 3.5
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said once, when the trace began
+            self.model = DiffusersModel.from_pipeline(pipeline, **settings)
+        sample, shape = self._last_sample, self.model.data_shape
+        if sample.ndim == 3:  # Flux's packed tokens
+            sample = self.model.network.unpack(sample, shape)
+        self.latent = sample.float().cpu()
 
 
 @contextlib.contextmanager
 def trace(pipeline: Any, **model_kwargs: Any) -> Iterator[Trace]:
     """Trace one generation of ``pipeline`` (SD 1.x / 2.x / XL, SD3, Flux) in the block: see the
-    module's docstring. ``model_kwargs`` go to :class:`~infodecomp.models.DiffusersModel`
-    (``image_size`` for a generation at another size than the pipeline's default)."""
+    module's docstring. One prompt, one square image of any size the model takes; the model is
+    then read at the generation's size, T5 length and guidance value. ``model_kwargs`` go to
+    :class:`~infodecomp.models.DiffusersModel`."""
     model = DiffusersModel.from_pipeline(pipeline, **model_kwargs)
     tc = Trace(model)
     net = model.network
+    scheduler = pipeline.scheduler
     originals = {name: getattr(pipeline, name) for name in ("encode_prompt", "prepare_latents")}
+    original_step = scheduler.step
+    t5_tokens: list[int] = []
 
     # Wrappers keep the signatures: pipelines inspect them (e.g. whether step takes a generator).
     @functools.wraps(originals["encode_prompt"])
@@ -129,14 +170,23 @@ def trace(pipeline: Any, **model_kwargs: Any) -> Iterator[Trace]:
         if tc.prompt is None and isinstance(prompt, (str, list)):
             tc.prompt = prompt if isinstance(prompt, str) else prompt[0]
             tc._embedding = out[0][0].detach()
+            if "max_sequence_length" in kwargs:
+                t5_tokens.append(kwargs["max_sequence_length"])
         return out
 
     @functools.wraps(originals["prepare_latents"])
     def prepare_latents(*args: Any, **kwargs: Any) -> Any:
-        generator = kwargs.get("generator", args[6] if len(args) > 6 else None)
-        if isinstance(generator, torch.Generator):
-            tc.seed = generator.initial_seed()
-        return originals["prepare_latents"](*args, **kwargs)
+        tc._start(args, kwargs)
+        out = originals["prepare_latents"](*args, **kwargs)
+        tc._size_from(out)
+        return out
+
+    @functools.wraps(original_step)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        # The last step's sample is the final latent: what the pipeline decodes (or returns).
+        out = original_step(*args, **kwargs)
+        tc._last_sample = out[0][:1].detach()
+        return out
 
     def collect_rows(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         # The prompt's rows, by their text embedding (not the negative prompt's under CFG).
@@ -148,26 +198,34 @@ def trace(pipeline: Any, **model_kwargs: Any) -> Iterator[Trace]:
         tc.attention.rows = same.cpu()
         tc.attention.n_rows += int(same.sum())
 
-    scheduler = pipeline.scheduler
-    original_step = scheduler.step
-
-    @functools.wraps(original_step)
-    def step(*args: Any, **kwargs: Any) -> Any:
-        # The last step's sample is the final latent: what the pipeline decodes (or returns).
-        out = original_step(*args, **kwargs)
-        tc._last_sample = out[0][:1].detach()
-        return out
-
+    patches = [
+        (pipeline, "encode_prompt", encode_prompt),
+        (pipeline, "prepare_latents", prepare_latents),
+        (scheduler, "step", step),
+    ]
     hook = net.module.register_forward_pre_hook(collect_rows, with_kwargs=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(hook.remove)
+        for owner, name, fn in patches:
+            stack.enter_context(_patched(owner, name, fn))
+        stack.enter_context(
+            capture(net.module, net.is_text_attention, net.text_attention, tc.attention)
+        )
+        yield tc
+    tc._finish(pipeline, model_kwargs, t5_tokens[0] if t5_tokens else None)
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name`` is ``value`` within the block, then exactly what it was (an instance
+    attribute put back, or none): nested traces and earlier patches survive."""
+    had = name in vars(owner)
+    before = vars(owner).get(name)
+    object.__setattr__(owner, name, value)  # past a pipeline's __setattr__ (its config)
     try:
-        for name, fn in (("encode_prompt", encode_prompt), ("prepare_latents", prepare_latents)):
-            object.__setattr__(pipeline, name, fn)
-        object.__setattr__(scheduler, "step", step)
-        with capture(net.module, net.is_text_attention, net.text_attention, tc.attention):
-            yield tc
+        yield
     finally:
-        hook.remove()
-        for name in originals:
-            object.__delattr__(pipeline, name)
-        object.__delattr__(scheduler, "step")
-    tc._keep_latent()  # only after a generation that ran through
+        if had:
+            object.__setattr__(owner, name, before)
+        else:
+            object.__delattr__(owner, name)

@@ -25,7 +25,7 @@ class AttentionCollector:
     """Sums text-attention maps of the rows being collected.
 
     Layers are summed on the network's device at their own resolution (as they come, no copy);
-    :meth:`token_maps` upsamples each resolution's sum once (bicubic, then clamped at zero).
+    :meth:`token_maps` upsamples each resolution's sum once (bicubic, clamped at zero).
 
     Attributes:
         rows: which rows of the current network call to collect, ``(B,)`` bool, or None.
@@ -55,11 +55,14 @@ class AttentionCollector:
         """Mean over the collected rows of the per-token maps, shape ``(L, h, w)``, float64."""
         if not self.sums:
             raise ValueError("no attention was collected")
+        # Bicubic overshoot clamped per resolution, so that it cannot cancel another's mass.
         total = sum(
-            F.interpolate(m[None].cpu(), size=self.size, mode="bicubic", align_corners=False)[0]
+            F.interpolate(m[None].cpu(), size=self.size, mode="bicubic", align_corners=False)[
+                0
+            ].clamp(min=0)
             for m in self.sums.values()
         )
-        return total.clamp(min=0).double() / self.n_rows
+        return total.double() / self.n_rows
 
 
 @contextlib.contextmanager

@@ -273,7 +273,10 @@ class DiffusersModel:
         without a VAE, which diffusers' ``__call__`` cannot run, goes through :meth:`generate`
         (50 DDIM steps, guidance 3 unless given)."""
         if self.vae is None:
-            return self.generate([prompt], seed, steps or 50, guidance_scale or 3.0)[0]
+            steps = 50 if steps is None else steps
+            return self.generate(
+                [prompt], seed, steps, 3.0 if guidance_scale is None else guidance_scale
+            )[0]
         kwargs: dict[str, Any] = {"height": self.image_size, "width": self.image_size}
         if steps is not None:
             kwargs["num_inference_steps"] = steps
@@ -292,9 +295,9 @@ class DiffusersModel:
     def collect_attention(self, prompt: Any) -> Iterator[AttentionCollector]:
         """Within this block, the text attention of every row conditioned on ``prompt`` is
         summed over heads and layers (cross-attention layers of a UNet, joint blocks of an
-        MM-DiT; each layer upsampled to the input resolution), as in DAAM. The model's outputs
-        are unchanged. Yields the collector: ``collector.token_maps()`` gives the mean map per
-        text position, shape ``(L, h, w)``."""
+        MM-DiT; the layers of each resolution upsampled together to the input's), as in DAAM.
+        The model's outputs are unchanged. Yields the collector: ``collector.token_maps()``
+        gives the mean map per text position, shape ``(L, h, w)``."""
         collector = AttentionCollector(self.data_shape[1:])
         net = self.network
         with capture(net.module, net.is_text_attention, net.text_attention, collector):

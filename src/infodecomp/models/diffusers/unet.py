@@ -27,11 +27,15 @@ class UNetNetwork:
         cfg = self.module.config
         self.family = "sdxl" if getattr(cfg, "addition_embed_type", None) == "text_time" else "sd"
         side = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-        self.data_shape = (cfg.in_channels, side, side)
         vae = getattr(pipeline, "vae", None)
-        self.image_size = side * (2 ** (len(vae.config.block_out_channels) - 1) if vae else 1)
-        if image_size not in (None, self.image_size):
-            raise ValueError(f"this UNet takes {self.image_size}-pixel images, not {image_size}")
+        down = 2 ** (len(vae.config.block_out_channels) - 1) if vae else 1  # pixels per input
+        if image_size is not None:  # convolutional: any size its down-sampling divides
+            unit = down * 2 ** (len(cfg.block_out_channels) - 1)
+            if image_size % unit:
+                raise ValueError(f"image size {image_size} must be a multiple of {unit}")
+            side = image_size // down
+        self.data_shape = (cfg.in_channels, side, side)
+        self.image_size = side * down
         scheduler = pipeline.scheduler
         self.schedule = VPSchedule(scheduler.alphas_cumprod, scheduler.config.prediction_type)
         self.text = PromptEncoder(pipeline, self.family)
