@@ -108,30 +108,52 @@ def grid_png(
     rows = [row for row in rows if row[1]]  # a row with no maps (e.g. no ground truth) is left out
     columns = list(dict.fromkeys(label for _, maps, _ in rows for label in maps))
     n_cols = len(columns)  # a row may leave a label out (its cell stays blank)
-    row_height = size + 44
+    row_height = size + 58  # two caption lines above each map
     canvas = Image.new(
         "RGB", ((n_cols + 1) * (size + 10) + 130, 36 + row_height * len(rows)), "white"
     )
     draw = ImageDraw.Draw(canvas)
-    draw.text((10, 8), heading, fill="black", font=_font(15))
+    heading_lines = _lines(draw, heading, canvas.width - 20, n=1, points=15)
+    draw.text((10, 8), heading_lines[0] if heading_lines else "", fill="black", font=_font(15))
     for r, (name, maps, unit) in enumerate(rows):
         top = 36 + r * row_height
         stacked = torch.stack([m.float() for m in maps.values()])
         vmin, vmax = (scales or {}).get(
             name, (min(0.0, stacked.min().item()), stacked.max().item())
         )
-        canvas.paste(_tile(image_rgb(image), size), (10, top + 20))
-        draw.text((10, top + 2), name, fill="black", font=_font(12))
+        canvas.paste(_tile(image_rgb(image), size), (10, top + 34))
+        draw.text((10, top + 2), "\n".join(_lines(draw, name, size)), fill="black", font=_font(12))
         for label, heat in maps.items():
             x = 10 + (1 + columns.index(label)) * (size + 10)
-            canvas.paste(_tile(_colours(heat, vmin, vmax), size), (x, top + 20))
+            canvas.paste(_tile(_colours(heat, vmin, vmax), size), (x, top + 34))
             caption = titles.get(f"{name}/{label}", titles.get(label, label))
-            draw.text((x, top + 2), caption, fill="black", font=_font(12))
+            draw.text(
+                (x, top + 2), "\n".join(_lines(draw, caption, size)), fill="black", font=_font(12)
+            )
         bar = _colour_bar(vmin, vmax, size - 30, unit)
-        canvas.paste(bar, (10 + (n_cols + 1) * (size + 10), top + 20))
+        canvas.paste(bar, (10 + (n_cols + 1) * (size + 10), top + 34))
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _lines(draw: Any, text: str, width: int, n: int = 2, points: int = 12) -> list[str]:
+    """``text`` broken at spaces into at most ``n`` lines of at most ``width`` pixels (in the
+    ``points``-pixel font), the last shortened with "..." if it still does not fit: captions of
+    neighbouring maps never run into each other."""
+    font = _font(points)
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        elif len(lines) < n:
+            lines.append(word)
+        else:
+            lines[-1] = f"{lines[-1]} {word}"
+    last = lines[-1] if lines else ""
+    while last and draw.textlength(last, font=font) > width:
+        last = last[:-4] + "..." if len(last) > 4 else ""
+    return [*lines[:-1], last] if lines else []
 
 
 def image_rgb(image: torch.Tensor) -> np.ndarray:
