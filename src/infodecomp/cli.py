@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ from .explanation import explain
 from .images import load_image
 from .models import example_mixture
 from .models.diffusers import DiffusersModel
+from .models.diffusers.transformer import FLUX_GUIDANCE
 from .results import check_output_folder, entry_warnings, output_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -355,8 +355,9 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
     sub.add_argument(
         "--guidance",
         type=float,
-        default=3.5,
-        help="guidance value fed to a guidance-distilled model such as Flux-dev (default 3.5)",
+        default=FLUX_GUIDANCE,
+        help="guidance value fed to a guidance-distilled model such as Flux-dev "
+        f"(default {FLUX_GUIDANCE:g})",
     )
 
 
@@ -551,24 +552,11 @@ def run_generate(args: argparse.Namespace) -> int:
             model.generate_with_pipeline(prompt, args.seed, args.steps, args.guidance_scale)
         )
         print(f"image_{len(images) - 1:03d}.png: {prompt!r}")
-    defaults = inspect.signature(type(model.pipeline).__call__).parameters
-    pipeline_call = model.vae is not None
-    steps = args.steps
-    if steps is None:
-        steps = defaults["num_inference_steps"].default if pipeline_call else 50
-    guidance = args.guidance_scale
-    if guidance is None and pipeline_call:  # Flux: only a guidance-distilled one takes any
-        flux = model.family == "flux"
-        guidance = model.guidance_scale if flux else defaults["guidance_scale"].default
-    elif guidance is None:
-        guidance = 3.0
     doc = {
         "model": model.name,
         "model_revision": model.revision,
         "family": model.family,
-        "sampler": "the pipeline's own" if pipeline_call else "DDIM (no VAE)",
-        "steps": steps,
-        "guidance_scale": guidance,
+        **model.sampling_settings(args.steps, args.guidance_scale),
         "images": [
             {"file": f"image_{i:03d}.png", "prompt": p, "seed": args.seed}
             for i, p in enumerate(prompts)

@@ -367,20 +367,25 @@ def explain(
             estimate = conditional_mutual_info(model, x, conds, contexts, **run)
         tokens = collector.token_maps()
         attention_maps = {
-            word: tokens[_token_positions(model, prompt, word)].sum(0) for word in chosen
+            word: tokens[word_token_positions(model, prompt, word)].sum(0) for word in chosen
         }
     else:
         estimate = conditional_mutual_info(model, x, conds, contexts, **run)
+    described = (
+        model.describe()
+        if hasattr(model, "describe")
+        else {
+            "model": model.name,
+            "model_revision": getattr(model, "revision", None),
+            "dtype": str(getattr(model, "dtype", x.dtype)).removeprefix("torch."),
+        }
+    )
     estimate.settings.update(
         context=context,
-        model=model.name,
-        model_revision=getattr(model, "revision", None),
-        dtype=str(getattr(model, "dtype", x.dtype)).removeprefix("torch."),
         device=str(getattr(model, "device", x.device)),
         versions=versions(),
+        **described,
     )
-    if hasattr(model, "describe"):
-        estimate.settings.update(model.describe())
     return Explanation(
         prompt=prompt,
         words=chosen,
@@ -430,7 +435,9 @@ def word_contexts(prompt: str, words: list[str], context: str = "remove") -> lis
     return out
 
 
-def _token_positions(model: Any, prompt: str, word: str) -> list[int]:
+def word_token_positions(model: Any, prompt: str, word: str) -> list[int]:
+    """Positions in the model's text sequence of every token of every occurrence of ``word``
+    (or phrase) in ``prompt``."""
     positions: list[int] = []
     for o in occurrences(prompt, word):
         positions += model.token_positions(prompt, (o.start, o.end))

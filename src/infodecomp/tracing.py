@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 
-from .explanation import Explanation, denoiser_rows, explain
+from .explanation import Explanation, denoiser_rows, explain, word_token_positions
 from .models.diffusers import DiffusersModel
 from .models.diffusers.attention import AttentionCollector, capture
-from .words import distinct_words, occurrences
+from .models.diffusers.transformer import FLUX_GUIDANCE
+from .words import distinct_words
 
 
 class Trace:
@@ -54,12 +55,7 @@ class Trace:
     def heat_map(self, word: str) -> torch.Tensor:
         """DAAM's map of ``word`` (or phrase): the generation's text attention summed over its
         tokens, mean over steps, ``(h, w)`` at the model input's resolution."""
-        prompt = self._prompt()
-        positions = [
-            p
-            for o in occurrences(prompt, word)
-            for p in self.model.token_positions(prompt, (o.start, o.end))
-        ]
+        positions = word_token_positions(self.model, self._prompt(), word)
         return self.attention.token_maps()[positions].sum(0)
 
     def explain(
@@ -138,7 +134,7 @@ class Trace:
         if t5_tokens is not None:
             settings["max_sequence_length"] = t5_tokens
         if self.model.guidance_scale is not None:  # what a guidance-distilled model was fed
-            settings["guidance_scale"] = getattr(pipeline, "_guidance_scale", None) or 3.5
+            settings["guidance_scale"] = getattr(pipeline, "_guidance_scale", None) or FLUX_GUIDANCE
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # said once, when the trace began
             self.model = DiffusersModel.from_pipeline(pipeline, **settings)

@@ -125,7 +125,7 @@ def daam_maps(
     """DAAM's maps of ``words``: cross-attention (heads and layers summed, each layer upsampled)
     collected along a DDIM inversion of ``image`` under ``caption`` and its reconstruction,
     summed over the word's tokens, at image resolution."""
-    from ..explanation import _token_positions
+    from ..explanation import word_token_positions
 
     x = model.encode_image(image)
     with model.collect_attention(caption) as collector:
@@ -134,7 +134,7 @@ def daam_maps(
     tokens = collector.token_maps()
     out = {}
     for w in words:
-        heat = tokens[_token_positions(model, caption, w)].sum(0).float()
+        heat = tokens[word_token_positions(model, caption, w)].sum(0).float()
         out[w] = F.interpolate(heat[None, None], size=image.shape[-2:], mode="bilinear")[0, 0]
     return out
 

@@ -264,7 +264,7 @@ def explain_prompts(
             list(item.words) if item.words is not None else None,
             n_samples=n_samples,
             seed=item.seed,
-            batch_size=batch_size,
+            batch_size=settings["batch_size"],  # sized once, not probed again per prompt
             context=context,
             attention=attention,
             progress=False,

@@ -14,6 +14,7 @@ Conditions are prompt strings, :class:`PaddedPrompt` or ``None`` (the null condi
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from ...images import load_image
 from .attention import AttentionCollector, capture
 from .load import ModelNotFoundError, check_dtype, load_pipeline
 from .text import PaddedPrompt, execution_device
-from .transformer import FluxNetwork, SD3Network
+from .transformer import FLUX_GUIDANCE, FluxNetwork, SD3Network
 from .unet import UNetNetwork
 
 __all__ = ["DiffusersModel", "ModelNotFoundError", "PaddedPrompt"]
@@ -56,7 +57,7 @@ class DiffusersModel:
         dtype: torch.dtype | None = None,
         name: str | None = None,
         image_size: int | None = None,
-        guidance_scale: float = 3.5,
+        guidance_scale: float = FLUX_GUIDANCE,
         max_sequence_length: int | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -272,23 +273,41 @@ class DiffusersModel:
         :attr:`image_size`. Deterministic by ``seed`` (a CPU generator). A pixel-space pipeline
         without a VAE, which diffusers' ``__call__`` cannot run, goes through :meth:`generate`
         (50 DDIM steps, guidance 3 unless given)."""
+        used = self.sampling_settings(steps, guidance_scale)
         if self.vae is None:
-            steps = 50 if steps is None else steps
-            return self.generate(
-                [prompt], seed, steps, 3.0 if guidance_scale is None else guidance_scale
-            )[0]
+            return self.generate([prompt], seed, used["steps"], used["guidance_scale"])[0]
         kwargs: dict[str, Any] = {"height": self.image_size, "width": self.image_size}
-        if steps is not None:
-            kwargs["num_inference_steps"] = steps
-        if guidance_scale is not None:
-            kwargs["guidance_scale"] = guidance_scale
-        elif self.guidance_scale is not None:
-            kwargs["guidance_scale"] = self.guidance_scale
+        kwargs["num_inference_steps"] = used["steps"]
+        if used["guidance_scale"] is not None:
+            kwargs["guidance_scale"] = used["guidance_scale"]
         if self.family in ("sd3", "flux"):
             kwargs["max_sequence_length"] = self.network.text.max_sequence_length
         g = torch.Generator().manual_seed(seed)
         images = self.pipeline(prompt, generator=g, output_type="pt", **kwargs).images
         return (images[0].float().cpu() * 2 - 1).clamp(-1, 1)
+
+    def sampling_settings(
+        self, steps: int | None = None, guidance_scale: float | None = None
+    ) -> dict[str, Any]:
+        """What :meth:`generate_with_pipeline` samples with: ``{"sampler", "steps",
+        "guidance_scale"}``, given values or the pipeline's defaults (a Flux that is not
+        guidance-distilled takes no guidance: None)."""
+        if self.vae is None:
+            return {
+                "sampler": "DDIM (no VAE)",
+                "steps": 50 if steps is None else steps,
+                "guidance_scale": 3.0 if guidance_scale is None else guidance_scale,
+            }
+        defaults = inspect.signature(type(self.pipeline).__call__).parameters
+        if guidance_scale is None:
+            guidance_scale = self.guidance_scale
+            if guidance_scale is None and self.family != "flux":
+                guidance_scale = defaults["guidance_scale"].default
+        return {
+            "sampler": "the pipeline's own",
+            "steps": defaults["num_inference_steps"].default if steps is None else steps,
+            "guidance_scale": guidance_scale,
+        }
 
     # --- attention baseline -------------------------------------------------------------------
     @contextlib.contextmanager

@@ -16,6 +16,9 @@ import torch
 from .schedules import FlowSchedule
 from .text import PromptEncoder, execution_device
 
+# Flux-dev's own default guidance, fed to a guidance-distilled model unless told.
+FLUX_GUIDANCE = 3.5
+
 
 class _FlowTransformer:
     """What SD3 and Flux share: flow time, text encoding, the joint blocks' text attention."""
@@ -114,7 +117,7 @@ class FluxNetwork(_FlowTransformer):
         pipeline: Any,
         image_size: int | None,
         max_sequence_length: int | None,
-        guidance_scale: float = 3.5,
+        guidance_scale: float = FLUX_GUIDANCE,
     ) -> None:
         channels = pipeline.transformer.config.in_channels // 4  # packed 2x2
         # The pipeline passes sigma * 1000 / 1000.
