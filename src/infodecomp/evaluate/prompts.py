@@ -323,12 +323,14 @@ def table(summary: dict[str, Any]) -> str:
     if not prompts:
         return "prompts: none explained yet"
     width = max(4, *(len(p["id"]) for p in prompts)) + 2
-    lines = [f"{'id':<{width}}{'MI, nats [95% interval]':<28}top word: CMI"]
+    heading = "MI, nats [95% interval]"
+    mi_width = max(len(heading), *(len(_interval(p["mi"])) for p in prompts)) + 2
+    lines = [f"{'id':<{width}}{heading:<{mi_width}}top word: CMI"]
     for p in prompts:
         mi, top = p["mi"], p["top_cmi"]
         flags = "".join(f"  (MI {w})" for w in entry_warnings(mi))
         lines.append(
-            f"{p['id']:<{width}}{_interval(mi):<28}{p['top_word']}: {_interval(top)}{flags}"
+            f"{p['id']:<{width}}{_interval(mi):<{mi_width}}{p['top_word']}: {_interval(top)}{flags}"
         )
     settings = summary["settings"]
     lines.append(
