@@ -537,7 +537,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .report import image_png
+    from .report.pictures import image_png
 
     prompts = [p.strip() for p in args.prompt]
     if not all(prompts):

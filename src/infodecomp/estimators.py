@@ -52,6 +52,8 @@ DEFENSIVE = 0.03
 # A value is marked unreliable when its TOP_DRAWS largest draws carry over RELIABLE_SHARE of it.
 TOP_DRAWS = 3
 RELIABLE_SHARE = 0.5
+# Bins of the information profile over log-SNR (diagnostics["profile"]).
+PROFILE_BINS = 24
 # Draws at each end of the range (for the tails beyond it): n_samples // EDGE_FRACTION, at least 4
 # (fewer make the truncation flag a coin toss).
 EDGE_FRACTION = 128
@@ -413,7 +415,7 @@ def _estimate(
         f_pilot, _ = run.integrands(pilot, np.ones_like(pilot), per_dim=False)
         seen_a.append(pilot)
         seen_f.append(f_pilot[fit_kind])
-    stages: list[tuple[dict[str, torch.Tensor], np.ndarray]] = []
+    stages: list[tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]] = []
     maps: dict[str, list[torch.Tensor]] = {}
     for size in _stage_sizes(n_main, adaptive):
         if n_pilot:
@@ -435,7 +437,7 @@ def _estimate(
         )
         weights = np.stack([p.weight(a) for p, a in zip(proposals, alphas, strict=True)])
         f_stage, stage_maps = run.integrands(alphas, weights, per_dim)
-        stages.append((f_stage, weights))
+        stages.append((f_stage, weights, alphas))
         seen_a.append(alphas)
         seen_f.append(f_stage[fit_kind])
         for kind, (total, total_sq) in stage_maps.items():
@@ -447,6 +449,7 @@ def _estimate(
     run.close()
 
     d = math.prod(x.shape[1:])
+    profile_edges = np.linspace(logsnr.low, logsnr.high, PROFILE_BINS + 1)
     settings = {
         "estimator": None,
         "sampling": sampling,
@@ -473,11 +476,12 @@ def _estimate(
         "sum_channels": sum_channels,
         "model": type(model).__name__,
         "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
+        "profile_edges": profile_edges.tolist(),
     }
     out = {}
     for kind in [quantity] if quantity == "negative_log_likelihood" else estimators:
         # Importance-weighted draws of each stage, shape (n_x, n_q, size).
-        parts = [f[kind] * torch.from_numpy(w).unsqueeze(1) for f, w in stages]
+        parts = [f[kind] * torch.from_numpy(w).unsqueeze(1) for f, w, _ in stages]
         contrib = torch.cat(parts, -1)
         value = contrib.mean(-1)
         stderr, skewness = intervals.stage_stderr_and_skewness(parts, stratified)
@@ -514,6 +518,8 @@ def _estimate(
                 est_map_se = (est_map_se**2 + low_se**2 + (r * high_se) ** 2).sqrt()
         outside = tail_low + tail_high
         outside_se = (tail_low_se**2 + tail_high_se**2).sqrt()
+        at = torch.from_numpy(np.concatenate([a for _, _, a in stages], 1))
+        profile, profile_se = information_profile(contrib, at, profile_edges)
         share = intervals.top_share(contrib, TOP_DRAWS)
         reliable = share <= RELIABLE_SHARE
         # A pair whose draws missed its rare large values shows little skew; the pairs of one
@@ -523,13 +529,16 @@ def _estimate(
         row_skew = torch.where(skewness < 0, -largest, largest)
         # Information beyond the range is invisible to the model; flag estimates whose
         # extrapolated tails (the best guess of what they miss) exceed their standard error.
+        ci95 = intervals.skew_interval(value, stderr, row_skew)
         truncated = torch.zeros_like(reliable)
         if kind != "negative_log_likelihood":
             truncated = outside.abs() > stderr
         result = {
             "value": value,
             "stderr": stderr,
-            "ci95": intervals.skew_interval(value, stderr, row_skew),
+            # An orthogonal value is never negative: its interval is cut at 0, which keeps
+            # its coverage (the truth is inside [0, inf)).
+            "ci95": ci95.clamp(min=0) if kind == "orthogonal" else ci95,
             "reliable": reliable,
             "truncated": truncated,
             "diagnostics": {
@@ -537,6 +546,8 @@ def _estimate(
                 "skewness": row_skew,
                 "outside_range": outside,
                 "outside_range_stderr": outside_se,
+                "profile": profile,
+                "profile_stderr": profile_se,
             },
             "map": est_map,
             "map_stderr": est_map_se,
@@ -551,6 +562,31 @@ def _estimate(
             **result,
         )
     return out
+
+
+def information_profile(
+    contrib: torch.Tensor, logsnr: torch.Tensor, edges: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where along the noise levels an integral's value arrives: the importance-weighted draws
+    ``contrib`` (shape ``(..., n)``, each an unbiased estimate of the whole integral) at log-SNRs
+    ``logsnr`` (``(n_x, n)``) split by the bins of ``edges``, as the integrand's mean over each
+    bin (nats per unit of log-SNR) and its i.i.d. standard error, shape ``(..., n_bins)``.
+
+    Each bin's estimate is the mean of ``contrib`` times the bin's indicator: unbiased for the
+    integral over the bin, so ``(profile * widths).sum(-1)`` is the estimate itself (the paper's
+    MMSE-curve view, from the estimator's own draws; no extra denoiser call)."""
+    n, n_bins = contrib.shape[-1], len(edges) - 1
+    bins = torch.from_numpy(edges).to(logsnr.dtype)
+    index = (torch.bucketize(logsnr, bins, right=True) - 1).clamp(0, n_bins - 1)
+    index = index.view(contrib.shape[0], *[1] * (contrib.dim() - 2), n).expand(contrib.shape)
+    zeros = torch.zeros(*contrib.shape[:-1], n_bins, dtype=contrib.dtype)
+    total = zeros.scatter_add(-1, index, contrib)
+    total_sq = zeros.scatter_add(-1, index, contrib**2)
+    mean = total / n
+    # Each bin's draws are the contributions times an indicator: n - (bin's count) zeros.
+    se = ((total_sq / n - mean**2).clamp(min=0) / max(n - 1, 1)).sqrt()
+    widths = torch.from_numpy(np.diff(edges)).to(contrib.dtype)
+    return mean / widths, se / widths
 
 
 def _stage_sizes(n: int, adaptive: bool) -> list[int]:

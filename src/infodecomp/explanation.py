@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .estimators import TruncatedLogistic, conditional_mutual_info
-from .images import load_image
+from .images import prepare_image
 from .models.diffusers.text import PaddedPrompt
 from .plotting import plain_text, plot_overlay
 from .results import Estimate, versions
@@ -37,6 +37,11 @@ class Explanation:
             collected in the estimator's own denoiser calls on the noisy image, ``(h, w)``; or
             ``None``.
         model_name, model_revision: where the model came from.
+        generation_attention: per word, DAAM's map of the generation that made the image
+            (:func:`~infodecomp.trace`: attention summed over the sampling steps), ``(h, w)``;
+            or ``None``.
+        image_note: how the input was fitted to the model's size (``"centre-cropped 640x480 to
+            480x480, resized to 512x512"``), or ``None`` when it was not changed.
     """
 
     prompt: str
@@ -46,6 +51,8 @@ class Explanation:
     attention: dict[str, torch.Tensor] | None
     model_name: str
     model_revision: str | None = None
+    generation_attention: dict[str, torch.Tensor] | None = None
+    image_note: str | None = None
 
     @property
     def mi(self) -> tuple[float, float]:
@@ -184,7 +191,7 @@ class Explanation:
         ``prompt_mi.heat_map.png``, ``grid.png`` and a self-contained ``report.html`` (with
         ``figures`` and the extra number ``columns`` of :func:`infodecomp.report.report_html`)
         into ``out_dir``. Returns the path of ``report.html``."""
-        from .report import report_html
+        from .report.pictures import report_html
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -209,7 +216,7 @@ class Explanation:
     def _pictures(self) -> dict[str, bytes]:
         """The PNG files of :meth:`save`, drawn without pyplot (fast); the words' maps of one
         kind share a colour scale in every picture."""
-        from .report import grid_png, panel_png
+        from .report.pictures import grid_png, panel_png
 
         kinds = {"information (CMI)": (self.heat_map, "nats/pixel", "heat_map")}
         if self.attention is not None:
@@ -347,7 +354,7 @@ def explain(
     if not chosen or not all(chosen):
         raise ValueError(f"no words to explain in {words!r}")
     contexts = [None, *word_contexts(prompt, chosen, context)]
-    pixels = load_image(image, model.image_size)
+    pixels, image_note = prepare_image(image, model.image_size)
     x = model.encode_image(image) if x is None else x
     sizing = getattr(model, "default_batch_size", None)
     run = {
@@ -382,6 +389,7 @@ def explain(
     )
     estimate.settings.update(
         context=context,
+        image_preparation=image_note,
         device=str(getattr(model, "device", x.device)),
         versions=versions(),
         **described,
@@ -394,6 +402,7 @@ def explain(
         attention=attention_maps,
         model_name=model.name,
         model_revision=getattr(model, "revision", None),
+        image_note=image_note,
     )
 
 

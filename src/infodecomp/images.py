@@ -12,6 +12,11 @@ from PIL import Image, UnidentifiedImageError
 
 
 def load_image(image: Any, size: int) -> torch.Tensor:
+    """:func:`prepare_image`'s pixels alone."""
+    return prepare_image(image, size)[0]
+
+
+def prepare_image(image: Any, size: int) -> tuple[torch.Tensor, str | None]:
     """An RGB image as a tensor ``(3, size, size)`` in [-1, 1].
 
     ``image`` is a path, a PIL image, or a float tensor ``(3, H, W)`` already in [-1, 1]. The
@@ -19,6 +24,9 @@ def load_image(image: Any, size: int) -> torch.Tensor:
     clamped: values a little outside [-1, 1] (up to +-2, e.g. pixel noise) are kept as they are;
     integer, non-finite or far out-of-range tensors are refused. Raises ``ValueError`` with one
     line for a file that is missing or not an image, or a tensor that is not an image.
+
+    Returns the pixels and what was done to fit them (``"centre-cropped 640x480 to 480x480,
+    resized to 512x512"``; None when the image already had the size), to be shown beside them.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"image size must be a positive integer, got {size!r}")
@@ -42,8 +50,15 @@ def load_image(image: Any, size: int) -> torch.Tensor:
         )[0]
     top, left = (new_h - size) // 2, (new_w - size) // 2
     pixels = pixels[:, top : top + size, left : left + size]
+    steps = []
+    if h != w:
+        side = min(h, w)
+        steps.append(f"centre-cropped {w}x{h} to {side}x{side}")
+    if min(h, w) != size:
+        steps.append(f"resized {'' if h != w else f'{w}x{h} '}to {size}x{size}")
+    note = ", ".join(steps) or None
     # Files are 8-bit: clamp the resampling overshoot. Tensors are taken as given, never clamped.
-    return pixels if is_tensor else pixels.clamp(-1, 1)
+    return (pixels if is_tensor else pixels.clamp(-1, 1)), note
 
 
 def _open(path: Path) -> Image.Image:

@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -222,12 +222,55 @@ class Estimate:
         return f"Estimate({self.quantity}: [{shown}{more}] nats, {self.n_evaluations} evaluations)"
 
 
-def format_entry(entry: dict[str, Any], digits: int = 3) -> str:
-    """``"0.431 [0.30, 0.62]"`` from an :meth:`Estimate.entry`, with a warning when it is
-    unreliable or likely truncated."""
+def format_entry(
+    entry: dict[str, Any] | float,
+    reference: float | None = None,
+    flags: Literal["long", "short", "none"] = "long",
+) -> str:
+    """The one way a number is printed (terminal, titles, tables, reports): the value and its
+    95% interval, ``"1.29 [0.96, 2.09]"``, from an :meth:`Estimate.entry` (or a plain float,
+    printed alone). Digits follow the interval: its half-width to two significant digits.
+    ``reference`` (e.g. the prompt's MI, nats) caps them at a ten-thousandth of it, so a value
+    negligible against it prints as 0. ``flags`` adds the warnings of :func:`entry_warnings`
+    (``"short"``: one word each, for titles)."""
+    if not isinstance(entry, dict):
+        return _format_values([float(entry)], None, reference)[0]
     low, high = entry["ci95"]
-    text = f"{entry['value']:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
-    return text + "".join(f" ({w})" for w in entry_warnings(entry))
+    value, low, high = _format_values([entry["value"], low, high], (high - low) / 2, reference)
+    text = f"{value} [{low}, {high}]"
+    if flags == "long":
+        return text + "".join(f" ({w})" for w in entry_warnings(entry))
+    if flags == "short":
+        return text + "".join(f" ({w.split(':')[0]})" for w in entry_warnings(entry))
+    return text
+
+
+def _format_values(
+    values: list[float], half_width: float | None, reference: float | None
+) -> list[str]:
+    """``values`` rounded alike: to two significant digits of ``half_width`` (three of the
+    largest value when there is none), at most to a ten-thousandth of ``reference``."""
+    if not all(math.isfinite(v) for v in values):
+        return [f"{v:.4g}" for v in values]
+    size = max(abs(v) for v in values)
+    if half_width is not None and half_width > 0:
+        decimals = 1 - math.floor(math.log10(half_width))
+    elif size > 0:
+        decimals = 2 - math.floor(math.log10(size))
+    else:
+        decimals = 0
+    if reference is not None and reference != 0 and math.isfinite(reference):
+        decimals = min(decimals, 4 - math.floor(math.log10(abs(reference))))
+    if decimals > 6 and size < 1e-3:  # a tiny value with no reference: scientific
+        return ["0" if v == 0 else f"{v:.2g}" for v in values]
+    out = []
+    for v in values:
+        r = round(v, decimals)
+        if r == 0:
+            out.append("0")
+        else:
+            out.append(f"{r:.{max(decimals, 0)}f}")
+    return out
 
 
 def entry_warnings(entry: dict[str, Any]) -> list[str]:
@@ -236,7 +279,7 @@ def entry_warnings(entry: dict[str, Any]) -> list[str]:
     if not entry.get("reliable", True):
         out.append("unreliable: rests on a few draws, take more")
     if entry.get("truncated", False):
-        out.append("likely truncated: information beyond the model's log-SNR range")
+        out.append("truncated: information likely beyond the model's log-SNR range")
     return out
 
 

@@ -11,7 +11,7 @@ import torch
 from ..explanation import Explanation, explain, word_contexts
 from ..logsnr import TruncatedLogistic
 from ..models.diffusers import DiffusersModel
-from ..report import image_png
+from ..report.pictures import image_png
 from ..results import Estimate, output_folder
 from .model import WorldModel
 from .scenes import assignment, parse, word_masks
@@ -137,7 +137,7 @@ def exact_cmi(
 def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> bytes:
     """Rows: the bundled model's CMI maps and the exact world model's (one colour scale for
     both), the attention maps, the ground truth; as PNG bytes, drawn without pyplot."""
-    from ..report import grid_png
+    from ..report.pictures import grid_png
 
     bundled = {w: res.heat_map(w).float() for w in res.words}
     exact_maps = {w: exact.map[0, k].float() for k, w in enumerate(res.words, start=1)}

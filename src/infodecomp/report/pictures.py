@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .plotting import MAP_CMAP
-from .results import format_entry
+from ..plotting import MAP_CMAP
+from ..results import format_entry
 
 if TYPE_CHECKING:
-    from .explanation import Explanation
+    from ..explanation import Explanation
 
 CELL = 176  # pixels of one map in the report
 
