@@ -20,7 +20,7 @@ from .images import load_image
 from .models import example_mixture
 from .models.diffusers import DiffusersModel
 from .models.diffusers.transformer import FLUX_GUIDANCE
-from .results import check_output_folder, entry_warnings, output_folder
+from .results import check_output_folder, entry_warnings, format_entry, output_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="take a word out by deleting it (default) or padding its tokens",
     )
     heat.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
+    _figure_arguments(heat)
     heat.add_argument("--out", type=Path, required=True, help="output folder")
 
     score = commands.add_parser(
@@ -180,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--image", help="explain this image instead of a draw of the world")
     demo.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
     demo.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    _figure_arguments(demo)
 
     _eval_arguments(commands)
 
@@ -332,6 +334,25 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figure_arguments(sub: argparse.ArgumentParser) -> None:
+    from .report.figures import FORMATS
+
+    sub.add_argument(
+        "--scale",
+        choices=["word", "shared"],
+        default="word",
+        help="colour scale of each word's figure: its own (default; the range is written on it) "
+        "or one shared by all words (grid.* always compares words on one scale)",
+    )
+    sub.add_argument(
+        "--format",
+        dest="figure_format",
+        choices=FORMATS,
+        default="png",
+        help="figure files: png (300 dpi, default), or pdf / svg (vector, for papers)",
+    )
+
+
 def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required") -> None:
     """--model and its loading options; --image ``"required"``, ``"optional"`` or absent."""
     sub.add_argument(
@@ -465,12 +486,13 @@ def run_heatmap(args: argparse.Namespace) -> int:
     )
     result.estimate.settings["image"] = str(args.image)
     with output_folder(args.out) as folder:
-        result.save(folder)
+        result.save(folder, scale=args.scale, fmt=args.figure_format)
     report = args.out / "report.html"
-    print(f"{'':<24}{'nats':>10}{'± SE':>9}{'95% interval':>22}")
-    _print_entry("whole prompt (MI)", result.entry(), 24)
+    print(f"{'':<24}nats [95% interval]")
+    mi = result.entry()
+    _print_entry("whole prompt (MI)", mi, 24)
     for word in result.words:
-        _print_entry(f"{word} | rest (CMI)", result.entry(word), 24)
+        _print_entry(f"{word} | rest (CMI)", result.entry(word), 24, mi["value"])
     print(
         f"{result.estimate.n_evaluations} denoiser evaluations, seed {args.seed}; report: {report}"
     )
@@ -506,7 +528,15 @@ def run_demo(args: argparse.Namespace) -> int:
     writable_folder(args.out)
     if args.image:
         load_image(args.image, 8)
-    summary = demo(args.out, args.caption, args.image, n_samples=args.samples, seed=args.seed)
+    summary = demo(
+        args.out,
+        args.caption,
+        args.image,
+        n_samples=args.samples,
+        seed=args.seed,
+        scale=args.scale,
+        fmt=args.figure_format,
+    )
     exact, gen = summary["world_model"], summary["generated"]
     print(
         f"Generated for {args.caption!r} (seed {args.seed}): objects "
@@ -520,15 +550,18 @@ def run_demo(args: argparse.Namespace) -> int:
         "checker). Nats [95% interval], orthogonal estimator: its mean over images, not each "
         "image's value, is the exact log-ratio"
     )
-    print(f"{'':<16}{'bundled model':>26}{'exact world model':>26}{'exact log-ratio':>17}")
-    rows = [("whole caption", summary["mi"], exact["mi"])]
-    rows += [(f"{w} | rest", summary["cmi"][w], exact["cmi"][w]) for w in summary["cmi"]]
-    for name, ours, truth in rows:
+    print(f"{'':<16}{'bundled model':<24}{'exact world model':<24}exact log-ratio")
+    rows = [("whole caption", summary["mi"], exact["mi"], None)]
+    rows += [
+        (f"{w} | rest", summary["cmi"][w], exact["cmi"][w], (summary["mi"], exact["mi"]))
+        for w in summary["cmi"]
+    ]
+    for name, ours, truth, mis in rows:
         warnings = "".join(f"  ({w})" for w in entry_warnings(ours))
-        print(
-            f"{name:<16}{_interval(ours):>26}{_interval(truth):>26}"
-            f"{truth['exact_log_ratio']:>17.3f}{warnings}"
-        )
+        ours_text = format_entry(ours, mis and mis[0]["value"], flags="none")
+        truth_text = format_entry(truth, mis and mis[1]["value"], flags="none")
+        ratio = format_entry(truth["exact_log_ratio"])
+        print(f"{name:<16}{ours_text:<24}{truth_text:<24}{ratio:<15}{warnings}")
     print(
         f"{summary['n_evaluations']} + {exact['n_evaluations']} denoiser evaluations, seed "
         f"{args.seed}; report: {args.out / 'report.html'}"
@@ -618,17 +651,11 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interval(entry: dict[str, Any]) -> str:
-    low, high = entry["ci95"]
-    return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def _print_entry(name: str, entry: dict[str, Any], width: int) -> None:
-    """One table row: value, SE, 95% interval and any warnings (nats)."""
-    low, high = entry["ci95"]
-    warnings = "".join(f"  ({w})" for w in entry_warnings(entry))
-    interval = f"[{low:.3f}, {high:.3f}]"
-    print(f"{name:<{width}}{entry['value']:>10.4f}{entry['stderr']:>9.4f}{interval:>22}{warnings}")
+def _print_entry(
+    name: str, entry: dict[str, Any], width: int, reference: float | None = None
+) -> None:
+    """One table row: value, 95% interval and any warnings (nats)."""
+    print(f"{name:<{width}}{format_entry(entry, reference)}")
 
 
 def run_reference(args: argparse.Namespace) -> int:

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from .estimators import TruncatedLogistic, conditional_mutual_info
 from .images import prepare_image
 from .models.diffusers.text import PaddedPrompt
-from .plotting import plain_text, plot_overlay
-from .results import Estimate, versions
+from .results import Estimate, format_entry, versions
 from .words import distinct_words, occurrences, remove_spans
 
 
@@ -90,70 +90,44 @@ class Explanation:
         cmi, attn = self.heat_map(word), self.attention_map(word)
         return (cmi.clamp(min=0) / cmi.max().clamp(min=1e-12) * attn / attn.max()).sqrt()
 
-    def plot_overlay(
+    def to_numpy(self, kind: str = "information") -> dict[str, np.ndarray]:
+        """Each word's map as a numpy array ``(h, w)`` at the model's input resolution, exactly
+        as in ``maps.safetensors``: ``kind`` ``"information"`` (CMI, nats per model-input pixel;
+        the prompt's MI map is ``heat_map(None, upsample=False)``), ``"stderr"`` (each pixel's
+        standard error, nats), ``"attention"`` (attention + information) or ``"generation"``
+        (DAAM, traced generations). Empty when the kind was not collected."""
+        from .report.figures import explanation_maps
+
+        if kind == "stderr":
+            se = self.estimate.map_stderr[0]
+            return {w: se[k].float().numpy() for k, w in enumerate(self.words, start=1)}
+        if kind not in ("information", "attention", "generation"):
+            raise ValueError(
+                f"unknown map kind {kind!r}; choose information, stderr, attention or generation"
+            )
+        return {w: m.numpy() for w, m in explanation_maps(self, kind).items()}  # type: ignore[arg-type]
+
+    def plot(
         self,
         word: str | None = None,
-        kind: Literal["cmi", "attention", "combined"] = "cmi",
+        kind: Literal["information", "attention", "generation"] = "information",
+        scale: Literal["word", "shared"] = "word",
         ax: Any = None,
-        overlay: bool = False,
-        scale: dict[str, float] | None = None,
+        over: bool = True,
     ) -> tuple[Any, Any]:
-        """The map of ``word`` (or the prompt's MI map) beside the image (``overlay=True``:
-        over it); ``scale`` (``{"vmin", "vmax"}``) fixes the colour scale. ``(fig, ax)``."""
-        scale = scale or {}
-        if word is None:
-            value, se = self.mi
-            title = f"whole prompt: {value:.3g} ± {se:.2g} nats"
-            return plot_overlay(self.image, self.heat_map(), title, ax, overlay, **scale)
-        value, se = self.cmi(word)
-        if kind == "cmi":
-            title = f"{word} | rest: {value:.3g} ± {se:.2g} nats"
-            return plot_overlay(self.image, self.heat_map(word), title, ax, overlay, **scale)
-        heat = self.attention_map(word) if kind == "attention" else self.combined_map(word)
-        if kind == "attention":
-            name, label = "attention + information", "cross-attention (sum over heads, layers)"
-        else:
-            name, label = "combined (ours)", "geometric mean of scaled maps (0-1)"
-        return plot_overlay(
-            self.image, heat, f"{word}: {name}", ax, overlay, colorbar_label=label, **scale
-        )
+        """``word``'s map (None: the prompt's MI map) of ``kind`` over the image (``over=False``:
+        alone), on the word's own colour scale (``scale="shared"``: the scale all the words'
+        maps of that kind share), value and interval in the title. ``(fig, ax)``."""
+        from .report.figures import plot_explanation
 
-    def plot_grid(self, shared_scale: bool = True) -> tuple[Any, Any]:
-        """The image, the prompt's MI map and each word's CMI map (top row); attention and
-        combined maps below when collected. With ``shared_scale`` (default) the words' maps of
-        one row share a colour scale, so that a hotter map carries more information; otherwise
-        each map spans its own range (said in the title). ``(fig, axes)``."""
-        import matplotlib.pyplot as plt
+        return plot_explanation(self, word, kind, scale, ax, over)
 
-        from .plotting import plot_image
-        from .plotting import shared_scale as common
+    def plot_grid(self) -> tuple[Any, Any]:
+        """Every map at once: a row per kind (information, attention + information, DAAM of a
+        traced generation), the words' maps of a row on one colour scale. ``(fig, axes)``."""
+        from .report.figures import grid_explanation
 
-        rows = 3 if self.attention is not None else 1
-        cols = 2 + len(self.words)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
-        plot_image(self.image, "image", axes[0, 0])
-        self.plot_overlay(ax=axes[0, 1])
-        kinds = ["cmi"] + (["attention", "combined"] if self.attention is not None else [])
-        maps = {
-            "cmi": self.heat_map,
-            "attention": self.attention_map,
-            "combined": self.combined_map,
-        }
-        for r, kind in enumerate(kinds):
-            scale = common(*(maps[kind](w) for w in self.words)) if shared_scale else None
-            for j, word in enumerate(self.words, start=2):
-                self.plot_overlay(word, kind, ax=axes[r, j], scale=scale)
-        for r in range(1, rows):
-            axes[r, 0].set_axis_off()
-            axes[r, 1].set_axis_off()
-        how = (
-            "the words' maps of a row share a colour scale"
-            if shared_scale
-            else "each map its own scale"
-        )
-        fig.suptitle(plain_text(f"{self.prompt} ({how})"))
-        fig.tight_layout()
-        return fig, axes
+        return grid_explanation(self, f"input {self.image_note}" if self.image_note else None)
 
     def to_dict(self) -> dict[str, Any]:
         settings = dict(self.estimate.settings)
@@ -164,7 +138,7 @@ class Explanation:
             "units": "nats",
             "map_units": {
                 "maps.safetensors": "nats per model-input pixel (a latent pixel for latent models)",
-                "png": "nats per image pixel (model-input maps spread over their pixels)",
+                "figures": "the same values, drawn in blocks over the image",
             },
             "mi": self.entry(),
             "cmi": {
@@ -175,6 +149,8 @@ class Explanation:
             "seed": self.estimate.seed,
             "settings": settings,
             "attention": self.attention is not None,
+            "generation_attention": self.generation_attention is not None,
+            "image_note": self.image_note,
         }
 
     def to_json(self) -> str:
@@ -185,74 +161,114 @@ class Explanation:
         out_dir: str | Path,
         figures: dict[str, bytes] | None = None,
         columns: dict[str, list[Any]] | None = None,
+        scale: Literal["word", "shared"] = "word",
+        fmt: str = "png",
     ) -> Path:
-        """Write ``result.json``, ``maps.safetensors`` (maps in nats per model-input pixel),
-        ``<word>.heat_map.png`` per word (and ``<word>.attention.png``),
-        ``prompt_mi.heat_map.png``, ``grid.png`` and a self-contained ``report.html`` (with
-        ``figures`` and the extra number ``columns`` of :func:`infodecomp.report.report_html`)
-        into ``out_dir``. Returns the path of ``report.html``."""
+        """Write into ``out_dir``: ``result.json`` (numbers, intervals, settings, seed),
+        ``maps.safetensors`` (every map in nats per model-input pixel, their standard errors,
+        attention, the estimate's diagnostics and the image: :meth:`load` reads it all back),
+        the figures of :func:`~infodecomp.report.figures.explanation_figures` in ``fmt`` (png,
+        pdf or svg; words on their own colour scale or, ``scale="shared"``, on one) and the
+        viewer ``report.html`` (with ``figures``, name to PNG bytes, and extra number
+        ``columns``, one value or entry per row: prompt, then words). Returns its path."""
+        from .report.figures import explanation_figures
         from .report.pictures import report_html
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(self.to_json() + "\n")
+        est = self.estimate
         tensors = {"image": self.image.contiguous(), "mi_map": self.heat_map(upsample=False)}
-        tensors["mi_map_stderr"] = self.estimate.map_stderr[0, 0].float().contiguous()
+        tensors["mi_map_stderr"] = est.map_stderr[0, 0].float().contiguous()
         for k, word in enumerate(self.words, start=1):
             tensors[f"cmi_map/{word}"] = self.heat_map(word, upsample=False).contiguous()
-            tensors[f"cmi_map_stderr/{word}"] = self.estimate.map_stderr[0, k].float().contiguous()
-            if self.attention is not None:
-                tensors[f"attention_map/{word}"] = self.attention[word].float().contiguous()
+            tensors[f"cmi_map_stderr/{word}"] = est.map_stderr[0, k].float().contiguous()
+            for name, maps in (
+                ("attention", self.attention),
+                ("generation", self.generation_attention),
+            ):
+                if maps is not None:
+                    tensors[f"{name}_map/{word}"] = maps[word].float().contiguous()
+        for name, t in est.diagnostics.items():
+            tensors[f"diagnostics/{name}"] = t.contiguous()
         save_file(tensors, str(out / "maps.safetensors"))
 
-        pictures = self._pictures()
-        for name, data in pictures.items():
+        for name, data in explanation_figures(self, scale, fmt).items():
             (out / name).write_bytes(data)
         report = out / "report.html"
-        shown = {"all maps (grid.png)": pictures["grid.png"], **(figures or {})}
-        report.write_text(report_html(self, shown, columns))
+        report.write_text(report_html(self, figures, columns))
         return report
 
-    def _pictures(self) -> dict[str, bytes]:
-        """The PNG files of :meth:`save`, drawn without pyplot (fast); the words' maps of one
-        kind share a colour scale in every picture."""
-        from .report.pictures import grid_png, panel_png
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """The explanation :meth:`save` wrote into the folder ``path`` (``result.json`` and
+        ``maps.safetensors``), numbers, maps and settings as they were."""
+        folder = Path(path)
+        try:
+            doc = json.loads((folder / "result.json").read_text())
+            tensors = load_file(str(folder / "maps.safetensors"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read an explanation from {str(folder)!r}: {err}") from None
+        words = list(doc["cmi"])
+        entries = [doc["mi"], *(doc["cmi"][w] for w in words)]
+        maps = [tensors["mi_map"], *(tensors[f"cmi_map/{w}"] for w in words)]
+        map_se = [tensors["mi_map_stderr"], *(tensors[f"cmi_map_stderr/{w}"] for w in words)]
 
-        kinds = {"information (CMI)": (self.heat_map, "nats/pixel", "heat_map")}
-        if self.attention is not None:
-            kinds["attention + information"] = (self.attention_map, "attention", "attention")
-            kinds["combined (ours)"] = (self.combined_map, "0-1", None)
-        rows, titles, pictures = [], {}, {}
-        value, se = self.mi
-        mi_map = self.heat_map()
-        pictures["prompt_mi.heat_map.png"] = panel_png(
-            self.image,
-            mi_map,
-            f"whole prompt: {value:.3g} ± {se:.2g} nats",
-            min(0.0, mi_map.min().item()),
-            mi_map.max().item(),
-            "nats/pixel",
+        def row(key: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+            return torch.tensor([[e[key] for e in entries]], dtype=dtype)
+
+        estimate = Estimate(
+            quantity="conditional_mutual_info",
+            value=row("value"),
+            stderr=row("stderr"),
+            ci95=row("ci95"),
+            reliable=row("reliable", torch.bool),
+            truncated=row("truncated", torch.bool),
+            n_evaluations=doc["n_evaluations"],
+            seed=doc["seed"],
+            settings=doc["settings"],
+            map=torch.stack(maps)[None],
+            map_stderr=torch.stack(map_se)[None],
+            diagnostics={
+                k.split("/", 1)[1]: t for k, t in tensors.items() if k.startswith("diagnostics/")
+            },
         )
-        for kind, (get, unit, suffix) in kinds.items():
-            maps = {w: get(w).float() for w in self.words}
-            stacked = torch.stack(list(maps.values()))
-            low, high = min(0.0, stacked.min().item()), stacked.max().item()
-            for w, heat in maps.items():
-                value, se = self.cmi(w)
-                titles[f"information (CMI)/{w}"] = f"{w}: {value:.3g} ± {se:.2g} nats"
-                if suffix is not None:
-                    title = (
-                        f"{w} | rest: {value:.3g} ± {se:.2g} nats"
-                        if suffix == "heat_map"
-                        else f"{w}: {kind}"
-                    )
-                    pictures[f"{_file_name(w)}.{suffix}.png"] = panel_png(
-                        self.image, heat, title, low, high, unit
-                    )
-            rows.append((kind, maps, unit))
-        heading = f"{self.prompt} (nats; the maps of a row share a colour scale)"
-        pictures["grid.png"] = grid_png(self.image, rows, titles, heading)
-        return pictures
+
+        def held(name: str) -> dict[str, torch.Tensor] | None:
+            found = {w: tensors[f"{name}_map/{w}"] for w in words if f"{name}_map/{w}" in tensors}
+            return found or None
+
+        return cls(
+            prompt=doc["prompt"],
+            words=words,
+            estimate=estimate,
+            image=tensors["image"],
+            attention=held("attention"),
+            model_name=doc["model"],
+            model_revision=doc.get("model_revision"),
+            generation_attention=held("generation"),
+            image_note=doc.get("image_note"),
+        )
+
+    def __repr__(self) -> str:
+        mi = self.entry()
+        ranked = sorted(self.words, key=lambda w: -self.entry(w)["value"])
+        top = ", ".join(
+            f"{w} {format_entry(self.entry(w), reference=mi['value'], flags='short')}"
+            for w in ranked[:3]
+        )
+        more = f", ... ({len(ranked)} words)" if len(ranked) > 3 else ""
+        return (
+            f"Explanation({self.prompt!r}: i(x; prompt) = {format_entry(mi, flags='short')} "
+            f"nats; words by CMI: {top}{more}; {self.estimate.n_evaluations} denoiser "
+            f"evaluations, seed {self.estimate.seed})"
+        )
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the numbers and each word's map, small, on its own scale."""
+        from .report.pictures import notebook_html
+
+        return notebook_html(self)
 
     def _index(self, word: str) -> int:
         key = word.strip().lower()
@@ -453,7 +469,7 @@ def word_token_positions(model: Any, prompt: str, word: str) -> list[int]:
     return positions
 
 
-def _file_name(word: str) -> str:
+def file_name(word: str) -> str:
     """A file name for ``word``; words that needed characters replaced get a short hash of the
     word, so that "cat's" and "cat’s" do not share a file."""
     safe = re.sub(r"[^\w-]", "_", word)

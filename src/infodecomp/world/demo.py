@@ -12,7 +12,7 @@ from ..explanation import Explanation, explain, word_contexts
 from ..logsnr import TruncatedLogistic
 from ..models.diffusers import DiffusersModel
 from ..report.pictures import image_png
-from ..results import Estimate, output_folder
+from ..results import Estimate, entry_warnings, format_entry, output_folder
 from .model import WorldModel
 from .scenes import assignment, parse, word_masks
 
@@ -36,13 +36,16 @@ def run_demo(
     n_samples: int = 256,
     seed: int = 0,
     progress: bool = True,
+    scale: str = "word",
+    fmt: str = "png",
 ) -> dict[str, Any]:
     """Explain ``caption`` on an image of the world that fits it (a seeded draw of a scene the
     caption describes, unless ``image`` is given), with the bundled model and with the exact world
     model, with the same seed and log-SNR range (each model's adaptive draws are its own). Also
     generate an image for the
-    caption with the bundled model and check it. Writes the heat-map outputs, a side-by-side
-    figure, ``generated.png`` and the summary.
+    caption with the bundled model and check it. Writes the heat-map outputs (figures on the
+    colour ``scale`` of :meth:`Explanation.save`, in ``fmt``), a side-by-side figure,
+    ``generated.png`` and the summary.
 
     Returns the summary written to ``out/result.json`` (plus ``"world_model"`` and
     ``"generated"`` sections).
@@ -101,7 +104,7 @@ def run_demo(
         "average over images)": log_ratio,
     }
     with output_folder(out) as folder:
-        res.save(folder, {name: figures[name] for name in figures}, columns)
+        res.save(folder, figures, columns, scale=scale, fmt=fmt)
         (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
         for name, data in figures.items():
             (folder / name.split(" ")[0]).write_bytes(data)
@@ -136,25 +139,43 @@ def exact_cmi(
 
 def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> bytes:
     """Rows: the bundled model's CMI maps and the exact world model's (one colour scale for
-    both), the attention maps, the ground truth; as PNG bytes, drawn without pyplot."""
-    from ..report.pictures import grid_png
+    both), the attention maps, the ground truth; a PNG."""
+    from ..report.figures import Panel, grid_figure, save_figure, scale_of
 
     bundled = {w: res.heat_map(w).float() for w in res.words}
     exact_maps = {w: exact.map[0, k].float() for k, w in enumerate(res.words, start=1)}
-    both = torch.stack([*bundled.values(), *exact_maps.values()])
-    scale = (min(0.0, both.min().item()), both.max().item())
+    low, high = scale_of(*bundled.values(), *exact_maps.values())
+    reference = res.entry()["value"]
+
+    def panels(maps: dict[str, torch.Tensor], entry: Any = None, unit: str = "nats/pixel") -> list:
+        scale = (low, high) if entry is not None else scale_of(*maps.values())
+        out = []
+        for k, (w, heat) in enumerate(maps.items(), start=1):
+            title = w if entry is None else f"{w}: {format_entry(entry(k), reference, 'none')}"
+            warning = "" if entry is None else _warning(entry(k))
+            out.append(Panel(title, heat, *scale, unit, warning=warning))
+        return out
+
     rows = [
-        ("bundled model CMI", bundled, "nats/pixel"),
-        ("exact world model CMI", exact_maps, "nats/pixel"),
-        ("attention + information", {w: res.attention_map(w) for w in res.words}, "attention"),
-        ("ground truth", {w: m.float() for w, m in masks.items()}, "mask"),
+        ("bundled model CMI", panels(bundled, lambda k: res.estimate.entry(0, k))),
+        ("exact world model CMI", panels(exact_maps, lambda k: exact.entry(0, k))),
+        (
+            "attention + information",
+            panels(
+                {w: res.attention_map(w) for w in res.words},
+                None,
+                "attention, summed over heads and layers",
+            ),
+        ),
     ]
-    titles = {}
-    for k, w in enumerate(res.words, start=1):
-        value, se = res.cmi(w)
-        titles[f"bundled model CMI/{w}"] = f"{w}: {value:.2f} ± {se:.2f}"
-        ev, es = exact.value[0, k].item(), exact.stderr[0, k].item()
-        titles[f"exact world model CMI/{w}"] = f"{w}: {ev:.2f} ± {es:.2f}"
-    heading = f"{res.prompt} (nats; both CMI rows share one colour scale)"
-    scales = {"bundled model CMI": scale, "exact world model CMI": scale}
-    return grid_png(res.image, rows, titles, heading, scales=scales)
+    if masks:
+        rows.append(
+            ("ground truth", panels({w: m.float() for w, m in masks.items()}, None, "mask"))
+        )
+    heading = f"{res.prompt}: bundled model against the exact world model (nats, 95% intervals)"
+    note = "both CMI rows share one colour scale; orthogonal estimator"
+    return save_figure(grid_figure(res.image, rows, heading, note)[0], fmt="png")
+
+
+def _warning(entry: dict[str, Any]) -> str:
+    return "; ".join(w.split(":")[0] for w in entry_warnings(entry))

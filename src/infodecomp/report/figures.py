@@ -1,0 +1,459 @@
+"""Figures for papers (matplotlib). Every helper returns ``(fig, ax)``.
+
+Sized for print: the figure size is its printed size (inches), no text is under 8 pt, maps are
+upsampled without smoothing (one block per model-input pixel, as measured), every colour bar
+states its range and unit and has distinct ticks. Save with :func:`save_figure` as PNG (300 dpi),
+PDF or SVG.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from ..results import format_entry
+
+if TYPE_CHECKING:
+    from ..explanation import Explanation
+
+MAP_CMAP = "viridis"  # perceptually uniform, legible in greyscale print
+DPI = 300
+SMALL, TEXT, TITLE = 8, 8.5, 9.5  # points at the printed size: nothing smaller than 8
+PANEL = 1.55  # inches per map
+GRID_PANEL = 1.2  # inches per map in the comparison grid
+OVERLAY_ALPHA = 0.65  # the map over a dimmed grey image: the map's colours stay readable
+FORMATS = ("png", "pdf", "svg")
+WARNING_COLOUR = "#b00020"
+
+
+@dataclass
+class Panel:
+    """One map to draw: ``heat`` ``(h, w)`` (any resolution; drawn in blocks over the image),
+    on the colour scale ``[vmin, vmax]`` in ``unit``; ``over`` draws it over the image."""
+
+    title: str
+    heat: torch.Tensor
+    vmin: float
+    vmax: float
+    unit: str
+    over: bool = False
+    warning: str = ""
+
+
+def to_rgb(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` in [-1, 1] to an ``(H, W, 3)`` array in [0, 1] for ``imshow``."""
+    return ((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def plain_text(text: str) -> str:
+    """``text`` shown as typed: matplotlib would read ``$...$`` as mathtext (and fail on
+    unknown commands such as ``$\\foo$``)."""
+    return text.replace("$", r"\$")
+
+
+def scale_of(*heats: torch.Tensor, zero: bool = True) -> tuple[float, float]:
+    """``(vmin, vmax)`` covering all ``heats``, with 0 included when ``zero`` (information
+    starts at 0; attention, whose zero means nothing, spans its own range); a constant map gets
+    a range of 1, so its bar still reads."""
+    low = min(h.min().item() for h in heats)
+    high = max(h.max().item() for h in heats)
+    if zero:
+        low, high = min(0.0, low), max(0.0, high)
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def colour_ticks(vmin: float, vmax: float, n: int = 4) -> tuple[list[float], list[str]]:
+    """Up to ``n + 1`` round ticks in ``[vmin, vmax]``, each labelled exactly ("0", "0.015",
+    "0.03", ...; scientific for tiny or huge ranges), so labels are distinct."""
+    from matplotlib.ticker import MaxNLocator
+
+    span = vmax - vmin
+    ticks = [
+        float(t)
+        for t in MaxNLocator(nbins=n, min_n_ticks=2).tick_values(vmin, vmax)
+        if vmin - 1e-9 * span <= t <= vmax + 1e-9 * span
+    ]
+    size = max(abs(vmin), abs(vmax))
+    scientific = size > 0 and (size < 1e-3 or size >= 1e5)
+    for digits in range(12):  # the fewest digits that write every tick exactly
+        labels = [_tick_label(t, digits, scientific) for t in ticks]
+        if all(
+            abs(float(label) - t) <= 1e-9 * span for label, t in zip(labels, ticks, strict=True)
+        ):
+            return ticks, labels
+    return ticks, labels
+
+
+def _tick_label(t: float, digits: int, scientific: bool) -> str:
+    if t == 0:
+        return "0"
+    if scientific:
+        return f"{t:.{digits}e}"
+    return f"{t:.{digits}f}"
+
+
+def colour_bar(ax: Any, vmin: float, vmax: float, label: str, cax: Any = None) -> Any:
+    """A vertical colour bar (in ``cax``, else beside ``ax``) for the map colours on ``[vmin,
+    vmax]``: opaque (also under an overlay), ticks from :func:`colour_ticks`, ``label`` naming
+    the unit."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    mappable = ScalarMappable(Normalize(vmin, vmax), colormaps[MAP_CMAP])
+    if cax is None:
+        bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.07, pad=0.03, aspect=14)
+    else:
+        bar = ax.figure.colorbar(mappable, cax=cax)
+    ticks, labels = colour_ticks(vmin, vmax)
+    bar.set_ticks(ticks, labels=labels)
+    bar.ax.tick_params(labelsize=SMALL, length=2, pad=1.5)
+    bar.set_label(plain_text(label), fontsize=SMALL, labelpad=2)
+    bar.outline.set_linewidth(0.4)
+    return bar
+
+
+def plot_image(image: torch.Tensor, title: str = "", ax: Any = None) -> tuple[Any, Any]:
+    """An image ``(3, H, W)`` in [-1, 1], alone, pixels as blocks (no smoothing)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(PANEL, PANEL))
+    ax.imshow(to_rgb(image), interpolation="nearest")
+    _title(ax, title)
+    ax.set_axis_off()
+    return fig, ax
+
+
+def plot_map(
+    image: torch.Tensor, panel: Panel, ax: Any = None, cax: Any = None, bar: bool = True
+) -> tuple[Any, Any]:
+    """``panel``'s map with its colour bar (in ``cax`` if given; none if not ``bar``): over a
+    dimmed grey copy of ``image`` (``panel.over``) or alone, in blocks of one model-input pixel
+    each, stretched over the image's extent."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(PANEL + 0.9, PANEL + 0.6), layout="constrained")
+    height, width = image.shape[-2:]
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    heat = panel.heat.detach().float().cpu().numpy()
+    if panel.over:
+        grey = to_rgb(image).mean(-1)
+        ax.imshow(0.25 + 0.5 * grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        heat,
+        cmap=MAP_CMAP,
+        vmin=panel.vmin,
+        vmax=panel.vmax,
+        alpha=OVERLAY_ALPHA if panel.over else 1.0,
+        interpolation="nearest",
+        extent=extent,
+    )
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    if bar:
+        colour_bar(ax, panel.vmin, panel.vmax, panel.unit, cax)
+    _title(ax, panel.title, panel.warning)
+    ax.set_axis_off()
+    return ax.figure, ax
+
+
+# Fixed layouts (inches): fast (no layout solver) and nothing can spill off the canvas.
+MARGIN, GAP, BAR_GAP, BAR_WIDTH, BAR_TEXT = 0.08, 0.14, 0.05, 0.08, 0.62
+HEADING, TITLES, WARNINGS, NOTE = 0.3, 0.34, 0.18, 0.2
+
+
+def word_figure(
+    image: torch.Tensor, panels: Sequence[Panel], heading: str, note: str | None = None
+) -> tuple[Any, Any]:
+    """The image, then each panel with its colour bar (e.g. a word's map over the image and
+    beside it), a heading (the word and its value) and a note under the panels (scale, crop).
+    ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+
+    step = PANEL + BAR_GAP + BAR_WIDTH + BAR_TEXT
+    width = 2 * MARGIN + PANEL + len(panels) * (GAP + step)
+    bottom = WARNINGS + (NOTE if note else 0.0)
+    height = HEADING + TITLES + PANEL + bottom
+    fig = plt.figure(figsize=(width, height))
+
+    def box(x: float, w: float) -> list[float]:
+        return [x / width, bottom / height, w / width, PANEL / height]
+
+    axes = [fig.add_axes(box(MARGIN, PANEL))]
+    plot_image(image, "image", axes[0])
+    x = MARGIN + PANEL + GAP
+    for panel in panels:
+        ax = fig.add_axes(box(x, PANEL))
+        plot_map(image, panel, ax, cax=fig.add_axes(box(x + PANEL + BAR_GAP, BAR_WIDTH)))
+        axes.append(ax)
+        x += step + GAP
+    _heading(fig, heading, note, width, height)
+    return fig, axes
+
+
+def grid_figure(
+    image: torch.Tensor,
+    rows: Sequence[tuple[str, list[Panel]]],
+    heading: str,
+    note: str | None = None,
+) -> tuple[Any, Any]:
+    """The comparison view: a row per kind of map (``(name, panels)``), the image first in each
+    row; a row's panels share the scale of its first panel, shown once by a colour bar at the
+    row's end. ``(fig, axes)``, axes a list of rows."""
+    import matplotlib.pyplot as plt
+
+    n_cols = max(len(panels) for _, panels in rows)
+    side = GRID_PANEL
+    width = 2 * MARGIN + (1 + n_cols) * (side + GAP / 2) + BAR_GAP + BAR_WIDTH + BAR_TEXT
+    row_height = TITLES + side + WARNINGS
+    height = HEADING + len(rows) * row_height + (NOTE if note else 0.0)
+    fig = plt.figure(figsize=(width, height))
+    axes = []
+    for r, (name, panels) in enumerate(rows):
+        y = height - HEADING - r * row_height - TITLES - side
+
+        def box(x: float, w: float, y: float = y) -> list[float]:
+            return [x / width, y / height, w / width, side / height]
+
+        row = [fig.add_axes(box(MARGIN, side))]
+        plot_image(image, name, row[0])
+        for c, panel in enumerate(panels, start=1):
+            row.append(fig.add_axes(box(MARGIN + c * (side + GAP / 2), side)))
+            plot_map(image, panel, row[-1], bar=False)
+        bar_x = MARGIN + (1 + len(panels)) * (side + GAP / 2)
+        colour_bar(
+            row[-1],
+            panels[0].vmin,
+            panels[0].vmax,
+            panels[0].unit,
+            fig.add_axes(box(bar_x, BAR_WIDTH)),
+        )
+        axes.append(row)
+    _heading(fig, heading, note, width, height)
+    return fig, axes
+
+
+def save_figure(fig: Any, path: str | Path | None = None, fmt: str = "png") -> bytes:
+    """Write ``fig`` as ``fmt`` (``png`` at 300 dpi, ``pdf`` or ``svg``: vector) to ``path`` (if
+    given), close it and return the bytes."""
+    import matplotlib.pyplot as plt
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown figure format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    buffer = io.BytesIO()
+    metadata = {"Software": None} if fmt == "png" else {"Creator": None} if fmt == "pdf" else {}
+    fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
+    plt.close(fig)
+    data = buffer.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data
+
+
+def _title(ax: Any, title: str, warning: str = "") -> None:
+    """A panel's title, wrapped to the panel's width (two lines at most); a warning below the
+    panel in red."""
+    chars = int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (TEXT * 0.56))
+    if title:
+        lines = textwrap.wrap(title, width=max(8, chars))
+        ax.set_title(plain_text("\n".join(lines[:2])), fontsize=TEXT, pad=3)
+    if warning:
+        ax.text(
+            0.5,
+            -0.02,
+            plain_text(warning),
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=SMALL,
+            color=WARNING_COLOUR,
+        )
+
+
+def _heading(fig: Any, heading: str, note: str | None, width: float, height: float) -> None:
+    """The heading at the top and the note at the bottom, each one line cut to the width."""
+    fig.text(
+        0.5,
+        1 - 0.05 / height,
+        plain_text(_fit(heading, width, TITLE)),
+        ha="center",
+        va="top",
+        fontsize=TITLE,
+    )
+    if note:
+        fig.text(
+            0.5,
+            0.03 / height,
+            plain_text(_fit(note, width, SMALL)),
+            ha="center",
+            va="bottom",
+            fontsize=SMALL,
+        )
+
+
+def _fit(text: str, width: float, points: float) -> str:
+    """``text`` cut (with "...") to about the characters that ``width`` inches hold."""
+    chars = int(width * 72 / (points * 0.56))
+    return text if len(text) <= chars else text[: chars - 3] + "..."
+
+
+# Figures of an explanation ------------------------------------------------------------------
+
+Kind = Literal["information", "attention", "generation"]
+Scale = Literal["word", "shared"]
+KIND_NAMES = {
+    "information": "information",
+    "attention": "attention + information",
+    "generation": "DAAM (generation)",
+}
+
+
+def explanation_maps(res: Explanation, kind: Kind) -> dict[str, torch.Tensor]:
+    """Each word's map of ``kind`` at the model's input resolution (``maps.safetensors``):
+    its information (CMI, nats per model-input pixel), the attention collected in the
+    estimator's calls, or the attention of the traced generation (DAAM). Empty when not held."""
+    if kind == "information":
+        return {w: res.heat_map(w, upsample=False) for w in res.words}
+    held = {"attention": res.attention, "generation": res.generation_attention}[kind]
+    return {} if held is None else {w: held[w].float() for w in res.words}
+
+
+def map_unit(res: Explanation, kind: Kind) -> str:
+    """The unit of a map of ``kind`` (information: per image pixel, or per latent pixel with
+    the image pixels it covers)."""
+    if kind != "information":
+        return "attention (a.u.)"
+    h, w = res.heat_map(upsample=False).shape
+    side = res.image.shape[-1] // w
+    return "nats/pixel" if side == 1 else f"nats/latent pixel ({side}x{side} px)"
+
+
+def plot_explanation(
+    res: Explanation,
+    word: str | None = None,
+    kind: Kind = "information",
+    scale: Scale = "word",
+    ax: Any = None,
+    over: bool = True,
+) -> tuple[Any, Any]:
+    """One map of ``res``: ``word``'s (None: the prompt's MI) of ``kind``, over the image (or
+    beside it, ``over=False``), on the word's own scale or the one all its words share, with
+    its value, interval and flags in the title. ``(fig, ax)``."""
+    panel = _panels(res, word, kind, scale)[0 if over else 1]
+    return plot_map(res.image, panel, ax)
+
+
+def explanation_figures(
+    res: Explanation, scale: Scale = "word", fmt: str = "png"
+) -> dict[str, bytes]:
+    """The figure files of :meth:`Explanation.save`, by file name: per word
+    ``<word>.heat_map.<fmt>`` (its information over and beside the image, then its attention +
+    information when collected and the generation's attention when traced), the prompt's
+    ``prompt_mi.heat_map.<fmt>``, and ``grid.<fmt>``, the comparison on shared scales."""
+    from ..explanation import file_name
+
+    note = f"input {res.image_note}" if res.image_note else None
+    out = {}
+    mi = res.entry()
+    heading = f"whole prompt: i(x; {res.prompt}) = {nats(mi)}"
+    out[f"prompt_mi.heat_map.{fmt}"] = _word_file(
+        res, None, "information", "word", heading, note, fmt
+    )
+    for word in res.words:
+        heading = f"{word} | rest: {nats(res.entry(word), mi['value'])}"
+        out[f"{file_name(word)}.heat_map.{fmt}"] = _word_file(
+            res, word, "information", scale, heading, note, fmt
+        )
+    out[f"grid.{fmt}"] = save_figure(grid_explanation(res, note)[0], fmt=fmt)
+    return out
+
+
+def grid_explanation(res: Explanation, note: str | None = None) -> tuple[Any, Any]:
+    """The comparison view of ``res``: a row per kind of map (information, attention +
+    information, DAAM of the generation, those held), the words' maps of a row on one scale.
+    ``(fig, axes)``."""
+    mi_value = res.entry()["value"]
+    rows = []
+    for kind in ("information", "attention", "generation"):
+        maps = explanation_maps(res, kind)
+        if not maps:
+            continue
+        low, high = scale_of(*maps.values(), zero=kind == "information")
+        panels = []
+        for word, heat in maps.items():
+            entry = res.entry(word)
+            title = word
+            if kind == "information":
+                title = f"{word}: {format_entry(entry, reference=mi_value, flags='none')}"
+            warning = _warning(entry) if kind == "information" else ""
+            panels.append(Panel(title, heat, low, high, map_unit(res, kind), warning=warning))
+        rows.append((KIND_NAMES[kind], panels))
+    heading = f"{res.prompt}: i(x; prompt) = {nats(res.entry())}; each row's maps share one scale"
+    return grid_figure(res.image, rows, heading, note)
+
+
+def _word_file(
+    res: Explanation,
+    word: str | None,
+    kind: Kind,
+    scale: Scale,
+    heading: str,
+    note: str | None,
+    fmt: str,
+) -> bytes:
+    panels = _panels(res, word, kind, scale)
+    for other in ("attention", "generation"):  # beside the information, when held
+        if word is not None and explanation_maps(res, other):
+            panels.append(_panels(res, word, other, scale)[1])
+    low, high = panels[0].vmin, panels[0].vmax
+    whose = "this word's own" if scale == "word" or word is None else "shared by all words"
+    scale_note = f"scale {format_entry(low)} to {format_entry(high)} {panels[0].unit} ({whose})"
+    fig, _ = word_figure(res.image, panels, heading, "; ".join(filter(None, [scale_note, note])))
+    return save_figure(fig, fmt=fmt)
+
+
+def _panels(res: Explanation, word: str | None, kind: Kind, scale: Scale) -> list[Panel]:
+    """A map as two panels, over the image and beside it."""
+    if word is None:
+        if kind != "information":
+            raise ValueError("the whole prompt has an information map only (word=None)")
+        heat = res.heat_map(upsample=False)
+        entry = res.entry()
+    else:
+        maps = explanation_maps(res, kind)
+        if not maps:
+            what = {"attention": "attention=True", "generation": "infodecomp.trace"}[kind]
+            raise ValueError(f"no {KIND_NAMES[kind]} maps in this explanation (see {what})")
+        entry = res.entry(word)  # an unknown word fails here, naming the explained ones
+        heat = maps[word.strip().lower()]
+    shared = word is not None and scale == "shared"
+    zero = kind == "information"
+    low, high = scale_of(*maps.values(), zero=zero) if shared else scale_of(heat, zero=zero)
+    unit = map_unit(res, kind)
+    warning = _warning(entry) if kind == "information" else ""
+    name = KIND_NAMES[kind] if kind != "information" else "information"
+    return [
+        Panel("over the image", heat, low, high, unit, over=True, warning=warning),
+        Panel(name, heat, low, high, unit, warning=warning),
+    ]
+
+
+def nats(entry: dict[str, Any], reference: float | None = None) -> str:
+    """``"1.29 [0.96, 2.09] nats"`` and its flags in a word each: a figure's title."""
+    warning = _warning(entry)
+    text = f"{format_entry(entry, reference, flags='none')} nats"
+    return f"{text} ({warning})" if warning else text
+
+
+def _warning(entry: dict[str, Any]) -> str:
+    from ..results import entry_warnings
+
+    return "; ".join(w.split(":")[0] for w in entry_warnings(entry))
