@@ -7,7 +7,7 @@ from PIL import Image
 
 import infodecomp as idc
 from infodecomp.cli import check_device, main
-from infodecomp.explanation import _file_name, explain
+from infodecomp.explanation import file_name, explain
 from infodecomp.images import load_image
 from infodecomp.models import example_mixture
 from infodecomp.models.diffusers import DiffusersModel
@@ -88,8 +88,8 @@ def tiny_sd():
 
 
 def test_file_names_of_words_do_not_collide():
-    assert _file_name("cat") == "cat"
-    assert _file_name("cat's") != _file_name("cat’s")
+    assert file_name("cat") == "cat"
+    assert file_name("cat's") != file_name("cat’s")
 
 
 def test_devices_are_checked_before_loading(capsys):
@@ -135,10 +135,11 @@ def test_train_world_refuses_other_settings_on_resume(tmp_path):
 
 
 def test_prompt_with_dollars_draws_as_typed():
-    from infodecomp.plotting import plot_overlay, png_bytes
+    from infodecomp.report.figures import Panel, plot_map, save_figure
 
-    fig, _ = plot_overlay(torch.zeros(3, 8, 8), torch.zeros(8, 8), r"a $\foo$ cat")
-    assert png_bytes(fig)[:4] == b"\x89PNG"
+    panel = Panel(r"a $\foo$ cat", torch.zeros(8, 8), 0.0, 1.0, "nats/pixel", over=True)
+    fig, _ = plot_map(torch.zeros(3, 8, 8), panel)
+    assert save_figure(fig)[:4] == b"\x89PNG"
 
 
 def test_unwritable_out_fails_before_the_work(tmp_path, capsys):

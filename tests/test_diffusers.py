@@ -305,7 +305,8 @@ def test_score_command_json(saved, image_file, capsys):
     ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["prompts"] == ["a red dog", "a blue cat"] and len(doc["value"][0]) == 2
+    assert doc["prompts"] == ["a red dog", "a blue cat"]
+    assert len(doc["value"][0]) == 2 + 1 and doc["ranking"] in ([0, 1], [1, 0])  # and their pair
     assert doc["n_evaluations"] == (4 + 8) * 3  # 4 draws and 4 at each end
     assert doc["settings"]["estimator"] == "standard"  # the log-likelihood ratio ranks captions
 

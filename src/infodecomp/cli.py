@@ -112,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "score",
         help="mutual information of each prompt with an image (choose among captions)",
         description="i(x; prompt) = log p(x|prompt) - log p(x) for each --prompt on shared "
-        "noise, with standard errors; the highest is the most probable caption.",
+        "noise, with 95% intervals, the highest (the most probable caption) first; then the "
+        "log-likelihood ratio of the winner over each other caption, on the same draws, with "
+        "its interval and whether it decides the ranking.",
     )
     _model_arguments(score)
     score.add_argument(
@@ -128,9 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["standard", "orthogonal"],
         default="standard",
         help="standard (default): log p(x|prompt) - log p(x), the score to rank captions with; "
-        "orthogonal: the paper's score, which is large for a caption that contradicts the image",
+        "orthogonal: the paper's score, which is large for a caption that contradicts the image "
+        "(the winner's log-likelihood ratios stay standard)",
     )
-    score.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    score.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON instead of a table: the estimate (columns: the prompts, then each pair "
+        "of prompts), ranking (prompt indices, winner first) and paired",
+    )
 
     gen = commands.add_parser(
         "generate",
@@ -626,29 +634,80 @@ def run_score(args: argparse.Namespace) -> int:
     for p in prompts:
         model.check_prompt(p)
     x = model.encode_image(args.image)
-    est = conditional_mutual_info(
+    # Each prompt against the null prompt, then each pair of prompts as its own log-likelihood
+    # ratio: the same draws, and no extra denoiser row (each prompt is evaluated once per draw).
+    n = len(prompts)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    conds = prompts + [prompts[i] for i, _ in pairs]
+    contexts = [None] * n + [prompts[j] for _, j in pairs]
+    estimates = conditional_mutual_info(
         model,
         x,
-        prompts,
-        None,
-        estimator=args.estimator,
+        conds,
+        contexts,
+        estimator=tuple(dict.fromkeys((args.estimator, "standard"))),
         n_samples=args.samples,
         seed=args.seed,
         batch_size=args.batch_size or model.default_batch_size(),
     )
+    est, standard = estimates[args.estimator], estimates["standard"]
+    ranking = sorted(range(n), key=lambda j: -est.value[0, j].item())
+    winner = ranking[0]
+    paired = []
+    for j in ranking[1:]:
+        k = n + pairs.index((min(winner, j), max(winner, j)))
+        # The pair (j, winner) measures the other way round: its negative.
+        entry = standard.entry(0, k) if winner < j else _negated(standard.entry(0, k))
+        paired.append(entry | {"other": j, "verdict": _verdict(entry)})
     if args.json:
         doc = est.to_dict()
-        doc.update(model=model.name, image=str(args.image), prompts=prompts)
+        doc.update(
+            model=model.name,
+            image=str(args.image),
+            prompts=prompts,
+            ranking=ranking,
+            paired=paired,
+            paired_estimator="standard",
+        )
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"{'prompt':<48}{'i(x; prompt)':>12}{'± SE':>9}{'95% interval':>22}")
-    for j, p in enumerate(prompts):
-        _print_entry(p[:47], est.entry(0, j), 50)
+    name = "i^s(x; prompt)" if args.estimator == "standard" else "i^o(x; prompt)"
+    width = max(len("prompt"), *(len(p[:47]) for p in prompts)) + 2
+    print(f"{'prompt':<{width}}{name} [95% interval]")
+    for j in ranking:
+        print(f"{prompts[j][:47]:<{width}}{format_entry(est.entry(0, j))}")
+    if paired:
+        print(
+            "winner minus each other: log p(x|winner) - log p(x|other) [95% interval] "
+            "(standard estimator, same draws)"
+        )
+        numbers = [format_entry(entry) for entry in paired]
+        column = max(len(t) for t in numbers) + 2
+        for entry, text in zip(paired, numbers, strict=True):
+            other = prompts[entry["other"]][:47]
+            print(f"{'- ' + other:<{width + 2}}{text:<{column}}{entry['verdict']}")
     print(
         f"nats, {args.estimator} estimator; {est.n_evaluations} denoiser evaluations, "
         f"seed {args.seed}"
     )
     return 0
+
+
+def _negated(entry: dict[str, Any]) -> dict[str, Any]:
+    """An :meth:`Estimate.entry` of the opposite difference: value and interval mirrored (the
+    skew-aware interval mirrors with its skewness)."""
+    low, high = entry["ci95"]
+    return entry | {"value": -entry["value"], "ci95": [-high, -low]}
+
+
+def _verdict(difference: dict[str, Any]) -> str:
+    """Whether the winner's log-likelihood ratio over a caption decides between them."""
+    low, high = difference["ci95"]
+    if low > 0:
+        return "winner ahead"
+    if high < 0:  # possible when the orthogonal score ranked them
+        return "this caption ahead (log-likelihood)"
+    return "not decided (take more draws)"
 
 
 def _print_entry(

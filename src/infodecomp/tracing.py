@@ -10,6 +10,14 @@ During the block the pipeline runs unchanged; the trace keeps its prompt, seed a
 and sums the text attention of the prompt's rows over every step (heads and layers summed, as
 DAAM). :meth:`Trace.explain` then measures the information maps of that very latent (no VAE
 round trip), announcing its cost in denoiser rows first.
+
+DAAM's own names work as its users write them, inside the block after the pipeline call or
+after the block::
+
+    global_heat_map = tc.compute_global_heat_map()
+    word_heat_map = global_heat_map.compute_word_heat_map("dog")
+    word_heat_map.heatmap  # (H, W) at the generated image's resolution
+    fig, ax = word_heat_map.plot_overlay(image)
 """
 
 from __future__ import annotations
@@ -23,12 +31,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .explanation import Explanation, denoiser_rows, explain, word_token_positions
+from .images import load_image
 from .models.diffusers import DiffusersModel
 from .models.diffusers.attention import AttentionCollector, capture
 from .models.diffusers.transformer import FLUX_GUIDANCE
 from .words import distinct_words
+
+# The colour bar's label of a generation's map: what its values are.
+ATTENTION_UNIT = "attention (a.u.)"  # summed over heads, layers, tokens; mean over steps
 
 
 class Trace:
@@ -54,9 +67,16 @@ class Trace:
 
     def heat_map(self, word: str) -> torch.Tensor:
         """DAAM's map of ``word`` (or phrase): the generation's text attention summed over its
-        tokens, mean over steps, ``(h, w)`` at the model input's resolution."""
-        positions = word_token_positions(self.model, self._prompt(), word)
-        return self.attention.token_maps()[positions].sum(0)
+        tokens (every occurrence), mean over steps, ``(h, w)`` at the model input's resolution,
+        float64. Read after the pipeline call, in the block or after it."""
+        return self.compute_global_heat_map()._word_map(word)
+
+    def compute_global_heat_map(self) -> GlobalHeatMap:
+        """DAAM's name: the generation's attention maps of its prompt, from which
+        :meth:`GlobalHeatMap.compute_word_heat_map` takes a word's. Unlike DAAM's, it takes no
+        prompt, factors, layer or head: every layer and head is summed."""
+        self._generated_prompt()
+        return GlobalHeatMap(self)
 
     def explain(
         self,
@@ -81,7 +101,7 @@ class Trace:
                 file=sys.stderr,
             )
         image = self.model.decode(latent)[0]
-        return explain(
+        res = explain(
             self.model,
             image,
             prompt,
@@ -91,10 +111,26 @@ class Trace:
             x=latent,
             **kwargs,
         )
+        # The generation's own attention beside the estimator's, for the figures and report.
+        maps = self.compute_global_heat_map()
+        res.generation_attention = {word: maps._word_map(word) for word in res.words}
+        return res
 
     def _prompt(self) -> str:
+        """The prompt, once the block has ended (the model is then at the generation's
+        settings, which :meth:`explain` needs)."""
         if not self._finished:
             raise ValueError("the trace is read after its `with` block ends")
+        return self._generated_prompt()
+
+    def _generated_prompt(self) -> str:
+        """The prompt, once a generation has run: its attention maps are complete when the
+        pipeline call returns, so (as in DAAM) they are read within the block too."""
+        if not self._finished and self._last_sample is None:
+            raise ValueError(
+                "nothing was generated yet: read the maps after the pipeline call, in or "
+                "after its `with` block"
+            )
         if self.prompt is None:
             raise ValueError(
                 "no prompt was traced: generate from a prompt string inside "
@@ -142,6 +178,98 @@ class Trace:
         if sample.ndim == 3:  # Flux's packed tokens
             sample = self.model.network.unpack(sample, shape)
         self.latent = sample.float().cpu()
+
+
+class GlobalHeatMap:
+    """DAAM's name for the attention maps of a traced generation's prompt.
+
+    Attributes:
+        prompt: the generated prompt.
+        heat_maps: per token of the model's text sequence, the attention summed over heads and
+            layers, mean over steps, ``(L, h, w)`` at the model input's resolution (DAAM's are
+            per token too, at the latent's).
+    """
+
+    def __init__(self, trace: Trace) -> None:
+        self._model, self._side = trace.model, trace._size
+        self.prompt = trace.prompt
+        self.heat_maps = trace.attention.token_maps()
+
+    def compute_word_heat_map(self, word: str) -> WordHeatMap:
+        """``word``'s (or a phrase's) map, its tokens' maps summed over every occurrence (DAAM
+        averages the tokens of one occurrence, chosen by ``word_idx``), upsampled to the
+        generated image's size: :meth:`Trace.heat_map` at image resolution."""
+        return WordHeatMap(_resize(self._word_map(word), (self._side, self._side)), word)
+
+    def _word_map(self, word: str) -> torch.Tensor:
+        """``(h, w)`` at the model input's resolution."""
+        return self.heat_maps[word_token_positions(self._model, self.prompt, word)].sum(0)
+
+
+class WordHeatMap:
+    """DAAM's name for one word's map of a generation.
+
+    Attributes:
+        word: the word or phrase.
+        heatmap: ``(H, W)`` at the generated image's resolution, float64: attention summed over
+            heads, layers and the word's tokens, mean over steps, upsampled bilinearly from the
+            model input's resolution (as the explanation's attention maps; DAAM upsamples
+            bicubically, and only in ``expand_as``). Values are not normalised.
+    """
+
+    def __init__(self, heatmap: torch.Tensor, word: str) -> None:
+        self.word = word
+        self.heatmap = heatmap
+
+    @property
+    def value(self) -> torch.Tensor:
+        """DAAM's alias of :attr:`heatmap`."""
+        return self.heatmap
+
+    def expand_as(
+        self, image: Any, absolute: bool = False, threshold: float | None = None
+    ) -> torch.Tensor:
+        """As DAAM: the map at ``image``'s size (a PIL image or a ``(3, H, W)`` tensor), scaled
+        to [0, 1] unless ``absolute``, then 0 or 1 against ``threshold`` when one is given.
+        ``(H, W)``."""
+        size = image.shape[-2:] if isinstance(image, torch.Tensor) else image.size[::-1]
+        heat = _resize(self.heatmap, tuple(size))
+        if not absolute:
+            heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp(min=1e-12)
+        return (heat > threshold).double() if threshold is not None else heat
+
+    def plot_overlay(
+        self,
+        image: Any,
+        ax: Any = None,
+        vmin: float | None = None,
+        vmax: float | None = None,
+    ) -> tuple[Any, Any]:
+        """The map drawn over ``image`` (path, PIL image or ``(3, H, W)`` tensor in [-1, 1];
+        fitted to the map's size) in :data:`~infodecomp.report.figures.MAP_CMAP`, with a colour
+        bar of its values (its own range; ``vmin`` / ``vmax`` fix it). DAAM's draws into ``ax``
+        and returns nothing; this returns ``(fig, ax)``, as every plot of ours."""
+        from .report.figures import Panel, plot_map, scale_of
+
+        pixels = load_image(image, self.heatmap.shape[-1])
+        low, high = scale_of(self.heatmap, zero=False)
+        title = f"{self.word}: attention during generation"
+        panel = Panel(
+            title,
+            self.heatmap,
+            low if vmin is None else vmin,
+            high if vmax is None else vmax,
+            ATTENTION_UNIT,
+            over=True,
+        )
+        return plot_map(pixels, panel, ax)
+
+
+def _resize(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(h, w)`` to ``size`` bilinearly; values kept, not totals (attention, not nats)."""
+    if tuple(heat.shape) == tuple(size):
+        return heat
+    return F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,79 @@
+"""`infodecomp score` on the bundled model: the winner first, then its log-likelihood ratio over
+each other caption on the same draws, with an interval and a verdict."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from infodecomp.cli import main
+from infodecomp.world.model import WorldModel
+
+TRUE = "a red circle above a blue square"
+WRONG = "a green triangle"
+
+
+@pytest.fixture(scope="module")
+def world_image(tmp_path_factory):
+    """A draw of the world from TRUE, as a 16x16 PNG."""
+    x, _ = WorldModel().sample(1, seed=0, cond=TRUE)
+    pixels = ((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    path = tmp_path_factory.mktemp("score") / "world.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def score(image, prompts, *extra):
+    argv = ["score", "--model", "bundled", "--image", str(image), "--samples", "32"]
+    for p in prompts:
+        argv += ["--prompt", p]
+    assert main([*argv, *extra]) == 0
+
+
+def test_winner_first_and_its_paired_differences(world_image, capsys):
+    prompts = [WRONG, TRUE, "a blue square"]
+    score(world_image, prompts, "--json")
+    doc = json.loads(capsys.readouterr().out)
+    values = doc["value"][0]
+    assert len(values) == 3 + 3  # the prompts against nothing, then each pair of prompts
+    assert doc["n_evaluations"] == (32 + 2 * 4) * 4  # the pairs cost no denoiser row
+    ranking = doc["ranking"]
+    assert sorted(ranking) == [0, 1, 2] and ranking[0] == 1
+    assert [values[j] for j in ranking] == sorted(values[:3], reverse=True)
+    assert doc["paired_estimator"] == "standard" and [p["other"] for p in doc["paired"]] == [
+        ranking[1],
+        ranking[2],
+    ]
+    for pair in doc["paired"]:
+        # The standard integrand is linear in the two error terms: the pair's value is the
+        # difference of the two scores, up to rounding (one pair negated, one not).
+        difference = values[1] - values[pair["other"]]
+        scale = max(abs(values[1]), abs(values[pair["other"]]))
+        assert pair["value"] == pytest.approx(difference, rel=1e-6, abs=1e-6 * scale)
+        low, high = pair["ci95"]
+        assert low <= pair["value"] <= high and pair["stderr"] > 0
+        assert set(pair) >= {"reliable", "truncated", "verdict"}
+    wrong = next(p for p in doc["paired"] if p["other"] == 0)
+    assert wrong["verdict"] == "winner ahead" and wrong["ci95"][0] > 0
+
+
+def test_table_prints_winner_first_then_verdicts(world_image, capsys):
+    score(world_image, [WRONG, TRUE])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("prompt") and "i^s(x; prompt) [95% interval]" in lines[0]
+    assert lines[1].startswith(TRUE) and lines[2].startswith(WRONG)
+    assert lines[3].startswith("winner minus each other") and "standard estimator" in lines[3]
+    assert lines[4].startswith(f"- {WRONG}") and lines[4].endswith("winner ahead")
+    assert "denoiser evaluations" in lines[5] and len(lines) == 6
+
+
+def test_one_prompt_has_no_pairs_and_orthogonal_pairs_stay_standard(world_image, capsys):
+    score(world_image, [TRUE], "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ranking"] == [0] and doc["paired"] == [] and len(doc["value"][0]) == 1
+    score(world_image, [TRUE])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "winner minus" not in "".join(lines)
+    score(world_image, [TRUE, WRONG], "--estimator", "orthogonal")
+    out = capsys.readouterr().out
+    assert "i^o(x; prompt)" in out and "(standard estimator, same draws)" in out
