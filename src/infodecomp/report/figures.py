@@ -167,7 +167,7 @@ def plot_map(
 
 # Fixed layouts (inches): fast (no layout solver) and nothing can spill off the canvas.
 MARGIN, GAP, BAR_GAP, BAR_WIDTH, BAR_TEXT = 0.08, 0.14, 0.05, 0.08, 0.62
-HEADING, TITLES, WARNINGS, NOTE = 0.3, 0.34, 0.18, 0.2
+HEADING, TITLES, WARNINGS, NOTE = 0.3, 0.36, 0.18, 0.2
 
 
 def word_figure(
@@ -263,8 +263,8 @@ def _title(ax: Any, title: str, warning: str = "") -> None:
     panel in red."""
     chars = int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (TEXT * 0.56))
     if title:
-        lines = textwrap.wrap(title, width=max(8, chars))
-        ax.set_title(plain_text("\n".join(lines[:2])), fontsize=TEXT, pad=3)
+        lines = [line for part in title.split("\n") for line in textwrap.wrap(part, max(8, chars))]
+        ax.set_title(plain_text("\n".join(lines[:3])), fontsize=TEXT, pad=3)
     if warning:
         ax.text(
             0.5,
@@ -392,7 +392,7 @@ def grid_explanation(res: Explanation, note: str | None = None) -> tuple[Any, An
             entry = res.entry(word)
             title = word
             if kind == "information":
-                title = f"{word}: {format_entry(entry, reference=mi_value, flags='none')}"
+                title = f"{word}\n{format_entry(entry, reference=mi_value, flags='none')}"
             warning = _warning(entry) if kind == "information" else ""
             panels.append(Panel(title, heat, low, high, map_unit(res, kind), warning=warning))
         rows.append((KIND_NAMES[kind], panels))

@@ -145,28 +145,24 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
     bundled = {w: res.heat_map(w).float() for w in res.words}
     exact_maps = {w: exact.map[0, k].float() for k, w in enumerate(res.words, start=1)}
     low, high = scale_of(*bundled.values(), *exact_maps.values())
-    reference = res.entry()["value"]
 
-    def panels(maps: dict[str, torch.Tensor], entry: Any = None, unit: str = "nats/pixel") -> list:
-        scale = (low, high) if entry is not None else scale_of(*maps.values())
+    def panels(maps: dict[str, torch.Tensor], est: Any = None, unit: str = "nats/pixel") -> list:
+        """A row's panels; CMI rows (``est`` given) on the common scale, titled with values."""
+        scale = (low, high) if est is not None else scale_of(*maps.values(), zero=unit == "mask")
         out = []
         for k, (w, heat) in enumerate(maps.items(), start=1):
-            title = w if entry is None else f"{w}: {format_entry(entry(k), reference, 'none')}"
-            warning = "" if entry is None else _warning(entry(k))
+            title, warning = w, ""
+            if est is not None:
+                entry, mi = est.entry(0, k), est.value[0, 0].item()
+                title, warning = f"{w}\n{format_entry(entry, mi, 'none')}", _warning(entry)
             out.append(Panel(title, heat, *scale, unit, warning=warning))
         return out
 
+    attention = {w: res.attention_map(w) for w in res.words}
     rows = [
-        ("bundled model CMI", panels(bundled, lambda k: res.estimate.entry(0, k))),
-        ("exact world model CMI", panels(exact_maps, lambda k: exact.entry(0, k))),
-        (
-            "attention + information",
-            panels(
-                {w: res.attention_map(w) for w in res.words},
-                None,
-                "attention, summed over heads and layers",
-            ),
-        ),
+        ("bundled model CMI", panels(bundled, res.estimate)),
+        ("exact world model CMI", panels(exact_maps, exact)),
+        ("attention + information", panels(attention, None, "attention (a.u.)")),
     ]
     if masks:
         rows.append(
