@@ -188,10 +188,11 @@ class Explanation:
     ) -> Path:
         """Write ``result.json``, ``maps.safetensors`` (maps in nats per model-input pixel),
         ``<word>.heat_map.png`` per word (and ``<word>.attention.png``),
-        ``prompt_mi.heat_map.png``, ``grid.png`` and a self-contained ``report.html`` (with
-        ``figures`` and the extra number ``columns`` of :func:`infodecomp.report.report_html`)
-        into ``out_dir``. Returns the path of ``report.html``."""
-        from .report.pictures import report_html
+        ``prompt_mi.heat_map.png``, ``grid.png`` and ``report.html``, the self-contained
+        interactive viewer (with ``figures`` and the extra number ``columns`` of
+        :func:`infodecomp.report.viewer.viewer_html`) into ``out_dir``. Returns the path of
+        ``report.html``."""
+        from .report.viewer import viewer_html
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -209,8 +210,8 @@ class Explanation:
         for name, data in pictures.items():
             (out / name).write_bytes(data)
         report = out / "report.html"
-        shown = {"all maps (grid.png)": pictures["grid.png"], **(figures or {})}
-        report.write_text(report_html(self, shown, columns))
+        # grid.png stays a file beside it: the viewer draws every map itself.
+        report.write_text(viewer_html(self, figures, columns), encoding="utf-8")
         return report
 
     def _pictures(self) -> dict[str, bytes]:
