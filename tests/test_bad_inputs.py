@@ -7,7 +7,7 @@ from PIL import Image
 
 import infodecomp as idc
 from infodecomp.cli import check_device, main
-from infodecomp.explanation import file_name, explain
+from infodecomp.explanation import explain, file_name
 from infodecomp.images import load_image
 from infodecomp.models import example_mixture
 from infodecomp.models.diffusers import DiffusersModel

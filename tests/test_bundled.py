@@ -54,7 +54,7 @@ def test_demo_runs_end_to_end(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "result.json").read_text())["model"].startswith("infodecomp/")
     report = (tmp_path / "report.html").read_text()
-    assert report.count("<td class=w><b>") == 6  # one row per word
+    assert report.count('"quantity":"i(x; ') == 7  # the whole caption, then one row per word
     for shown in ("exact world model [95% interval]", "exact log-ratio", "world_comparison.png"):
         assert shown in report
     assert (tmp_path / "explained.png").exists() and (tmp_path / "generated.png").exists()

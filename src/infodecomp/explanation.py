@@ -169,10 +169,11 @@ class Explanation:
         attention, the estimate's diagnostics and the image: :meth:`load` reads it all back),
         the figures of :func:`~infodecomp.report.figures.explanation_figures` in ``fmt`` (png,
         pdf or svg; words on their own colour scale or, ``scale="shared"``, on one) and the
-        viewer ``report.html`` (with ``figures``, name to PNG bytes, and extra number
-        ``columns``, one value or entry per row: prompt, then words). Returns its path."""
+        interactive viewer ``report.html`` (:func:`~infodecomp.report.viewer.viewer_html`,
+        with ``figures``, name to PNG bytes, and extra number ``columns``, one value or entry
+        per row: prompt, then words). Returns its path."""
         from .report.figures import explanation_figures
-        from .report.pictures import report_html
+        from .report.viewer import viewer_html
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +197,7 @@ class Explanation:
         for name, data in explanation_figures(self, scale, fmt).items():
             (out / name).write_bytes(data)
         report = out / "report.html"
-        report.write_text(report_html(self, figures, columns))
+        report.write_text(viewer_html(self, figures, columns), encoding="utf-8")
         return report
 
     @classmethod

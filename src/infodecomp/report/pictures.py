@@ -6,8 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -86,87 +85,3 @@ def notebook_html(res: Explanation, size: int = 96) -> str:
         f"<th>scale (nats/pixel)</th></tr>{rows}</table>"
         f"<div>{_img(image_png(res.image, size), 'image')}</div></div>"
     )
-
-
-def _cell(v: dict[str, Any] | float) -> str:
-    return html.escape(format_entry(v) if isinstance(v, dict) else f"{v:.3g}")
-
-
-def report_html(
-    res: Explanation,
-    figures: dict[str, bytes] | None = None,
-    columns: dict[str, list[dict[str, Any] | float]] | None = None,
-) -> str:
-    """The report of ``res``: a table of the caption's MI and each word's CMI (nats, 95%
-    intervals; ``columns`` adds columns, one value or :meth:`Estimate.entry` per row, e.g. an
-    exact model's), one row per word with its maps on a colour scale shared down each column, then
-    ``figures`` (name: PNG bytes) and the settings."""
-    doc = res.to_dict()
-    names = ["whole caption: i(x; caption)"] + [f"{w}: i(x; {w} | rest)" for w in res.words]
-    numbers = [doc["mi"]] + [doc["cmi"][w] for w in res.words]
-    extra = columns or {}
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in extra)
-    body = ""
-    for k, (name, number) in enumerate(zip(names, numbers, strict=True)):
-        cells = "".join(f"<td>{_cell(col[k])}</td>" for col in extra.values())
-        body += f"<tr><td>{html.escape(name)}</td><td>{_cell(number)}</td>{cells}</tr>"
-
-    kinds = {"information (CMI)": res.heat_map}
-    if res.attention is not None:
-        kinds |= {"attention + information": res.attention_map, "combined (ours)": res.combined_map}
-    maps = {kind: {w: get(w) for w in res.words} for kind, get in kinds.items()}
-    scales = {}
-    for kind, by_word in maps.items():
-        stacked = torch.stack(list(by_word.values()))
-        scales[kind] = (min(0.0, stacked.min().item()), stacked.max().item())
-    units = {
-        "information (CMI)": "nats per image pixel",
-        "attention + information": "cross-attention",
-        "combined (ours)": "0-1",
-    }
-    picture = _img(image_png(res.image), "image")
-    map_heads = "".join(
-        f"<th>{html.escape(kind)}<br><small>{scales[kind][0]:.3g} to {scales[kind][1]:.3g} "
-        f"({units[kind]})</small></th>"
-        for kind in maps
-    )
-    word_rows = ""
-    for word, number in zip(res.words, numbers[1:], strict=True):
-        cells = "".join(
-            f"<td>{_img(map_png(maps[kind][word], *scales[kind]), f'{word}: {kind}')}</td>"
-            for kind in maps
-        )
-        word_rows += (
-            f"<tr><td class=w><b>{html.escape(word)}</b><br>{_cell(number)} nats</td>"
-            f"<td>{picture}</td>{cells}</tr>"
-        )
-    appendix = "".join(
-        f"<figure>{_img(data, name)}<figcaption>{html.escape(name)}</figcaption></figure>"
-        for name, data in (figures or {}).items()
-    )
-    settings = html.escape(json.dumps(doc["settings"], indent=2))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>infodecomp: {html.escape(res.prompt)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
-td,th{{padding:3px 10px;text-align:right;vertical-align:middle}}
-td:first-child,td.w{{text-align:left}}table.maps td{{text-align:center}}
-img{{image-rendering:pixelated;max-width:100%}}figure{{margin:1em 0}}</style></head><body>
-<h1>{html.escape(res.prompt)}</h1>
-<p>Model <code>{html.escape(res.model_name)}</code>; {doc["n_evaluations"]} denoiser
-evaluations; seed {doc["seed"]}. Values in nats with 95% intervals (corrected for the skew of
-the draws, so not always symmetric). "unreliable" marks a value that rests on a few draws (take
-more); "likely truncated" one whose information extends beyond the model's log-SNR range, where
-the model cannot see it.</p>
-<table><tr><th>quantity</th><th>estimate [95% interval]</th>{head}</tr>{body}</table>
-<h2>Where, word by word</h2>
-<p>Each column's maps share one colour scale (given under its title), so a brighter map carries
-more (except "combined", each of whose maps is scaled to its own maximum). Information maps
-are in nats per image pixel (<code>maps.safetensors</code> holds them per
-model-input pixel, e.g. per latent pixel, which covers 8x8 image pixels in Stable Diffusion).
-"attention + information" is the paper's: cross-attention collected in the estimator's own
-denoiser calls. "combined" is ours: the geometric mean of the two maps scaled to 1.</p>
-<table class=maps><tr><th>word</th><th>image</th>{map_heads}</tr>{word_rows}</table>
-{appendix}
-<details><summary>settings</summary><pre>{settings}</pre></details>
-</body></html>
-"""
