@@ -210,7 +210,10 @@
     if (canvas.width !== width || canvas.height !== height) Object.assign(canvas, { width, height });
     const ctx = canvas.getContext("2d");
     ctx.imageSmoothingEnabled = true; // the photo: smooth when scaled down
+    // Under a visible map the photo turns grey, so none of its colours reads as heat.
+    ctx.filter = state.opacity > 0 ? "grayscale(1)" : "none";
     ctx.drawImage(image, 0, 0, width, height);
+    ctx.filter = "none";
     // The map: one tile pixel per map pixel, scaled up without smoothing (nearest neighbour).
     Object.assign(p.tile, { width: kind.w, height: kind.h });
     const tctx = p.tile.getContext("2d");

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..plotting import MAP_CMAP
+from .figures import MAP_CMAP
 from ..results import Z95, entry_warnings, format_entry
 from .pictures import image_rgb
 
