@@ -209,7 +209,7 @@
     const height = Math.max(1, Math.round((width * imageH) / imageW));
     if (canvas.width !== width || canvas.height !== height) Object.assign(canvas, { width, height });
     const ctx = canvas.getContext("2d");
-    ctx.imageSmoothingEnabled = true; // the photo: smooth when scaled down
+    ctx.imageSmoothingEnabled = imageW > width; // smooth only when scaled down: pixels stay blocks
     // Under a visible map the photo turns grey, so none of its colours reads as heat.
     ctx.filter = state.opacity > 0 ? "grayscale(1)" : "none";
     ctx.drawImage(image, 0, 0, width, height);
