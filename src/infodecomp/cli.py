@@ -763,11 +763,13 @@ def run_reference(args: argparse.Namespace) -> int:
         return 0
 
     print(f"Reference model: 6-component Gaussian mixture in 8 dimensions; x drawn from {label}")
-    print(f"{'quantity':<26}{'estimate':>10}{'± SE':>9}{'exact':>10}{'z':>7}")
+    print(f"{'quantity':<26}{'estimate [95% interval]':<26}{'exact':>8}{'z':>7}")
     for name, est, j, exact in rows:
         value, se = est.value[0, j].item(), est.stderr[0, j].item()
-        exact_txt = f"{exact:>10.3f}{(value - exact) / se:>7.2f}" if exact is not None else ""
-        print(f"{name:<26}{value:>10.3f}{se:>9.3f}{exact_txt}")
+        exact_txt = (
+            f"{format_entry(exact):>8}{(value - exact) / se:>7.2f}" if exact is not None else ""
+        )
+        print(f"{name:<26}{format_entry(est.entry(0, j)):<26}{exact_txt}")
     print("(i^o has no pointwise target: its mean over x equals the mean of i^s)")
     evaluations = sum(est.n_evaluations for est in results.values())
     print(

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .figures import MAP_CMAP
 from ..results import Z95, entry_warnings, format_entry
+from .figures import MAP_CMAP
 from .pictures import image_rgb
 
 if TYPE_CHECKING:
