@@ -278,7 +278,6 @@ def test_heatmap_command_end_to_end(saved, image_file, tmp_path, name, capsys):
     for f in [
         "red.heat_map.png",
         "squarish.heat_map.png",
-        "red.attention.png",
         "grid.png",
         "prompt_mi.heat_map.png",
         "maps.safetensors",
