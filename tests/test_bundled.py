@@ -115,3 +115,15 @@ def test_demo_command_rejects_words_outside_the_world(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--caption", "a red dog"]) == 2
     err = capsys.readouterr().err
     assert "no word 'dog'" in err and err.count("\n") == 1
+
+
+def test_demo_writes_vector_figures_and_reruns_into_its_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["demo", "--caption", "a red circle", "--samples", "4", "--out", str(out)]
+    assert main([*argv, "--format", "svg", "--scale", "shared"]) == 0
+    assert (out / "red.heat_map.svg").read_text().lstrip().startswith("<?xml")
+    assert (out / "grid.svg").exists() and not (out / "grid.png").exists()
+    printed = capsys.readouterr().out
+    assert "red | rest" in printed and " [" in printed  # values with their intervals
+    assert main(argv) == 0  # an earlier run's folder, vector figures and all, is replaced
+    assert (out / "grid.png").exists() and not (out / "grid.svg").exists()

@@ -33,7 +33,7 @@ def check_output_folder(path: str | Path, marker: str = "result.json") -> Path:
         or (path / marker).exists()
         and (
             marker != "result.json"
-            or all(e.name in OUR_FILES or e.suffix == ".png" for e in entries)
+            or all(e.name in OUR_FILES or e.suffix in (".png", ".pdf", ".svg") for e in entries)
         )
     )
     if not ours:
