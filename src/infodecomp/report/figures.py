@@ -364,14 +364,10 @@ def explanation_figures(
     out = {}
     mi = res.entry()
     heading = f"whole prompt: i(x; {res.prompt}) = {nats(mi)}"
-    out[f"prompt_mi.heat_map.{fmt}"] = _word_file(
-        res, None, "information", "word", heading, note, fmt
-    )
+    out[f"prompt_mi.heat_map.{fmt}"] = _word_file(res, None, "word", heading, note, fmt)
     for word in res.words:
         heading = f"{word} | rest: {nats(res.entry(word), mi['value'])}"
-        out[f"{file_name(word)}.heat_map.{fmt}"] = _word_file(
-            res, word, "information", scale, heading, note, fmt
-        )
+        out[f"{file_name(word)}.heat_map.{fmt}"] = _word_file(res, word, scale, heading, note, fmt)
     out[f"grid.{fmt}"] = save_figure(grid_explanation(res, note)[0], fmt=fmt)
     return out
 
@@ -401,15 +397,11 @@ def grid_explanation(res: Explanation, note: str | None = None) -> tuple[Any, An
 
 
 def _word_file(
-    res: Explanation,
-    word: str | None,
-    kind: Kind,
-    scale: Scale,
-    heading: str,
-    note: str | None,
-    fmt: str,
+    res: Explanation, word: str | None, scale: Scale, heading: str, note: str | None, fmt: str
 ) -> bytes:
-    panels = _panels(res, word, kind, scale)
+    """A word's figure (None: the prompt's): its information over and beside the image, then
+    the attention maps held."""
+    panels = _panels(res, word, "information", scale)
     for other in ("attention", "generation"):  # beside the information, when held
         if word is not None and explanation_maps(res, other):
             panels.append(_panels(res, word, other, scale)[1])
@@ -422,6 +414,10 @@ def _word_file(
 
 def _panels(res: Explanation, word: str | None, kind: Kind, scale: Scale) -> list[Panel]:
     """A map as two panels, over the image and beside it."""
+    if scale not in ("word", "shared"):
+        raise ValueError(f"unknown scale {scale!r}; choose 'word' or 'shared'")
+    if kind not in KIND_NAMES:
+        raise ValueError(f"unknown map kind {kind!r}; choose one of {', '.join(KIND_NAMES)}")
     if word is None:
         if kind != "information":
             raise ValueError("the whole prompt has an information map only (word=None)")
