@@ -57,7 +57,10 @@ def latent_result(words=("red", "dog"), image_size=32, map_size=8, seed=0):
         map_stderr=maps * 0.05,
         ci95=ci,
         reliable=reliable,
-        diagnostics={"profile": torch.rand(1, n, 24, generator=g)},
+        diagnostics={
+            "profile": torch.rand(1, n, 24, generator=g),
+            "profile_stderr": torch.rand(1, n, 24, generator=g) * 0.1,
+        },
     )
     est.settings["profile_edges"] = np.linspace(-5, 5, 25).tolist()
     attention = {w: torch.rand(map_size, map_size, generator=g) + 2 for w in words}
