@@ -127,7 +127,7 @@ def plot_image(image: torch.Tensor, title: str = "", ax: Any = None) -> tuple[An
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(PANEL, PANEL))
     ax.imshow(to_rgb(image), interpolation="nearest")
     _title(ax, title)
-    ax.set_axis_off()
+    _no_axis(ax)
     return fig, ax
 
 
@@ -161,7 +161,7 @@ def plot_map(
     if bar:
         colour_bar(ax, panel.vmin, panel.vmax, panel.unit, cax)
     _title(ax, panel.title, panel.warning)
-    ax.set_axis_off()
+    _no_axis(ax)
     return ax.figure, ax
 
 
@@ -249,13 +249,26 @@ def save_figure(fig: Any, path: str | Path | None = None, fmt: str = "png") -> b
     if fmt not in FORMATS:
         raise ValueError(f"unknown figure format {fmt!r}; choose one of {', '.join(FORMATS)}")
     buffer = io.BytesIO()
-    metadata = {"Software": None} if fmt == "png" else {"Creator": None} if fmt == "pdf" else {}
-    fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
+    options: dict[str, Any] = {}
+    if fmt == "png":  # light compression: a third of the time, files a little larger
+        options = {"metadata": {"Software": None}, "pil_kwargs": {"compress_level": 1}}
+    elif fmt == "pdf":
+        options = {"metadata": {"Creator": None}}
+    fig.savefig(buffer, format=fmt, dpi=DPI, **options)
     plt.close(fig)
     data = buffer.getvalue()
     if path is not None:
         Path(path).write_bytes(data)
     return data
+
+
+def _no_axis(ax: Any) -> None:
+    """No frame, ticks or labels: a picture, not a plot (and no ticks computed on drawing)."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_axis_off()
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(NullLocator())
 
 
 def _title(ax: Any, title: str, warning: str = "") -> None:
@@ -264,7 +277,17 @@ def _title(ax: Any, title: str, warning: str = "") -> None:
     chars = int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (TEXT * 0.56))
     if title:
         lines = [line for part in title.split("\n") for line in textwrap.wrap(part, max(8, chars))]
-        ax.set_title(plain_text("\n".join(lines[:3])), fontsize=TEXT, pad=3)
+        # Text above the axes, not ``set_title``: a title's position is solved against every
+        # axes' extent on each draw, which was half the time of a figure.
+        ax.text(
+            0.5,
+            1.02,
+            plain_text("\n".join(lines[:3])),
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=TEXT,
+        )
     if warning:
         ax.text(
             0.5,
