@@ -141,14 +141,18 @@ def plot_map(
 
     if ax is None:
         _, ax = plt.subplots(figsize=(PANEL + 0.9, PANEL + 0.6), layout="constrained")
+    _draw_map(image, panel, ax, cax, bar)
+    return ax.figure, ax
+
+
+def _draw_map(image: torch.Tensor, panel: Panel, ax: Any, cax: Any, bar: bool) -> _DrawnMap:
     height, width = image.shape[-2:]
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)
-    heat = panel.heat.detach().float().cpu().numpy()
     if panel.over:
         grey = to_rgb(image).mean(-1)
         ax.imshow(0.25 + 0.5 * grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.imshow(
-        heat,
+    shown = ax.imshow(
+        panel.heat.detach().float().cpu().numpy(),
         cmap=MAP_CMAP,
         vmin=panel.vmin,
         vmax=panel.vmax,
@@ -158,11 +162,29 @@ def plot_map(
     )
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
-    if bar:
-        colour_bar(ax, panel.vmin, panel.vmax, panel.unit, cax)
-    _title(ax, panel.title, panel.warning)
+    colours = colour_bar(ax, panel.vmin, panel.vmax, panel.unit, cax) if bar else None
+    title, warning = _title(ax, panel.title, panel.warning)
     _no_axis(ax)
-    return ax.figure, ax
+    return _DrawnMap(shown, colours, title, warning)
+
+
+@dataclass
+class _DrawnMap:
+    """A drawn panel's artists, to draw another map of the same layout into them."""
+
+    image: Any
+    bar: Any
+    title: Any
+    warning: Any
+
+    def update(self, panel: Panel) -> None:
+        self.image.set_data(panel.heat.detach().float().cpu().numpy())
+        self.image.set_clim(panel.vmin, panel.vmax)
+        if self.bar is not None:
+            self.bar.mappable.set_clim(panel.vmin, panel.vmax)
+            ticks, labels = colour_ticks(panel.vmin, panel.vmax)
+            self.bar.set_ticks(ticks, labels=labels)
+        _set_title(self.title, self.warning, panel.title, panel.warning)
 
 
 # Fixed layouts (inches): fast (no layout solver) and nothing can spill off the canvas.
@@ -173,30 +195,55 @@ HEADING, TITLES, WARNINGS, NOTE = 0.3, 0.36, 0.18, 0.2
 def word_figure(
     image: torch.Tensor, panels: Sequence[Panel], heading: str, note: str | None = None
 ) -> tuple[Any, Any]:
-    """The image, then each panel with its colour bar (e.g. a word's map over the image and
-    beside it), a heading (the word and its value) and a note under the panels (scale, crop).
-    ``(fig, axes)``."""
-    import matplotlib.pyplot as plt
+    """The image, then each panel (e.g. a word's map over the image and beside it) with a colour
+    bar after each run of panels on one scale, a heading (the word and its value) and a note
+    under the panels (scale, crop). ``(fig, axes)``."""
+    drawn = _WordFigure(image, panels, heading, note)
+    return drawn.fig, drawn.axes
 
-    step = PANEL + BAR_GAP + BAR_WIDTH + BAR_TEXT
-    width = 2 * MARGIN + PANEL + len(panels) * (GAP + step)
-    bottom = WARNINGS + (NOTE if note else 0.0)
-    height = HEADING + TITLES + PANEL + bottom
-    fig = plt.figure(figsize=(width, height))
 
-    def box(x: float, w: float) -> list[float]:
-        return [x / width, bottom / height, w / width, PANEL / height]
+class _WordFigure:
+    """A word figure whose artists are kept, so that the next word (same layout) is drawn by
+    updating them: building a figure's axes was most of the time of drawing it."""
 
-    axes = [fig.add_axes(box(MARGIN, PANEL))]
-    plot_image(image, "image", axes[0])
-    x = MARGIN + PANEL + GAP
-    for panel in panels:
-        ax = fig.add_axes(box(x, PANEL))
-        plot_map(image, panel, ax, cax=fig.add_axes(box(x + PANEL + BAR_GAP, BAR_WIDTH)))
-        axes.append(ax)
-        x += step + GAP
-    _heading(fig, heading, note, width, height)
-    return fig, axes
+    def __init__(
+        self, image: torch.Tensor, panels: Sequence[Panel], heading: str, note: str | None
+    ) -> None:
+        import matplotlib.pyplot as plt
+
+        # A colour bar ends each run of panels on one scale (a map over the image and beside it
+        # share theirs).
+        bars = [
+            k == len(panels) - 1 or _scale(panels[k]) != _scale(panels[k + 1])
+            for k in range(len(panels))
+        ]
+        bar_width = BAR_GAP + BAR_WIDTH + BAR_TEXT
+        width = 2 * MARGIN + PANEL + sum(GAP + PANEL + bar_width * b for b in bars)
+        bottom = WARNINGS + (NOTE if note else 0.0)
+        height = HEADING + TITLES + PANEL + bottom
+        self.fig = plt.figure(figsize=(width, height))
+
+        def box(x: float, w: float) -> list[float]:
+            return [x / width, bottom / height, w / width, PANEL / height]
+
+        self.axes = [self.fig.add_axes(box(MARGIN, PANEL))]
+        plot_image(image, "image", self.axes[0])
+        self.maps = []
+        x = MARGIN + PANEL + GAP
+        for panel, bar in zip(panels, bars, strict=True):
+            self.axes.append(self.fig.add_axes(box(x, PANEL)))
+            cax = self.fig.add_axes(box(x + PANEL + BAR_GAP, BAR_WIDTH)) if bar else None
+            self.maps.append(_draw_map(image, panel, self.axes[-1], cax, bar))
+            x += PANEL + GAP + bar_width * bar
+        self.texts = _heading(self.fig, heading, note, width, height)
+
+    def update(self, panels: Sequence[Panel], heading: str, note: str | None) -> None:
+        """Draw ``panels`` (as many as the first word's, of the same kinds) in place."""
+        for drawn, panel in zip(self.maps, panels, strict=True):
+            drawn.update(panel)
+        width = self.fig.get_figwidth()
+        for text, content, points in zip(self.texts, (heading, note), (TITLE, SMALL), strict=False):
+            text.set_text(plain_text(_fit(content or "", width, points)))
 
 
 def grid_figure(
@@ -241,9 +288,11 @@ def grid_figure(
     return fig, axes
 
 
-def save_figure(fig: Any, path: str | Path | None = None, fmt: str = "png") -> bytes:
+def save_figure(
+    fig: Any, path: str | Path | None = None, fmt: str = "png", close: bool = True
+) -> bytes:
     """Write ``fig`` as ``fmt`` (``png`` at 300 dpi, ``pdf`` or ``svg``: vector) to ``path`` (if
-    given), close it and return the bytes."""
+    given), close it (unless not ``close``) and return the bytes."""
     import matplotlib.pyplot as plt
 
     if fmt not in FORMATS:
@@ -255,11 +304,16 @@ def save_figure(fig: Any, path: str | Path | None = None, fmt: str = "png") -> b
     elif fmt == "pdf":
         options = {"metadata": {"Creator": None}}
     fig.savefig(buffer, format=fmt, dpi=DPI, **options)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     data = buffer.getvalue()
     if path is not None:
         Path(path).write_bytes(data)
     return data
+
+
+def _scale(panel: Panel) -> tuple[float, float, str]:
+    return panel.vmin, panel.vmax, panel.unit
 
 
 def _no_axis(ax: Any) -> None:
@@ -271,39 +325,40 @@ def _no_axis(ax: Any) -> None:
         axis.set_major_locator(NullLocator())
 
 
-def _title(ax: Any, title: str, warning: str = "") -> None:
-    """A panel's title, wrapped to the panel's width (two lines at most); a warning below the
-    panel in red."""
+def _title(ax: Any, title: str, warning: str = "") -> tuple[Any, Any]:
+    """A panel's title above it and a warning below it in red (each maybe empty): text, not
+    ``set_title``, whose position is solved against every axes' extent on each draw (half the
+    time of a figure). Returns both texts."""
+    above = ax.text(0.5, 1.02, "", transform=ax.transAxes, ha="center", va="bottom", fontsize=TEXT)
+    below = ax.text(
+        0.5,
+        -0.02,
+        "",
+        transform=ax.transAxes,
+        ha="center",
+        va="top",
+        fontsize=SMALL,
+        color=WARNING_COLOUR,
+    )
+    _set_title(above, below, title, warning)
+    return above, below
+
+
+def _set_title(above: Any, below: Any, title: str, warning: str) -> None:
+    """The title wrapped to its panel's width (three lines at most), and the warning."""
+    ax = above.axes
     chars = int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (TEXT * 0.56))
-    if title:
-        lines = [line for part in title.split("\n") for line in textwrap.wrap(part, max(8, chars))]
-        # Text above the axes, not ``set_title``: a title's position is solved against every
-        # axes' extent on each draw, which was half the time of a figure.
-        ax.text(
-            0.5,
-            1.02,
-            plain_text("\n".join(lines[:3])),
-            transform=ax.transAxes,
-            ha="center",
-            va="bottom",
-            fontsize=TEXT,
-        )
-    if warning:
-        ax.text(
-            0.5,
-            -0.02,
-            plain_text(warning),
-            transform=ax.transAxes,
-            ha="center",
-            va="top",
-            fontsize=SMALL,
-            color=WARNING_COLOUR,
-        )
+    lines = [line for part in title.split("\n") for line in textwrap.wrap(part, max(8, chars))]
+    above.set_text(plain_text("\n".join(lines[:3])))
+    below.set_text(plain_text(warning))
 
 
-def _heading(fig: Any, heading: str, note: str | None, width: float, height: float) -> None:
-    """The heading at the top and the note at the bottom, each one line cut to the width."""
-    fig.text(
+def _heading(
+    fig: Any, heading: str, note: str | None, width: float, height: float
+) -> tuple[Any, ...]:
+    """The heading at the top and the note at the bottom, each one line cut to the width.
+    Returns their texts (the note's only when there is one)."""
+    top = fig.text(
         0.5,
         1 - 0.05 / height,
         plain_text(_fit(heading, width, TITLE)),
@@ -311,15 +366,17 @@ def _heading(fig: Any, heading: str, note: str | None, width: float, height: flo
         va="top",
         fontsize=TITLE,
     )
-    if note:
-        fig.text(
-            0.5,
-            0.03 / height,
-            plain_text(_fit(note, width, SMALL)),
-            ha="center",
-            va="bottom",
-            fontsize=SMALL,
-        )
+    if not note:
+        return (top,)
+    bottom = fig.text(
+        0.5,
+        0.03 / height,
+        plain_text(_fit(note, width, SMALL)),
+        ha="center",
+        va="bottom",
+        fontsize=SMALL,
+    )
+    return top, bottom
 
 
 def _fit(text: str, width: float, points: float) -> str:
@@ -384,13 +441,27 @@ def explanation_figures(
     from ..explanation import file_name
 
     note = f"input {res.image_note}" if res.image_note else None
-    out = {}
     mi = res.entry()
+    panels, text = _word_figure(res, None, "word", note)
     heading = f"whole prompt: i(x; {res.prompt}) = {nats(mi)}"
-    out[f"prompt_mi.heat_map.{fmt}"] = _word_file(res, None, "word", heading, note, fmt)
+    out = {
+        f"prompt_mi.heat_map.{fmt}": save_figure(
+            word_figure(res.image, panels, heading, text)[0], fmt=fmt
+        )
+    }
+    drawn = None  # every word's figure has one layout: drawn once, then updated
     for word in res.words:
+        panels, text = _word_figure(res, word, scale, note)
         heading = f"{word} | rest: {nats(res.entry(word), mi['value'])}"
-        out[f"{file_name(word)}.heat_map.{fmt}"] = _word_file(res, word, scale, heading, note, fmt)
+        if drawn is None:
+            drawn = _WordFigure(res.image, panels, heading, text)
+        else:
+            drawn.update(panels, heading, text)
+        out[f"{file_name(word)}.heat_map.{fmt}"] = save_figure(drawn.fig, fmt=fmt, close=False)
+    if drawn is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(drawn.fig)
     out[f"grid.{fmt}"] = save_figure(grid_explanation(res, note)[0], fmt=fmt)
     return out
 
@@ -419,11 +490,11 @@ def grid_explanation(res: Explanation, note: str | None = None) -> tuple[Any, An
     return grid_figure(res.image, rows, heading, note)
 
 
-def _word_file(
-    res: Explanation, word: str | None, scale: Scale, heading: str, note: str | None, fmt: str
-) -> bytes:
-    """A word's figure (None: the prompt's): its information over and beside the image, then
-    the attention maps held."""
+def _word_figure(
+    res: Explanation, word: str | None, scale: Scale, note: str | None
+) -> tuple[list[Panel], str]:
+    """A word's panels (None: the prompt's): its information over and beside the image, then
+    the attention maps held; and the figure's note (the scale, the input's fitting)."""
     panels = _panels(res, word, "information", scale)
     for other in ("attention", "generation"):  # beside the information, when held
         if word is not None and explanation_maps(res, other):
@@ -431,8 +502,7 @@ def _word_file(
     low, high = panels[0].vmin, panels[0].vmax
     whose = "this word's own" if scale == "word" or word is None else "shared by all words"
     scale_note = f"scale {format_entry(low)} to {format_entry(high)} {panels[0].unit} ({whose})"
-    fig, _ = word_figure(res.image, panels, heading, "; ".join(filter(None, [scale_note, note])))
-    return save_figure(fig, fmt=fmt)
+    return panels, "; ".join(filter(None, [scale_note, note]))
 
 
 def _panels(res: Explanation, word: str | None, kind: Kind, scale: Scale) -> list[Panel]:

@@ -139,7 +139,7 @@ def exact_cmi(
 
 def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> bytes:
     """Rows: the bundled model's CMI maps and the exact world model's (one colour scale for
-    both), the attention maps, the ground truth; a PNG."""
+    both), the ground truth; a PNG. (The attention maps are in grid.png and the viewer.)"""
     from ..report.figures import Panel, grid_figure, save_figure, scale_of
 
     bundled = {w: res.heat_map(w).float() for w in res.words}
@@ -158,11 +158,9 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
             out.append(Panel(title, heat, *scale, unit, warning=warning))
         return out
 
-    attention = {w: res.attention_map(w) for w in res.words}
     rows = [
         ("bundled model CMI", panels(bundled, res.estimate)),
         ("exact world model CMI", panels(exact_maps, exact)),
-        ("attention + information", panels(attention, None, "attention (a.u.)")),
     ]
     if masks:
         rows.append(
