@@ -11,6 +11,8 @@ measured in one run, on this machine). The pictures should stay under 10% of the
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ import infodecomp.world.demo as demo
 from infodecomp import explain
 from infodecomp.report import figures, viewer
 from infodecomp.world.demo import load_bundled, run_demo
+from infodecomp.world.model import WorldModel
 from infodecomp.world.scenes import sample
 
 
@@ -46,27 +49,12 @@ def main() -> None:
     parser.add_argument("--samples-heatmap", type=int, default=256)
     parser.add_argument("--samples-demo", type=int, default=256)
     args = parser.parse_args()
-    rows = []
     pictures = Clock()  # figures, viewer and the demo's comparison: every picture drawn
     figures.explanation_figures = pictures.wrap(figures.explanation_figures)
     viewer.viewer_html = pictures.wrap(viewer.viewer_html)
     demo._comparison = pictures.wrap(demo._comparison)
     with tempfile.TemporaryDirectory() as out:
-        model = load_bundled()
-        clock = Clock()
-        model.schedule.denoise = clock.wrap(model.schedule.denoise)
-        data = sample(1, seed=0, split="test")
-        start = time.perf_counter()
-        res = explain(model, data.images[0], data.captions[0], n_samples=args.samples_heatmap)
-        computed = time.perf_counter()
-        res.save(Path(out) / "heatmap")
-        end = time.perf_counter()
-        rows.append(("heatmap: explain", computed - start, clock))
-        rows.append(("heatmap: explain + save", end - start, clock))
-        heatmap_pictures = pictures.seconds
-
-        from infodecomp.world.model import WorldModel
-
+        # The demo first, as a user runs it: matplotlib is imported by its first picture.
         demo_clock = Clock()
         original = demo.load_bundled
 
@@ -79,9 +67,32 @@ def main() -> None:
         WorldModel.__call__ = demo_clock.wrap(WorldModel.__call__)
         start = time.perf_counter()
         run_demo(Path(out) / "demo", n_samples=args.samples_demo, progress=False)
-        wall = time.perf_counter() - start
-        rows.append(("demo (generate, explain, exact model, save)", wall, demo_clock))
-        demo_pictures = pictures.seconds - heatmap_pictures
+        demo_wall = time.perf_counter() - start
+        demo_pictures = pictures.seconds
+        demo.load_bundled = original
+
+        model = load_bundled()
+        clock = Clock()
+        model.schedule.denoise = clock.wrap(model.schedule.denoise)
+        data = sample(1, seed=0, split="test")
+        heatmap_start = time.perf_counter()
+        res = explain(model, data.images[0], data.captions[0], n_samples=args.samples_heatmap)
+        computed = time.perf_counter()
+        res.save(Path(out) / "heatmap")
+        end = time.perf_counter()
+        heatmap_pictures = pictures.seconds - demo_pictures
+
+        # The command itself, in a new process (interpreter, imports, models, everything).
+        start = time.perf_counter()
+        command = ["infodecomp", "demo", "--samples", str(args.samples_demo)]
+        cli = [sys.executable, "-m", *command, "--out", str(Path(out) / "cli")]
+        subprocess.run(cli, check=True, capture_output=True)
+        cli_wall = time.perf_counter() - start
+    rows = [
+        ("demo (generate, explain, exact model, save)", demo_wall, demo_clock),
+        ("heatmap: explain", computed - heatmap_start, clock),
+        ("heatmap: explain + save", end - heatmap_start, clock),
+    ]
     print(
         "(denoiser: the network with its text encoder, and in the demo also the exact world "
         "model's calls; the demo's wall time includes loading both models)"
@@ -90,9 +101,11 @@ def main() -> None:
     for name, wall, c in rows:
         print(f"{name:<46}{wall:>8.2f}{c.seconds:>11.2f}{c.calls:>7}{1 - c.seconds / wall:>9.1%}")
     print(
-        f"pictures (figures, report.html, comparison): heatmap {heatmap_pictures:.2f} s "
-        f"({heatmap_pictures / rows[1][1]:.1%} of its wall time), demo {demo_pictures:.2f} s "
-        f"({demo_pictures / rows[2][1]:.1%}; the issue's bound: 10%)"
+        f"pictures (figures, report.html, the demo's grid): demo {demo_pictures:.2f} s, "
+        f"{demo_pictures / demo_wall:.1%} of its wall time in this process and "
+        f"{demo_pictures / cli_wall:.1%} of `{' '.join(command)}` ({cli_wall:.1f} s, a new "
+        f"process; the issue's bound: 10%); heatmap {heatmap_pictures:.2f} s "
+        f"({heatmap_pictures / (end - heatmap_start):.1%})"
     )
 
 

@@ -47,7 +47,6 @@ def test_demo_runs_end_to_end(tmp_path):
         "result.json",
         "report.html",
         "grid.png",
-        "world_comparison.png",
         "green.heat_map.png",
         "maps.safetensors",
     ]:
@@ -55,7 +54,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert json.loads((tmp_path / "result.json").read_text())["model"].startswith("infodecomp/")
     report = (tmp_path / "report.html").read_text()
     assert report.count('"quantity":"i(x; ') == 7  # the whole caption, then one row per word
-    for shown in ("exact world model [95% interval]", "exact log-ratio", "world_comparison.png"):
+    for shown in ("exact world model [95% interval]", "exact log-ratio", "grid.png"):
         assert shown in report
     assert (tmp_path / "explained.png").exists() and (tmp_path / "generated.png").exists()
     assert summary["explained_image"].startswith("world draw")
@@ -77,7 +76,7 @@ def test_demo_on_an_image_that_does_not_fit_the_caption(tmp_path, capsys):
     argv = ["demo", "--image", str(black), "--samples", "4", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     assert "does NOT fit" in capsys.readouterr().out
-    assert (tmp_path / "out" / "world_comparison.png").stat().st_size > 0
+    assert (tmp_path / "out" / "grid.png").stat().st_size > 0
 
 
 def test_report_renders_in_a_browser(tmp_path):

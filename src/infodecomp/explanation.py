@@ -163,6 +163,7 @@ class Explanation:
         columns: dict[str, list[Any]] | None = None,
         scale: Literal["word", "shared"] = "word",
         fmt: str = "png",
+        grid: Any = None,
     ) -> Path:
         """Write into ``out_dir``: ``result.json`` (numbers, intervals, settings, seed),
         ``maps.safetensors`` (every map in nats per model-input pixel, their standard errors,
@@ -171,7 +172,8 @@ class Explanation:
         pdf or svg; words on their own colour scale or, ``scale="shared"``, on one) and the
         interactive viewer ``report.html`` (:func:`~infodecomp.report.viewer.viewer_html`,
         with ``figures``, name to PNG bytes, and extra number ``columns``, one value or entry
-        per row: prompt, then words). Returns its path."""
+        per row: prompt, then words). ``grid``: a matplotlib figure written as ``grid.<fmt>``
+        instead of the default comparison (and shown in the report). Returns its path."""
         from .report.figures import explanation_figures
         from .report.viewer import viewer_html
 
@@ -194,8 +196,11 @@ class Explanation:
             tensors[f"diagnostics/{name}"] = t.contiguous()
         save_file(tensors, str(out / "maps.safetensors"))
 
-        for name, data in explanation_figures(self, scale, fmt).items():
+        files = explanation_figures(self, scale, fmt, grid)
+        for name, data in files.items():
             (out / name).write_bytes(data)
+        if grid is not None:
+            figures = {f"grid.{fmt}": files[f"grid.{fmt}"], **(figures or {})}
         report = out / "report.html"
         report.write_text(viewer_html(self, figures, columns), encoding="utf-8")
         return report

@@ -15,6 +15,7 @@ import json
 import math
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -194,10 +195,12 @@ def _table(res: Explanation, columns: dict[str, list[Any]], reference: float) ->
 def _figures(figures: dict[str, bytes]) -> str:
     if not figures:
         return ""
+    types = {".png": "image/png", ".svg": "image/svg+xml"}  # (a PDF is a file beside it)
     shown = "".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}" '
+        f'<figure><img src="data:{types[suffix]};base64,{base64.b64encode(data).decode()}" '
         f'alt="{html.escape(name)}"><figcaption>{html.escape(name)}</figcaption></figure>'
         for name, data in figures.items()
+        if (suffix := Path(name.split(" ")[0]).suffix) in types
     )
     return f"<section aria-labelledby=figs><h2 id=figs>Figures</h2>{shown}</section>"
 

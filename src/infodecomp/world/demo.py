@@ -93,7 +93,6 @@ def run_demo(
     # The explained image and, apart, what the bundled model draws for the caption.
     source = "given image" if given else f"a draw of the world for the caption (seed {seed})"
     figures = {
-        "world_comparison.png": _comparison(res, exact, masks),
         f"explained.png ({source})": image_png(res.image, 256),
         f"generated.png (by the bundled model, seed {seed})": image_png(generated[0], 256),
     }
@@ -104,7 +103,10 @@ def run_demo(
         "average over images)": log_ratio,
     }
     with output_folder(out) as folder:
-        res.save(folder, figures, columns, scale=scale, fmt=fmt)
+        # The grid compares with the exact model and the ground truth.
+        res.save(
+            folder, figures, columns, scale=scale, fmt=fmt, grid=_comparison(res, exact, masks)
+        )
         (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
         for name, data in figures.items():
             (folder / name.split(" ")[0]).write_bytes(data)
@@ -137,10 +139,10 @@ def exact_cmi(
     return exact.estimate
 
 
-def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> bytes:
-    """Rows: the bundled model's CMI maps and the exact world model's (one colour scale for
-    both), the ground truth; a PNG. (The attention maps are in grid.png and the viewer.)"""
-    from ..report.figures import Panel, grid_figure, save_figure, scale_of
+def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> Any:
+    """The demo's grid: rows of the bundled model's CMI maps and the exact world model's (one
+    colour scale for both), the attention maps and the ground truth. A matplotlib figure."""
+    from ..report.figures import Panel, grid_figure, scale_of
 
     bundled = {w: res.heat_map(w).float() for w in res.words}
     exact_maps = {w: exact.map[0, k].float() for k, w in enumerate(res.words, start=1)}
@@ -158,9 +160,11 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
             out.append(Panel(title, heat, *scale, unit, warning=warning))
         return out
 
+    attention = {w: res.attention_map(w) for w in res.words}
     rows = [
         ("bundled model CMI", panels(bundled, res.estimate)),
         ("exact world model CMI", panels(exact_maps, exact)),
+        ("attention + information", panels(attention, None, "attention (a.u.)")),
     ]
     if masks:
         rows.append(
@@ -168,7 +172,7 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
         )
     heading = f"{res.prompt}: bundled model against the exact world model (nats, 95% intervals)"
     note = "both CMI rows share one colour scale; orthogonal estimator"
-    return save_figure(grid_figure(res.image, rows, heading, note)[0], fmt="png")
+    return grid_figure(res.image, rows, heading, note)[0]
 
 
 def _warning(entry: dict[str, Any]) -> str:
