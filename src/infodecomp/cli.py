@@ -299,7 +299,8 @@ def _eval_arguments(commands: Any) -> None:
             "--skip-bad", action="store_true", help="record and skip bad items instead of stopping"
         )
     summ = kinds.add_parser(
-        "summarize", help="rebuild OUT/summary.json from the rows and print the table"
+        "summarize",
+        help="rebuild OUT/summary.json and OUT/report.html from the rows; print the table",
     )
     summ.add_argument("out", type=Path, help="an evaluation's output folder")
 
@@ -315,6 +316,7 @@ def run_eval(args: argparse.Namespace) -> int:
     _quiet_libraries()
     if args.evaluation == "summarize":
         summarize(args.out, log=print)
+        print(f"report: {args.out / 'report.html'}")
         return 0
     summary = evaluate(
         args.evaluation,
@@ -338,7 +340,10 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     if summary is not None:
         print(EVALUATIONS[args.evaluation].table(summary))
-        print(f"rows in {args.out}/rows*.jsonl; summary: {args.out / 'summary.json'}")
+        print(
+            f"rows in {args.out}/rows*.jsonl; summary: {args.out / 'summary.json'}; "
+            f"report: {args.out / 'report.html'}"
+        )
     return 0
 
 

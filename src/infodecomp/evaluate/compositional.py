@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from ..estimators import conditional_mutual_info
+from ..report.datasets import thumbnail
 from ..results import Z95
 from . import metrics
 from .common import EvalModel
 from .items import CompositionalItem
-from .runner import Task
+from .runner import PICTURES, Task
 
 SCORES = ("standard", "orthogonal")  # both from one pass of denoiser calls, shown in this order
 
@@ -52,7 +53,7 @@ def make_task(
         }
         if reference is not None:
             row["scores"]["reference"] = score(reference, item, settings)
-        return row
+        return row | {PICTURES: {"image": thumbnail(_image(item))}}
 
     def denoiser_rows(item: CompositionalItem) -> int:
         return settings["samples"] * (len(item.captions) + 1)
@@ -63,10 +64,7 @@ def make_task(
 def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -> dict[str, Any]:
     """Every caption's scores (nats, with standard errors), the true caption's margin over the
     best false one, and the ranking credit, for each estimator."""
-    from .datasets import crop_box
-
-    image = item.image if item.box is None else crop_box(item.image, item.box)
-    x = model.input(image)
+    x = model.input(_image(item))
     captions, k = list(item.captions), item.true_index
     falses = [j for j in range(len(captions)) if j != k]
     # Pairs: each caption against nothing (its score), then the true caption against each false
@@ -116,6 +114,13 @@ def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -
         exact = [lp - log_p[0] for lp in log_p[1:]]
         out["exact"] = {"scores": exact, "credit": metrics.ranking_credit(exact, k)}
     return out
+
+
+def _image(item: CompositionalItem) -> Any:
+    """The item's image as the model sees it (ARO's crop to its box)."""
+    from .datasets import crop_box
+
+    return item.image if item.box is None else crop_box(item.image, item.box)
 
 
 def _verdict(interval: list[float]) -> str:

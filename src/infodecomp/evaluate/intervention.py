@@ -27,10 +27,11 @@ from safetensors.torch import load_file
 
 from .. import ddim
 from ..explanation import word_contexts
+from ..report.datasets import map_pictures, thumbnail
 from . import metrics
 from .common import EvalModel
 from .items import BadItemError, InterventionItem
-from .runner import Task
+from .runner import PICTURES, Task
 
 
 def make_task(
@@ -39,27 +40,31 @@ def make_task(
     """The intervention evaluation of ``model`` (and of the exact ``reference`` on the world)."""
 
     def measure(item: InterventionItem) -> dict[str, Any]:
-        row: dict[str, Any] = {"caption": item.caption, "models": {"model": _measure(model, item)}}
+        pictures: dict[str, Any] = {}
+        measured = measure_item(model, item, settings, pictures)
+        row: dict[str, Any] = {"caption": item.caption, "models": {"model": measured}}
         if reference is not None:
-            row["models"]["reference"] = _measure(reference, item)
-        return row
+            row["models"]["reference"] = measure_item(reference, item, settings)
+        return row | {PICTURES: pictures}
 
     def denoiser_rows(item: InterventionItem) -> int:
         steps = settings["ddim_steps"]
         ddim_rows = (steps - 1) + steps * (1 + len(item.words))
         return settings["samples"] * (2 + len(item.words)) + ddim_rows
 
-    def _measure(m: EvalModel, item: InterventionItem) -> dict[str, Any]:
-        return measure_item(m, item, settings)
-
     return Task("intervention", measure, denoiser_rows)
 
 
 def measure_item(
-    model: EvalModel, item: InterventionItem, settings: dict[str, Any]
+    model: EvalModel,
+    item: InterventionItem,
+    settings: dict[str, Any],
+    pictures: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Each word's CMI (nats, with its standard error), its change on removal, and the
-    pixel-level correlations of the change map with the CMI and attention maps."""
+    pixel-level correlations of the change map with the CMI and attention maps. ``pictures``,
+    if given, receives the report's small pictures: the image, its regeneration with the
+    caption (``"with"``) and per word without it, the change map and the CMI map."""
     words = list(item.words)
     contexts = word_contexts(item.caption, words)
     steps = settings["ddim_steps"]
@@ -86,6 +91,7 @@ def measure_item(
         cmi = {w: res.entry(w) for w in words}
         attention = {w: res.attention_map(w, upsample=False) for w in words}
         n_eval += res.estimate.n_evaluations
+        image = res.image  # as the model saw it (cropped and resized)
 
     if noise is None:
         noise = ddim.invert(model.denoiser, x, item.caption, steps, **along)
@@ -117,7 +123,24 @@ def measure_item(
             entry["pixel_pearson_attention"] = _pixel_corr(attention[w], change, "pearson")
             entry["pixel_spearman_attention"] = _pixel_corr(attention[w], change, "spearman")
         out["words"][w] = entry
+    if pictures is not None:
+        pictures["image"] = thumbnail(image)
+        shape = pictures["image"].shape[:2]
+        shown = _images(model, regenerated)
+        pictures["with"] = thumbnail(shown[0])
+        for k, w in enumerate(words):
+            pictures[f"without/{w}"] = thumbnail(shown[k + 1])
+            pictures |= map_pictures(f"change/{w}", change_maps[k], shape)
+            pictures |= map_pictures(f"cmi/{w}", cmi_maps[w], shape)
     return out
+
+
+def _images(model: EvalModel, x: torch.Tensor) -> list[torch.Tensor]:
+    """Model inputs ``(n, *data_shape)`` as images ``(3, H, W)`` in [-1, 1], decoded one at a
+    time (a latent model's VAE at full resolution)."""
+    if model.is_exact:
+        return [image.float().clamp(-1, 1).cpu() for image in x]
+    return [model.denoiser.decode(one[None])[0] for one in x]
 
 
 def _noise(item: InterventionItem) -> torch.Tensor:

@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import ddim
+from ..report.datasets import map_pictures, small_mask, thumbnail
 from ..results import Estimate
 from . import metrics
 from .common import EvalModel
 from .items import LocalizationItem
-from .runner import Task
+from .runner import PICTURES, Task
 
 WHOLE, CMI, ATTN_INFO, DAAM, COMBINED, MI, EXACT = (
     "whole image",
@@ -46,6 +47,8 @@ WHOLE, CMI, ATTN_INFO, DAAM, COMBINED, MI, EXACT = (
     "caption MI",
     "exact world model CMI",
 )
+# The maps each item keeps for the report (the others are in its summary alone).
+REPORT_MAPS = (CMI, ATTN_INFO, DAAM, EXACT)
 
 
 def make_task(
@@ -64,13 +67,19 @@ def make_task(
                 maps[w][EXACT] = ref_maps[w][CMI]
             numbers["reference"] = ref_numbers
         row: dict[str, Any] = {"caption": item.caption, "words": {}, **numbers}
+        pictures = {"image": thumbnail(image)}
+        shape = pictures["image"].shape[:2]
         for w in words:
             mask = masks[w].numpy()
             row["words"][w] = {
                 method: _scores(_to_size(heat, mask.shape), mask)
                 for method, heat in maps[w].items()
             }
-        return row
+            pictures[f"mask/{w}"] = small_mask(mask, shape)
+            for method in REPORT_MAPS:
+                if method in maps[w]:
+                    pictures |= map_pictures(f"map/{w}/{method}", maps[w][method], shape)
+        return row | {PICTURES: pictures}
 
     def denoiser_rows(item: LocalizationItem) -> int:
         n = settings["samples"] * (2 + len(item.masks))

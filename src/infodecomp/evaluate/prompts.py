@@ -26,12 +26,13 @@ from typing import Any, Literal
 from ..explanation import denoiser_rows as explain_rows
 from ..explanation import explain
 from ..images import load_image
+from ..report.datasets import map_pictures, thumbnail
 from ..results import entry_warnings, output_folder, versions
 from ..words import distinct_words, occurrences
 from . import metrics
 from .datasets import InvalidLine, json_object
 from .items import BadItemError
-from .runner import Task, run
+from .runner import PICTURES, Task, run
 
 KEYS = ("prompt", "image", "seed", "words", "id")
 # An id names the item's folder in OUT: plain characters, and none of the runner's own files.
@@ -272,6 +273,10 @@ def explain_prompts(
         result.estimate.settings["image"] = str(item.image)
         with output_folder(out / item.id) as folder:
             result.save(folder)
+        pictures = {"image": thumbnail(result.image)}
+        top = max(result.words, key=lambda w: _value(result.entry(w)))
+        shape = pictures["image"].shape[:2]
+        pictures |= map_pictures("map", result.heat_map(top, upsample=False), shape)
         return {
             "prompt": item.prompt,
             "image": str(item.image),
@@ -280,6 +285,7 @@ def explain_prompts(
             "cmi": {w: result.entry(w) for w in result.words},
             "n_evaluations": result.estimate.n_evaluations,
             "folder": item.id,
+            PICTURES: pictures,
         }
 
     def denoiser_rows(item: PromptItem) -> int:

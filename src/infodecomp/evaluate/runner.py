@@ -9,6 +9,9 @@ Layout of an output folder ``DIR``:
   (a kill in the middle of a write) is detected and dropped on the next run.
 * ``summary.json``: every metric as ``{"value", "ci95", "n"}``, rebuilt from the rows by
   :func:`summarize` (``infodecomp eval summarize DIR``).
+* ``items/<id>.npz``: each item's small pictures (thumbnail, maps, masks), written whole just
+  before its row, and ``report.html`` (:mod:`infodecomp.report.datasets`), rebuilt with the
+  summary.
 
 Items are assigned to processes by position (item ``i`` to process ``i % n``) and skipped if any
 rows file already holds their id, so a rerun (with any number of processes) neither loses nor
@@ -36,7 +39,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..report.datasets import write_item_pictures, write_report
 from .items import BadItemError
+
+# The key under which a task's measure returns the item's pictures for the report: written to
+# the item's file, never into its row.
+PICTURES = "_pictures"
 
 # Settings that may differ between runs into one folder: a larger limit (more items), how they
 # are batched (rows agree to float rounding), and package versions (each row records its own).
@@ -50,7 +58,8 @@ class Task:
 
     Attributes:
         name: ``"compositional"``, ``"localization"``, ``"intervention"`` or ``"prompts"``.
-        measure: item -> the item's row (a JSON-ready dict), from the item alone.
+        measure: item -> the item's row (a JSON-ready dict), from the item alone; it may hold
+            the item's pictures for the report under :data:`PICTURES` (name: array).
         denoiser_rows: item -> denoiser rows (network evaluations) the item will take.
     """
 
@@ -158,8 +167,11 @@ def _stderr(message: str) -> None:
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write ``path`` whole or not at all (a temporary file, then a rename)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
+        tmp.replace(path)
+    finally:  # a full disk leaves no partial file behind
+        tmp.unlink(missing_ok=True)
 
 
 def fingerprint(item: Any) -> str:
@@ -234,6 +246,9 @@ def _measure_all(
                 if not skip_bad:
                     raise BadItemError(message) from None
                 result = {"skipped": message}
+            pictures = result.pop(PICTURES, None)
+            if pictures:  # before the row: a row on disk always has its pictures
+                write_item_pictures(rows_path.parent, item.id, pictures)
             row = {"index": index, "id": item.id, "source": item.source}
             row |= {"fingerprint": fingerprint(item), **result}
             row["settings"] = {k: v for k, v in settings.items() if k != "limit"}  # not the row's
@@ -275,7 +290,8 @@ def read_rows(out: str | Path) -> list[dict[str, Any]]:
 
 
 def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Rebuild ``out/summary.json`` from the rows and return it (``log`` gets the table)."""
+    """Rebuild ``out/summary.json`` and ``out/report.html`` from the rows (and the items'
+    pictures) and return the summary (``log`` gets the table)."""
     from . import TASKS
 
     out = Path(out)
@@ -300,6 +316,13 @@ def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict
         "settings": settings,
     }
     _write_json(out / "summary.json", summary)
+    try:
+        write_report(out, summary, rows)
+    except (KeyError, TypeError, IndexError, ValueError) as err:
+        # The report is a view of the rows: one it cannot draw must not fail the run (the rows
+        # and summary are written), nor leave an older report that looks current.
+        (out / "report.html").unlink(missing_ok=True)
+        (log or _stderr)(f"report.html not written ({type(err).__name__}: {err})")
     if log is not None:
         log(evaluation.table(summary))
     return summary

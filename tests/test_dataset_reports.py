@@ -1,0 +1,227 @@
+"""Dataset reports: every eval run and ``heatmap --prompts`` writes a self-contained
+``report.html`` listing every item worst first, rebuilt on resume and by ``eval summarize``."""
+
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_pipelines import sd_pipeline
+
+from infodecomp.cli import main
+from infodecomp.evaluate import read_rows, run
+from infodecomp.evaluate.items import CompositionalItem
+from infodecomp.evaluate.metrics import PAPER_THRESHOLDS
+from infodecomp.evaluate.runner import Task
+from infodecomp.report import datasets
+from infodecomp.report.datasets import item_path, read_item_pictures, write_item_pictures
+
+FAST = ["--model", "exact", "--samples", "16", "--ddim-steps", "10"]
+
+
+class Table(HTMLParser):
+    """The item browser's body: per row, each cell's sort key (``data-v``) and text."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.inside = [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tbody":
+            self.inside = True
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag == "td":
+            self.rows[-1].append([dict(attrs).get("data-v"), ""])
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self.inside = False
+
+    def handle_data(self, data):
+        if self.inside and self.rows and self.rows[-1]:
+            self.rows[-1][-1][1] += data
+
+
+def browser(out):
+    text = (out / "report.html").read_text()
+    assert not re.search(r"https?://", text)  # self-contained: nothing from the network
+    assert "<script src" not in text and "<link" not in text
+    table = Table()
+    table.feed(text)
+    return text, table.rows
+
+
+def test_localization_report_worst_first_updated_on_resume_and_by_summarize(tmp_path, capsys):
+    out = tmp_path / "loc"
+    assert main(["eval", "localization", *FAST, "--limit", "2", "--out", str(out)]) == 0
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    text, rows = browser(out)
+    measured = read_rows(out)
+    words = [(r["id"], w) for r in measured for w in r["words"]]
+    assert len(rows) == len(words) and all(f">{item}<" in text for item, _ in words)
+    # Sorted by the CMI map's IoU at the paper's threshold, worst first.
+    summary = json.loads((out / "summary.json").read_text())
+    cmi = "information (CMI)"
+    at = np.argmin(np.abs(PAPER_THRESHOLDS - summary["methods"][cmi]["paper"]["threshold"]))
+    ious = {(r["id"], w): s[cmi]["iou"][at] for r in measured for w, s in r["words"].items()}
+    shown = [float(row[3][0]) for row in rows]
+    assert shown == sorted(shown) and sorted(shown) == pytest.approx(sorted(ious.values()))
+    # Each word: its image, mask outline and map, as PNG data: URIs.
+    assert text.count("data:image/png;base64,") == 2 * len(words)
+    assert text.count("<path id=") == len(words)
+    pictures = read_item_pictures(out, measured[0]["id"])
+    word = next(iter(measured[0]["words"]))
+    assert pictures["image"].shape == (16, 16, 3) and pictures["image"].dtype == np.uint8
+    assert pictures[f"mask/{word}"].shape == pictures[f"map/{word}/{cmi}"].shape == (16, 16)
+
+    # Resumed with a larger limit: the report lists the new item too.
+    assert main(["eval", "localization", *FAST, "--limit", "3", "--out", str(out)]) == 0
+    text, rows = browser(out)
+    third = read_rows(out)[2]
+    assert f">{third['id']}<" in text and len(rows) == len(words) + len(third["words"])
+
+    # eval summarize rebuilds it as it was; a run from before item pictures gets numbers alone.
+    before = text
+    (out / "report.html").unlink()
+    assert main(["eval", "summarize", str(out)]) == 0
+    assert (out / "report.html").read_text() == before
+    for path in (out / "items").iterdir():
+        path.unlink()
+    assert main(["eval", "summarize", str(out)]) == 0
+    text, rows = browser(out)
+    assert "data:image/png" not in text and len(rows) == len(words) + len(third["words"])
+    assert not list(out.glob(".*tmp"))
+
+
+def test_compositional_report_margins_and_verdicts(tmp_path):
+    out = tmp_path / "comp"
+    argv = ["eval", "compositional", "--model", "exact", "--samples", "16", "--limit", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text, rows = browser(out)
+    margins = [float(row[2][0]) for row in rows]
+    assert margins == sorted(margins) and len(rows) == 3
+    assert [row[0][0] for row in rows] == sorted(
+        (r["id"] for r in read_rows(out)),
+        key=lambda i: next(
+            r["scores"]["model"]["standard"]["margin"]["value"]
+            for r in read_rows(out)
+            if r["id"] == i
+        ),
+    )
+    assert text.count("right</span>") == 3  # the exact model ranks every item right
+    assert "100% [100%, 100%]" in text  # accuracies as percentages
+    assert "data:image/png" in text
+
+
+def test_intervention_report_before_after_and_change(tmp_path):
+    out = tmp_path / "int"
+    assert main(["eval", "intervention", *FAST, "--limit", "1", "--out", str(out)]) == 0
+    text, rows = browser(out)
+    row = read_rows(out)[0]
+    words = list(row["models"]["model"]["words"])
+    assert len(rows) == len(words)
+    pictures = read_item_pictures(out, row["id"])
+    assert {"image", "with"} | {f"without/{w}" for w in words} <= set(pictures)
+    assert all(f"change/{w}" in pictures and f"cmi/{w}" in pictures for w in words)
+    # Per word: image, with, without, change map, information map.
+    assert text.count("data:image/png;base64,") == 5 * len(words)
+    correlations = [float(r[5][0]) for r in rows if r[5][0] is not None]
+    assert correlations == sorted(correlations)
+
+
+def test_latent_model_reports_prompts_and_interventions(tmp_path):
+    """A latent (VAE) model: ``heatmap --prompts`` links each prompt's own report; an
+    intervention's regenerations are decoded to pictures."""
+    sd_pipeline().save_pretrained(tmp_path / "model")
+    pixels = torch.rand(24, 20, 3, generator=torch.Generator().manual_seed(0)) * 255
+    Image.fromarray(pixels.byte().numpy()).save(tmp_path / "img.png")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red dog\n")
+    out = tmp_path / "out"
+    argv = ["heatmap", "--model", str(tmp_path / "model"), "--prompts", str(prompts)]
+    argv += ["--image", str(tmp_path / "img.png"), "--samples", "4"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text, rows = browser(out)
+    item = read_rows(out)[0]["id"]
+    assert f'href="{item}/report.html"' in text and (out / item / "report.html").exists()
+    assert len(rows) == 1 and text.count("data:image/png;base64,") == 2  # thumbnail, top map
+
+    data = tmp_path / "int.jsonl"
+    data.write_text(json.dumps({"image": "img.png", "caption": "a red dog", "words": ["dog"]}))
+    out = tmp_path / "int"
+    argv = ["eval", "intervention", "--model", str(tmp_path / "model"), "--data", str(data)]
+    assert main([*argv, "--samples", "4", "--ddim-steps", "2", "--out", str(out)]) == 0
+    text, rows = browser(out)
+    pictures = read_item_pictures(out, read_rows(out)[0]["id"])
+    size = pictures["image"].shape
+    assert pictures["with"].shape == pictures["without/dog"].shape == size
+    assert pictures["change/dog"].shape == pictures["cmi/dog"].shape == size[:2]
+    assert len(rows) == 1 and "no picture" not in text
+
+
+def test_large_runs_show_the_worst_and_best(monkeypatch):
+    monkeypatch.setattr(datasets, "SHOWN", 3)
+
+    def row(k, margin):
+        interval = [margin - 1, margin + 1]
+        scored = {
+            "scores": [margin, 0.0],
+            "stderr": [0.5, 0.5],
+            "ci95": [interval, [-1, 1]],
+            "reliable": [True, True],
+            "credit": float(margin > 0),
+            "margin": {"value": margin, "stderr": 0.5, "ci95": interval, "verdict": "x"},
+        }
+        return {
+            "id": f"i{k}",
+            "index": k,
+            "captions": ["a", "b"],
+            "true_index": 0,
+            "type": None,
+            "scores": {"model": {"standard": scored}},
+        }
+
+    rows = [row(k, float(k - 5)) for k in range(10)]
+    summary = {"task": "compositional", "headline": "model/standard", "columns": {}}
+    text = datasets.report_html(summary, rows, lambda item: None)
+    table = Table()
+    table.feed(text)
+    assert [r[0][0] for r in table.rows] == ["i0", "i1", "i2", "i7", "i8", "i9"]
+    assert "10 items: the 3 worst and the 3 best are shown" in text
+    assert text.count("'v undecided'>undecided<") == 6  # no significant verdict: undecided
+
+
+def test_item_files_are_distinct_and_written_whole(tmp_path, monkeypatch):
+    names = {item_path(tmp_path, i).name for i in ("a/b", "a_b", "A_b", "x" * 300)}
+    assert len(names) == 4 and all(len(n) < 90 for n in names)
+    write_item_pictures(tmp_path, "a/b", {"image": np.zeros((2, 2, 3), np.uint8)})
+    assert read_item_pictures(tmp_path, "a/b")["image"].shape == (2, 2, 3)
+    assert read_item_pictures(tmp_path, "missing") is None
+    item_path(tmp_path, "bad").write_bytes(b"not a zip")  # damaged: the item has no pictures
+    assert read_item_pictures(tmp_path, "bad") is None
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    with pytest.raises(OSError, match="No space"):
+        write_item_pictures(tmp_path, "c", {"image": np.zeros((2, 2, 3), np.uint8)})
+    assert sorted(p.name for p in (tmp_path / "items").iterdir()) == sorted(
+        item_path(tmp_path, i).name for i in ("a/b", "bad")
+    )
+
+
+def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("infodecomp.evaluate.compositional.summarize", lambda rows, s: {})
+    items = [CompositionalItem(f"i{k}", None, ("a", "b"), 0, source=f"f:{k}") for k in range(2)]
+    task = Task("compositional", lambda item: {"value": 1.0}, lambda item: 1)
+    settings = {"task": "compositional", "seed": 0, "samples": 4, "limit": None}
+    (tmp_path / "report.html").write_text("an older report")
+    summary = run(task, items, tmp_path, settings, progress=False, log=print)
+    assert summary["n_items"] == 2 and (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "report.html").exists()  # no stale report that looks current
+    assert "report.html not written (KeyError: 'scores')" in capsys.readouterr().err
