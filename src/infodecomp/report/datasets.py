@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ..plotting import MAP_CMAP
 from ..results import format_entry
+from .figures import MAP_CMAP
 from .pictures import image_rgb
 
 THUMB = 64  # longest side, in pixels, of every picture an item keeps for the report
