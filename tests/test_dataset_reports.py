@@ -225,3 +225,33 @@ def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, monkeypat
     assert summary["n_items"] == 2 and (tmp_path / "summary.json").exists()
     assert not (tmp_path / "report.html").exists()  # no stale report that looks current
     assert "report.html not written (KeyError: 'scores')" in capsys.readouterr().err
+
+
+def test_dataset_report_in_a_browser(tmp_path):
+    """A compositional report as a user opens it: sorting by the margin column (click, then
+    the keyboard) reorders the rows; no console error, no network request."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from test_viewer import _browser, _page_errors_and_requests
+
+    out = tmp_path / "comp"
+    argv = ["eval", "compositional", "--model", "bundled", "--samples", "16", "--limit", "4"]
+    assert main([*argv, "--out", str(out)]) == 0
+    driver = _browser()
+    try:
+        driver.get((out / "report.html").as_uri())
+
+        def margins():
+            cells = driver.find_elements(By.CSS_SELECTOR, "table.items tbody tr td:nth-child(3)")
+            return [float(c.get_attribute("data-v")) for c in cells]
+
+        assert margins() == sorted(margins()) and len(margins()) == 4  # worst first
+        button = driver.find_element(By.CSS_SELECTOR, "table.items thead th:nth-child(3) button")
+        button.click()
+        assert margins() == sorted(margins(), reverse=True)
+        button.send_keys(Keys.ENTER)  # the keyboard sorts too
+        assert margins() == sorted(margins())
+        errors, requested = _page_errors_and_requests(driver)
+        assert errors == [] and all(u.startswith(("file:", "data:")) for u in requested)
+    finally:
+        driver.quit()

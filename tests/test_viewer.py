@@ -136,6 +136,17 @@ def _browser():
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
 
 
+def _page_errors_and_requests(driver) -> tuple[list, list[str]]:
+    """The console's errors and warnings, and every URL the page requested, so far."""
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    requested = [
+        json.loads(e["message"])["message"]["params"]["request"]["url"]
+        for e in driver.get_log("performance")
+        if '"Network.requestWillBeSent"' in e["message"]
+    ]
+    return errors, requested
+
+
 def _close_enough(text: str, exact: float) -> bool:
     """``text`` (a number as the viewer prints it) is ``exact`` up to its last printed digit."""
     decimals = len(text.split(".")[1]) if "." in text else 0
@@ -214,13 +225,8 @@ def test_viewer_in_a_browser(tmp_path):
             )
             assert js == _format_values(values, half, reference), (values, js)
 
-        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        errors, requested = _page_errors_and_requests(driver)
         assert errors == []
-        requested = [
-            json.loads(e["message"])["message"]["params"]["request"]["url"]
-            for e in driver.get_log("performance")
-            if '"Network.requestWillBeSent"' in e["message"]
-        ]
         assert all(u.startswith(("file:", "data:")) for u in requested), requested
         assert len([u for u in requested if u.startswith("file:")]) == 1  # the page alone
         loaded = driver.execute_script(
