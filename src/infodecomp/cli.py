@@ -527,6 +527,8 @@ def run_heatmap_prompts(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         context=args.context,
         attention=not args.no_attention,
+        scale=args.scale,
+        fmt=args.figure_format,
     )
     if summary is not None:
         print(table(summary))

@@ -27,7 +27,7 @@ from ..explanation import denoiser_rows as explain_rows
 from ..explanation import explain
 from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
-from ..results import entry_warnings, output_folder, versions
+from ..results import entry_warnings, format_entry, output_folder, versions
 from ..words import distinct_words, occurrences
 from . import metrics
 from .datasets import InvalidLine, json_object
@@ -228,13 +228,16 @@ def explain_prompts(
     attention: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    scale: Literal["word", "shared"] = "word",
+    fmt: str = "png",
 ) -> dict[str, Any] | None:
     """Explain every item not yet in ``out`` into ``out/<id>/`` and write its row; return the
     summary (``None`` on the processes other than the main one under Accelerate).
 
     ``model`` is a loaded :class:`~infodecomp.models.DiffusersModel`, ``data`` the settings
-    :func:`read_prompts` returned, ``seed`` the default seed (recorded); the rest as for
-    :func:`~infodecomp.explain`. Every prompt's length is checked before any is explained.
+    :func:`read_prompts` returned, ``seed`` the default seed (recorded); ``scale`` and ``fmt``
+    the figures' (:meth:`~infodecomp.Explanation.save`; not settings of the numbers); the rest
+    as for :func:`~infodecomp.explain`. Every prompt's length is checked before any is explained.
 
     Raises ``ValueError`` if ``out`` holds a run with other settings or items, or another run
     writes into it.
@@ -272,7 +275,7 @@ def explain_prompts(
         )
         result.estimate.settings["image"] = str(item.image)
         with output_folder(out / item.id) as folder:
-            result.save(folder)
+            result.save(folder, scale=scale, fmt=fmt)
         pictures = {"image": thumbnail(result.image)}
         top = max(result.words, key=lambda w: _value(result.entry(w)))
         shape = pictures["image"].shape[:2]
@@ -336,7 +339,8 @@ def table(summary: dict[str, Any]) -> str:
         mi, top = p["mi"], p["top_cmi"]
         flags = "".join(f"  (MI {w})" for w in entry_warnings(mi))
         lines.append(
-            f"{p['id']:<{width}}{_interval(mi):<{mi_width}}{p['top_word']}: {_interval(top)}{flags}"
+            f"{p['id']:<{width}}{_interval(mi):<{mi_width}}{p['top_word']}: "
+            f"{_interval(top, mi['value'])}{flags}"
         )
     settings = summary["settings"]
     lines.append(
@@ -347,8 +351,8 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _interval(entry: dict[str, Any]) -> str:
+def _interval(entry: dict[str, Any], reference: float | None = None) -> str:
+    """The value and its interval (:func:`format_entry`), or n/a."""
     if entry["value"] is None:
         return "n/a"
-    low, high = entry["ci95"]
-    return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}]"
+    return format_entry(entry, reference, flags="none")
