@@ -83,7 +83,7 @@
   });
   const cmi = kinds[0];
 
-  const state = { row: 0, opacity: 0.6, scale: "word", pixel: null };
+  const state = { row: rows.length > 1 ? 1 : 0, opacity: 0.6, scale: "word", pixel: null };
   const image = new Image();
   image.src = `data:image/png;base64,${D.image.png}`;
 
@@ -409,6 +409,6 @@
     const width = entries[0].contentRect.width;
     if (width !== lastWidth) { lastWidth = width; drawPanels(); }
   }).observe($("panels"));
-  select(0);
+  select(rows.length > 1 ? 1 : 0); // the first word: its maps fill every panel
   window.infodecompViewer = { formatValues, select, setPixel, state };
 })();
