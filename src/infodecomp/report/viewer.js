@@ -174,7 +174,9 @@
 
   const range = (kind, k) => {
     const s = state.scale === "shared" ? kind.shared : kind.stats[k];
-    const lo = Math.min(0, s.min);
+    // Information starts at 0; attention, whose zero means nothing, spans its own range (as the
+    // figures do).
+    const lo = kind.unit === "nats" ? Math.min(0, s.min) : s.min;
     return [lo, s.max > lo ? s.max : lo + 1e-12];
   };
   const pixelOf = (kind) => [
