@@ -205,6 +205,20 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     return out
 
 
+def correlations(model: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """A model's summary as rows ``(name, Pearson, Spearman)``: image and pixel level, CMI and
+    attention (those measured)."""
+    rows = []
+    for level, title in (("image_level", "image level"), ("pixel_level", "pixel level")):
+        for what in ("cmi", "attention"):
+            if f"pearson_{what}" in model[level]:
+                name = f"{model['label']}, {title}, {'CMI' if what == 'cmi' else 'attention'}"
+                rows.append(
+                    (name, model[level][f"pearson_{what}"], model[level][f"spearman_{what}"])
+                )
+    return rows
+
+
 def table(summary: dict[str, Any]) -> str:
     """Correlations of the change on removing a word with its CMI and its attention."""
     models = summary.get("models", {})
@@ -225,15 +239,8 @@ def table(summary: dict[str, Any]) -> str:
         f"{'':<44}{'Pearson':>22}{'Spearman':>22}",
     ]
     for m in models.values():
-        for level, title in (("image_level", "image level"), ("pixel_level", "pixel level")):
-            for what in ("cmi", "attention"):
-                if f"pearson_{what}" not in m[level]:
-                    continue
-                name = f"{m['label']}, {title}, {'CMI' if what == 'cmi' else 'attention'}"
-                lines.append(
-                    f"{name:<44}{fmt(m[level][f'pearson_{what}']):>22}"
-                    f"{fmt(m[level][f'spearman_{what}']):>22}"
-                )
+        for name, pearson, spearman in correlations(m):
+            lines.append(f"{name:<44}{fmt(pearson):>22}{fmt(spearman):>22}")
         lines.append(
             f"{m['label']}: {m['n_pairs']} (image, word) pairs, mean change "
             f"{fmt(m['mean_change'])} (squared difference per input value, summed over channels);"

@@ -790,21 +790,17 @@ def _localization_browser(
 
 
 def _intervention_summary(summary: dict[str, Any]) -> str:
+    from ..evaluate.intervention import correlations
+
     models = summary.get("models", {})
     if not models:
         return "<p>No items measured yet.</p>"
-    body = ""
-    for m in models.values():
-        for level, title in (("image_level", "image level"), ("pixel_level", "pixel level")):
-            for what in ("cmi", "attention"):
-                if f"pearson_{what}" not in m[level]:
-                    continue
-                name = f"{m['label']}, {title}, {'CMI' if what == 'cmi' else 'attention'}"
-                body += (
-                    f"<tr><td>{html.escape(name)}</td>"
-                    f"<td class=n>{_metric(m[level][f'pearson_{what}'])}</td>"
-                    f"<td class=n>{_metric(m[level][f'spearman_{what}'])}</td></tr>"
-                )
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td><td class=n>{_metric(pearson)}</td>"
+        f"<td class=n>{_metric(spearman)}</td></tr>"
+        for m in models.values()
+        for name, pearson, spearman in correlations(m)
+    )
     notes = "".join(
         f"<li>{html.escape(str(m['label']))}: {m['n_pairs']} (image, word) pairs, mean change "
         f"{_metric(m['mean_change'])}, reconstruction error "
