@@ -272,6 +272,9 @@ def test_explanation_round_trip_repr_and_numpy(tmp_path, world_result):
     assert (tmp_path / "latent" / "red.heat_map.svg").exists()
     with pytest.raises(ValueError, match="cannot read an explanation"):
         Explanation.load(tmp_path / "missing")
+    (tmp_path / "out" / "result.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="cannot read an explanation"):
+        Explanation.load(tmp_path / "out")
 
 
 def test_flags_and_crop_note_are_drawn():
@@ -281,6 +284,10 @@ def test_flags_and_crop_note_are_drawn():
     fig, _ = res.plot("dog")  # the unreliable word
     texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
     assert any("unreliable" in t for t in texts)
+    value = format_entry(res.entry("dog"), res.entry()["value"], flags="none")
+    assert any(
+        "dog | rest" in t and value in " ".join(t.split()) for t in texts
+    )  # the word and its value
     matplotlib.pyplot.close(fig)
     panels = figures._panels(res, "dog", "information", "word")
     fig, _ = figures.word_figure(res.image, panels, "dog", "input centre-cropped 48x32 to 32x32")

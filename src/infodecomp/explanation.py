@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .estimators import TruncatedLogistic, conditional_mutual_info
@@ -213,12 +214,13 @@ class Explanation:
         try:
             doc = json.loads((folder / "result.json").read_text())
             tensors = load_file(str(folder / "maps.safetensors"))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read an explanation from {str(folder)!r}: {err}") from None
-        words = list(doc["cmi"])
-        entries = [doc["mi"], *(doc["cmi"][w] for w in words)]
-        maps = [tensors["mi_map"], *(tensors[f"cmi_map/{w}"] for w in words)]
-        map_se = [tensors["mi_map_stderr"], *(tensors[f"cmi_map_stderr/{w}"] for w in words)]
+            words = list(doc["cmi"])
+            entries = [doc["mi"], *(doc["cmi"][w] for w in words)]
+            maps = [tensors["mi_map"], *(tensors[f"cmi_map/{w}"] for w in words)]
+            map_se = [tensors["mi_map_stderr"], *(tensors[f"cmi_map_stderr/{w}"] for w in words)]
+        except (OSError, ValueError, SafetensorError, KeyError, TypeError) as err:
+            what = f"missing {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(f"cannot read an explanation from {str(folder)!r}: {what}") from None
 
         def row(key: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
             return torch.tensor([[e[key] for e in entries]], dtype=dtype)

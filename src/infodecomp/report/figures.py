@@ -212,12 +212,9 @@ class _WordFigure:
     ) -> None:
         import matplotlib.pyplot as plt
 
-        # A colour bar ends each run of panels on one scale (a map over the image and beside it
-        # share theirs).
-        bars = [
-            k == len(panels) - 1 or _scale(panels[k]) != _scale(panels[k + 1])
-            for k in range(len(panels))
-        ]
+        # A colour bar after each panel but a map over the image, which shares the bar of the
+        # same map beside it (by layout, not by value: later words reuse the layout).
+        bars = [not (panels[k].over and k + 1 < len(panels)) for k in range(len(panels))]
         bar_width = BAR_GAP + BAR_WIDTH + BAR_TEXT
         width = 2 * MARGIN + PANEL + sum(GAP + PANEL + bar_width * b for b in bars)
         bottom = WARNINGS + (NOTE if note else 0.0)
@@ -353,7 +350,8 @@ def save_figure(
         data = _png(_rgba(fig))
     else:
         buffer = io.BytesIO()
-        metadata = {"Creator": None} if fmt == "pdf" else {}  # no date: reproducible files
+        # No creator or date: the same figure gives the same file.
+        metadata = {"Creator": None, "CreationDate": None} if fmt == "pdf" else {"Date": None}
         fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
         data = buffer.getvalue()
     if close:
@@ -409,10 +407,6 @@ class _Files:
     def result(self) -> dict[str, bytes]:
         self.encoder.shutdown()
         return {k: v if isinstance(v, bytes) else v.result() for k, v in self.pending.items()}
-
-
-def _scale(panel: Panel) -> tuple[float, float, str]:
-    return panel.vmin, panel.vmax, panel.unit
 
 
 def _no_axis(ax: Any) -> None:
@@ -532,6 +526,11 @@ def plot_explanation(
     beside it, ``over=False``), on the word's own scale or the one all its words share, with
     its value, interval and flags in the title. ``(fig, ax)``."""
     panel = _panels(res, word, kind, scale)[0 if over else 1]
+    mi = res.entry()
+    name = "whole prompt" if word is None else f"{word} | rest"
+    value = nats(mi) if word is None else nats(res.entry(word), mi["value"])
+    kind_name = KIND_NAMES[kind] if kind != "information" else ""
+    panel.title = f"{name}: {value}" + (f"\n{kind_name}" if kind_name else "")
     return plot_map(res.image, panel, ax)
 
 

@@ -77,7 +77,12 @@
     return {
       ...kind, maps, stats, h, w,
       stderr: kind.stderr ? kind.stderr.map(floats) : null,
-      shared: { min: Math.min(...present.map((s) => s.min)), max: Math.max(...present.map((s) => s.max)) },
+      // Shared among the words (as the figures): the prompt's own map would set every word's scale.
+      shared: (() => {
+        const words = stats.slice(1).filter((s) => s !== null);
+        const of = words.length ? words : present;
+        return { min: Math.min(...of.map((s) => s.min)), max: Math.max(...of.map((s) => s.max)) };
+      })(),
       pixelUnit: kind.unit === "nats" ? `nats per ${coarse ? "latent " : ""}pixel` : kind.unit,
     };
   });
