@@ -241,7 +241,7 @@ def format_entry(
     if flags == "long":
         return text + "".join(f" ({w})" for w in entry_warnings(entry))
     if flags == "short":
-        return text + "".join(f" ({w.split(':')[0]})" for w in entry_warnings(entry))
+        return text + "".join(f" ({w})" for w in entry_flags(entry))
     return text
 
 
@@ -271,6 +271,11 @@ def _format_values(
         else:
             out.append(f"{r:.{max(decimals, 0)}f}")
     return out
+
+
+def entry_flags(entry: dict[str, Any]) -> list[str]:
+    """The warnings of :func:`entry_warnings` in a word each ("unreliable", "truncated")."""
+    return [w.split(":")[0] for w in entry_warnings(entry)]
 
 
 def entry_warnings(entry: dict[str, Any]) -> list[str]:

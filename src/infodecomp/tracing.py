@@ -38,10 +38,10 @@ from .images import load_image
 from .models.diffusers import DiffusersModel
 from .models.diffusers.attention import AttentionCollector, capture
 from .models.diffusers.transformer import FLUX_GUIDANCE
+from .report.figures import ATTENTION_UNIT
 from .words import distinct_words
 
 # The colour bar's label of a generation's map: what its values are.
-ATTENTION_UNIT = "attention (a.u.)"  # summed over heads, layers, tokens; mean over steps
 
 
 class Trace:

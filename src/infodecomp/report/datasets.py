@@ -42,8 +42,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..results import format_entry
-from .figures import MAP_CMAP
-from .pictures import image_rgb
+from .pictures import colour_table, image_rgb
 
 THUMB = 64  # longest side, in pixels, of every picture an item keeps for the report
 SHOWN = 100  # a run with more rows than twice this shows this many worst and this many best
@@ -382,19 +381,6 @@ def _key_text(key: Any) -> str | None:
 # ------------------------------------------------------------------------------------- pictures
 
 
-_LUT: np.ndarray | None = None
-
-
-def _lut() -> np.ndarray:
-    """The colour map as a table of 256 RGB colours (uint8)."""
-    global _LUT
-    if _LUT is None:
-        from matplotlib import colormaps  # the colour map only: no pyplot
-
-        _LUT = (colormaps[MAP_CMAP](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
-    return _LUT
-
-
 def _data_uri(picture: np.ndarray) -> str:
     """A picture as a ``data:`` URI: a map ``(h, w)`` uint8 coloured by the colour map, a photo
     ``(h, w, 3)`` uint8. PNG (exact colours), except a photo over 32 pixels a side (JPEG, a
@@ -405,10 +391,10 @@ def _data_uri(picture: np.ndarray) -> str:
     if picture.ndim == 2 and large:
         h, w = picture.shape
         image = Image.frombytes("P", (w, h), np.ascontiguousarray(picture).tobytes())
-        image.putpalette(_lut().tobytes())
+        image.putpalette(colour_table().tobytes())
         image.save(buffer, format="PNG")
     elif picture.ndim == 2:
-        Image.fromarray(_lut()[picture]).save(buffer, format="PNG")
+        Image.fromarray(colour_table()[picture]).save(buffer, format="PNG")
     elif large:
         Image.fromarray(picture).save(buffer, format="JPEG", quality=85)
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

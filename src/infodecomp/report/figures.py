@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from ..results import format_entry
+from ..results import entry_flags, format_entry
 
 if TYPE_CHECKING:
     from ..explanation import Explanation
@@ -31,6 +31,7 @@ GRID_PANEL = 1.05  # inches per map in the comparison grid
 OVERLAY_ALPHA = 0.65  # the map over a dimmed grey image: the map's colours stay readable
 FORMATS = ("png", "pdf", "svg")
 WARNING_COLOUR = "#b00020"
+ATTENTION_UNIT = "attention (a.u.)"  # summed over heads and layers: no unit of its own
 
 
 @dataclass
@@ -508,7 +509,7 @@ def map_unit(res: Explanation, kind: Kind) -> str:
     """The unit of a map of ``kind`` (information: per image pixel, or per latent pixel with
     the image pixels it covers)."""
     if kind != "information":
-        return "attention (a.u.)"
+        return ATTENTION_UNIT
     h, w = res.heat_map(upsample=False).shape
     side = res.image.shape[-1] // w
     return "nats/pixel" if side == 1 else f"nats/latent pixel ({side}x{side} px)"
@@ -580,7 +581,7 @@ def grid_explanation(res: Explanation, note: str | None = None) -> tuple[Any, An
             title = word
             if kind == "information":
                 title = f"{word}\n{format_entry(entry, reference=mi_value, flags='none')}"
-            warning = _warning(entry) if kind == "information" else ""
+            warning = warning_text(entry) if kind == "information" else ""
             panels.append(Panel(title, heat, low, high, map_unit(res, kind), warning=warning))
         rows.append((KIND_NAMES[kind], panels))
     heading = f"{res.prompt}: i(x; prompt) = {nats(res.entry())}; each row's maps share one scale"
@@ -624,7 +625,7 @@ def _panels(res: Explanation, word: str | None, kind: Kind, scale: Scale) -> lis
     zero = kind == "information"
     low, high = scale_of(*maps.values(), zero=zero) if shared else scale_of(heat, zero=zero)
     unit = map_unit(res, kind)
-    warning = _warning(entry) if kind == "information" else ""
+    warning = warning_text(entry) if kind == "information" else ""
     name = KIND_NAMES[kind] if kind != "information" else "information"
     return [
         Panel("over the image", heat, low, high, unit, over=True, warning=warning),
@@ -634,12 +635,11 @@ def _panels(res: Explanation, word: str | None, kind: Kind, scale: Scale) -> lis
 
 def nats(entry: dict[str, Any], reference: float | None = None) -> str:
     """``"1.29 [0.96, 2.09] nats"`` and its flags in a word each: a figure's title."""
-    warning = _warning(entry)
+    warning = warning_text(entry)
     text = f"{format_entry(entry, reference, flags='none')} nats"
     return f"{text} ({warning})" if warning else text
 
 
-def _warning(entry: dict[str, Any]) -> str:
-    from ..results import entry_warnings
-
-    return "; ".join(w.split(":")[0] for w in entry_warnings(entry))
+def warning_text(entry: dict[str, Any]) -> str:
+    """An entry's flags for a picture ("unreliable; truncated"; empty when none)."""
+    return "; ".join(entry_flags(entry))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +36,16 @@ def _tile(rgb: np.ndarray, size: int) -> Image.Image:
     picture = Image.fromarray(rgb)
     height = max(1, round(size * picture.height / picture.width))
     return picture.resize((size, height), Image.Resampling.NEAREST)
+
+
+@cache
+def colour_table() -> np.ndarray:
+    """The map colour map as 256 RGB colours, ``(256, 3)`` uint8 (for PNG palettes and the
+    viewer's script)."""
+    from matplotlib import colormaps  # the colour map only: no pyplot
+
+    rgb = colormaps[MAP_CMAP](np.linspace(0, 1, 256))[:, :3]
+    return (rgb * 255).round().astype(np.uint8)
 
 
 def _colours(heat: torch.Tensor, vmin: float, vmax: float) -> np.ndarray:

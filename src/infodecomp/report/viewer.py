@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..results import Z95, entry_warnings, format_entry
-from .figures import MAP_CMAP
-from .pictures import image_rgb
+from ..results import Z95, entry_flags, entry_warnings, format_entry
+from .pictures import colour_table, image_rgb
 
 if TYPE_CHECKING:
     from ..explanation import Explanation
@@ -86,7 +85,7 @@ def viewer_data(res: Explanation) -> dict[str, Any]:
                 "quantity": "i(x; prompt)" if word is None else f"i(x; {word} | rest)",
                 "value": entry["value"],
                 "text": format_entry(entry, reference=reference, flags="none"),
-                "flags": [w.split(":")[0] for w in entry_warnings(entry)],
+                "flags": entry_flags(entry),
                 "warnings": entry_warnings(entry),
                 "outside": _outside(est, k, reference),
             }
@@ -136,7 +135,7 @@ def viewer_data(res: Explanation) -> dict[str, Any]:
             "values": profile[0].tolist(),
             "stderr": est.diagnostics["profile_stderr"][0].tolist(),
         },
-        "colormap": base64.b64encode(_lut()).decode(),
+        "colormap": base64.b64encode(colour_table().tobytes()).decode(),
         "z95": Z95,
     }
 
@@ -215,15 +214,6 @@ def _png(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
-
-
-@cache
-def _lut() -> bytes:
-    """The colour map as 256 RGB triples (768 bytes)."""
-    from matplotlib import colormaps  # the colour map only: no pyplot
-
-    rgb = colormaps[MAP_CMAP](np.linspace(0, 1, 256))[:, :3]
-    return (rgb * 255).round().astype(np.uint8).tobytes()
 
 
 @cache

@@ -12,7 +12,7 @@ from ..explanation import Explanation, explain, word_contexts
 from ..logsnr import TruncatedLogistic
 from ..models.diffusers import DiffusersModel
 from ..report.pictures import image_png
-from ..results import Estimate, entry_warnings, format_entry, output_folder
+from ..results import Estimate, format_entry, output_folder
 from .model import WorldModel
 from .scenes import assignment, parse, word_masks
 
@@ -142,7 +142,7 @@ def exact_cmi(
 def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> Any:
     """The demo's grid: rows of the bundled model's CMI maps and the exact world model's (one
     colour scale for both), the attention maps and the ground truth. A matplotlib figure."""
-    from ..report.figures import Panel, grid_figure, scale_of
+    from ..report.figures import ATTENTION_UNIT, Panel, grid_figure, scale_of, warning_text
 
     bundled = {w: res.heat_map(w).float() for w in res.words}
     exact_maps = {w: exact.map[0, k].float() for k, w in enumerate(res.words, start=1)}
@@ -156,7 +156,7 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
             title, warning = w, ""
             if est is not None:
                 entry, mi = est.entry(0, k), est.value[0, 0].item()
-                title, warning = f"{w}\n{format_entry(entry, mi, 'none')}", _warning(entry)
+                title, warning = f"{w}\n{format_entry(entry, mi, 'none')}", warning_text(entry)
             out.append(Panel(title, heat, *scale, unit, warning=warning))
         return out
 
@@ -164,7 +164,7 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
     rows = [
         ("bundled model CMI", panels(bundled, res.estimate)),
         ("exact world model CMI", panels(exact_maps, exact)),
-        ("attention + information", panels(attention, None, "attention (a.u.)")),
+        ("attention + information", panels(attention, None, ATTENTION_UNIT)),
     ]
     if masks:
         rows.append(
@@ -173,7 +173,3 @@ def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) ->
     heading = f"{res.prompt}: bundled model against the exact world model (nats, 95% intervals)"
     note = "both CMI rows share one colour scale; orthogonal estimator"
     return grid_figure(res.image, rows, heading, note)[0]
-
-
-def _warning(entry: dict[str, Any]) -> str:
-    return "; ".join(w.split(":")[0] for w in entry_warnings(entry))
