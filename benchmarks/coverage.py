@@ -30,6 +30,7 @@ import torch
 import infodecomp as idc
 from infodecomp.explanation import word_contexts
 from infodecomp.models import GaussianMixture
+from infodecomp.sampling import Sampling
 from infodecomp.words import distinct_words
 from infodecomp.world.model import WorldModel
 
@@ -141,12 +142,9 @@ def run_case(case: Case, draws: int, seed: int, extra: dict[str, Any]) -> dict[s
     has_reliable = False
     for call in case.calls:
         settings = dict(
-            n_samples=draws,
-            seed=seed,
-            batch_size=case.batch_size,
+            sampling=Sampling(draws=draws, seed=seed, batch_size=case.batch_size, **extra),
             keys=call.rows.tolist(),
             progress=False,
-            **extra,
         )
         x = case.x[call.rows]
         if call.context == NLL:
@@ -238,7 +236,7 @@ def main() -> None:
     draw_counts = [int(d) for d in args.draws.split(",")]
     extra: dict[str, Any] = {}
     if args.sampling is not None:
-        extra["sampling"] = args.sampling
+        extra["stratified"] = args.sampling == "stratified"
     if args.adaptive is not None:
         extra["adaptive"] = bool(args.adaptive)
 

@@ -23,7 +23,8 @@ import torch
 
 import infodecomp as idc
 from infodecomp.explanation import word_contexts
-from infodecomp.world.demo import load_bundled
+from infodecomp.loading import load_model
+from infodecomp.sampling import Sampling
 from infodecomp.world.model import WorldModel
 
 CAPTION = "a red circle left of a blue square"
@@ -46,10 +47,9 @@ def draws_for_target(model, x, words, sampler, draws, seeds, shared) -> tuple[li
                 x,
                 [CAPTION] * len(group),
                 list(group),
-                n_samples=draws,
-                seed=seed,
                 progress=False,
                 **sampler,
+                sampling=Sampling(draws=draws, seed=seed),
             )
             n = len(group)
             values[k : k + n] += est.value[0] / seeds
@@ -106,7 +106,7 @@ def main() -> None:
         if name == "world":
             table("exact world model", world, image, args.draws, args.seeds)
         else:
-            bundled = load_bundled()
+            bundled = load_model("bundled")
             x = bundled.encode_image(image[0].float())
             table("bundled model", bundled, x, args.draws, args.seeds)
 

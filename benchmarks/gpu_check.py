@@ -46,6 +46,7 @@ from infodecomp.estimators import (
 )
 from infodecomp.explanation import explain
 from infodecomp.models.diffusers import DiffusersModel
+from infodecomp.sampling import DEFAULT_DRAWS, Sampling
 from infodecomp.tracing import trace
 from infodecomp.world.train import build_tokenizer
 
@@ -57,8 +58,8 @@ PROMPT = "a photo of a red dog"  # 6 words
 WORD = "dog"
 CONTEXT = "a photo of a red"  # the prompt without WORD: i(x; dog | a photo of a red)
 WORDS = ("a", "photo", "of", "red", "dog", "blue", "cat", "square", "left", "above")
-# `infodecomp heatmap --samples` defaults to explain's n_samples (256), with attention maps.
-HEATMAP_DRAWS: int = inspect.signature(explain).parameters["n_samples"].default
+# `infodecomp heatmap --samples` defaults to the one default of draws (256), with attention maps.
+HEATMAP_DRAWS: int = DEFAULT_DRAWS
 SMALL_DRAWS = 16
 SMALL_BATCH = 32  # --small: the automatic batch capped (CPU time), still 2+ calls a heat map
 SMALL_SIZE, SMALL_TOKENS = 16, 16  # --small: image side of the flow models and their T5 tokens
@@ -574,7 +575,12 @@ def measure_row(
 
     def heat_map() -> Any:
         return explain(
-            model, image, PROMPT, [WORD], n_samples=draws, seed=0, batch_size=batch, progress=False
+            model,
+            image,
+            PROMPT,
+            [WORD],
+            progress=False,
+            sampling=Sampling(draws=draws, seed=0, batch_size=batch),
         )
 
     while True:  # out of memory: the command would fail alike; say so, then halve the batch
@@ -636,8 +642,8 @@ def offload_check(name: str, pipe: Any, dev: Device, settings: dict[str, Any]) -
     def mi() -> tuple[float, float]:  # a fresh model: no text embeddings cached
         model = DiffusersModel.from_pipeline(pipe, **settings)
         image = random_image(model.image_size)
-        run = {"n_samples": OFFLOAD_DRAWS, "seed": 0, "batch_size": OFFLOAD_BATCH}
-        return explain(model, image, PROMPT, [WORD], progress=False, **run).mi
+        run = Sampling(draws=OFFLOAD_DRAWS, batch_size=OFFLOAD_BATCH)
+        return explain(model, image, PROMPT, [WORD], progress=False, sampling=run).mi
 
     try:
         dtype = _label(pipe.dtype)
@@ -715,11 +721,8 @@ def reference(
         # A fixed proposal: an adaptive one would be fitted to each dtype's own integrand, and the
         # difference would no longer be a paired one.
         run = {
-            "n_samples": draws,
-            "seed": 0,
-            "batch_size": batch,
+            "sampling": Sampling(draws=draws, batch_size=batch, adaptive=False),
             "progress": False,
-            "adaptive": False,
         }
         value = _pair(conditional_mutual_info(high, x, PROMPT, CONTEXT, **run))
     return Reference(dtype, x, run, value)
@@ -734,7 +737,7 @@ def compare(name: str, model: DiffusersModel, ref: Reference) -> Agreement | str
         value = _pair(conditional_mutual_info(model, ref.x, PROMPT, CONTEXT, **ref.run))
     except Exception as err:  # e.g. a kernel this device lacks in float16
         return f"{name:<9}{f'{high} vs {label}':<20}failed: {_first_line(err)}"
-    return Agreement(name, high, label, ref.run["n_samples"], ref.value, value)
+    return Agreement(name, high, label, ref.run["sampling"].draws, ref.value, value)
 
 
 def _pair(estimate: Any) -> tuple[float, float]:

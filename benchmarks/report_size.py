@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from infodecomp.explanation import Explanation
 from infodecomp.report.viewer import viewer_html
 from infodecomp.results import Estimate
+from infodecomp.sampling import Sampling
 
 WORDS = ["a", "photo", "of", "red", "fox", "snowy", "forest", "dawn"]
 
@@ -90,7 +91,7 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
-            run_demo(Path(folder), n_samples=64, progress=False)
+            run_demo(Path(folder), progress=False, sampling=Sampling(draws=64))
             wall = time.perf_counter() - start
             size = (Path(folder) / "report.html").stat().st_size
         rows.append(("demo (16 px, 6 words, 3 figures)", size, f"in a {wall:.0f} s demo"))

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import infodecomp.world.demo as demo
 from infodecomp import explain
+from infodecomp.loading import load_model
 from infodecomp.report import figures, viewer
-from infodecomp.world.demo import load_bundled, run_demo
+from infodecomp.sampling import Sampling
+from infodecomp.world.demo import run_demo
 from infodecomp.world.model import WorldModel
 from infodecomp.world.scenes import sample
 
@@ -56,27 +58,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         # The demo first, as a user runs it: matplotlib is imported by its first picture.
         demo_clock = Clock()
-        original = demo.load_bundled
+        original = demo.load_model
 
-        def timed_bundled(*a, **k):
+        def timed_load(*a, **k):
             m = original(*a, **k)
-            m.schedule.denoise = demo_clock.wrap(m.schedule.denoise)
+            if hasattr(m, "schedule"):
+                m.schedule.denoise = demo_clock.wrap(m.schedule.denoise)
             return m
 
-        demo.load_bundled = timed_bundled
+        demo.load_model = timed_load
         WorldModel.__call__ = demo_clock.wrap(WorldModel.__call__)
         start = time.perf_counter()
-        run_demo(Path(out) / "demo", n_samples=args.samples_demo, progress=False)
+        run_demo(Path(out) / "demo", progress=False, sampling=Sampling(draws=args.samples_demo))
         demo_wall = time.perf_counter() - start
         demo_pictures = pictures.seconds
-        demo.load_bundled = original
+        demo.load_model = original
 
-        model = load_bundled()
+        model = load_model("bundled")
         clock = Clock()
         model.schedule.denoise = clock.wrap(model.schedule.denoise)
         data = sample(1, seed=0, split="test")
         heatmap_start = time.perf_counter()
-        res = explain(model, data.images[0], data.captions[0], n_samples=args.samples_heatmap)
+        res = explain(
+            model, data.images[0], data.captions[0], sampling=Sampling(draws=args.samples_heatmap)
+        )
         computed = time.perf_counter()
         res.save(Path(out) / "heatmap")
         end = time.perf_counter()

@@ -27,7 +27,8 @@ import torch
 from infodecomp.evaluate import localization
 from infodecomp.evaluate.evaluation import evaluate
 from infodecomp.models import DiffusersModel
-from infodecomp.world.demo import BUNDLED
+from infodecomp.sampling import Sampling
+from infodecomp.world.bundled_model import BUNDLED
 from infodecomp.world.model import WorldModel
 from infodecomp.world.scenes import sample
 
@@ -85,9 +86,8 @@ def main() -> None:
             out,
             model=args.model,
             limit=args.images,
-            samples=args.samples,
-            seed=args.seed,
             progress=False,
+            sampling=Sampling(draws=args.samples, seed=args.seed),
         )
     print(localization.table(loc))
     args.json.write_text(

@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 
 import infodecomp as idc
-from infodecomp.cli import check_device, main
+from infodecomp.cli import main
 from infodecomp.explanation import explain, file_name
 from infodecomp.images import load_image
+from infodecomp.loading import resolve_device
 from infodecomp.models import example_mixture
 from infodecomp.models.diffusers import DiffusersModel
 from infodecomp.models.diffusers.load import check_dtype as _dtype
@@ -93,14 +94,14 @@ def test_file_names_of_words_do_not_collide():
 
 
 def test_devices_are_checked_before_loading(capsys):
-    assert check_device(None) is None and check_device("cpu") == "cpu"
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") in ("cpu", "cuda")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
-            check_device("cuda")
+            resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
-        check_device("tpu9")
+        resolve_device("tpu9")
     with pytest.raises(ValueError, match="not supported"):
-        check_device("meta")
+        resolve_device("meta")
     assert main(["eval", "compositional", "--out", "x", "--device", "tpu9"]) == 2
     assert capsys.readouterr().err.strip().startswith("infodecomp: error: unknown device")
 
@@ -151,7 +152,7 @@ def test_unwritable_out_fails_before_the_work(tmp_path, capsys):
 
 
 def test_dtype_is_applied_or_refused(tmp_path, capsys):
-    from infodecomp.evaluate.common import load_model
+    from infodecomp.evaluate.common import load_evaluated as load_model
 
     assert load_model("bundled", dtype=torch.bfloat16).denoiser.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="float64"):

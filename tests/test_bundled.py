@@ -6,13 +6,16 @@ import pytest
 from PIL import Image
 
 from infodecomp.cli import main
-from infodecomp.world.demo import BUNDLED, load_bundled, run_demo
+from infodecomp.loading import load_model
+from infodecomp.sampling import Sampling
+from infodecomp.world.bundled_model import BUNDLED
+from infodecomp.world.demo import run_demo
 from infodecomp.world.model import WorldModel
 
 
 @pytest.fixture(scope="module")
 def bundled():
-    return load_bundled()
+    return load_model("bundled")
 
 
 def test_shipped_weights_are_safetensors_and_small():
@@ -38,7 +41,9 @@ def test_shipped_model_draws_what_it_is_told(bundled):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    summary = run_demo(tmp_path, "a green triangle above a red square", n_samples=8, progress=False)
+    summary = run_demo(
+        tmp_path, "a green triangle above a red square", progress=False, sampling=Sampling(draws=8)
+    )
     assert set(summary["cmi"]) == {"a", "green", "triangle", "above", "red", "square"}
     exact = summary["world_model"]["cmi"]
     assert abs(exact["a"]["value"]) < 1e-12  # "a" names nothing: the exact model gains nothing
@@ -90,7 +95,7 @@ def test_report_renders_in_a_browser(tmp_path):
     browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
     if browser is None:
         pytest.skip("no headless Chromium (apt-get install chromium-headless-shell)")
-    run_demo(tmp_path / "demo", "a red circle", n_samples=4, progress=False)
+    run_demo(tmp_path / "demo", "a red circle", progress=False, sampling=Sampling(draws=4))
     shot = tmp_path / "shot.png"
     subprocess.run(
         [

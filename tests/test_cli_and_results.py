@@ -5,6 +5,7 @@ import torch
 
 import infodecomp as idc
 from infodecomp.cli import main
+from infodecomp.sampling import Sampling
 
 
 def test_reference_command_prints_estimates_beside_exact_values(capsys):
@@ -36,7 +37,9 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, capsys):
 
 def test_estimate_saves_and_loads_with_maps_and_provenance(mixture, tmp_path):
     x, _ = mixture.sample(2, seed=0)
-    est = idc.mutual_info(mixture, x, [{"shape": "circle"}, None], n_samples=16, per_dim=True)
+    est = idc.mutual_info(
+        mixture, x, [{"shape": "circle"}, None], per_dim=True, sampling=Sampling(draws=16)
+    )
     path = est.save(tmp_path / "mi")
     assert path.name == "mi.json" and (tmp_path / "mi.safetensors").exists()
     doc = json.loads(path.read_text())

@@ -219,7 +219,7 @@ def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, monkeypat
     monkeypatch.setattr("infodecomp.evaluate.compositional.summarize", lambda rows, s: {})
     items = [CompositionalItem(f"i{k}", None, ("a", "b"), 0, source=f"f:{k}") for k in range(2)]
     task = Task("compositional", lambda item: {"value": 1.0}, lambda item: 1)
-    settings = {"task": "compositional", "seed": 0, "samples": 4, "limit": None}
+    settings = {"task": "compositional", "sampling": {"draws": 4, "seed": 0}, "limit": None}
     (tmp_path / "report.html").write_text("an older report")
     summary = run(task, items, tmp_path, settings, progress=False, log=print)
     assert summary["n_items"] == 2 and (tmp_path / "summary.json").exists()

@@ -14,6 +14,7 @@ from infodecomp.explanation import explain
 from infodecomp.models import Gaussian
 from infodecomp.models.diffusers import DiffusersModel, VPSchedule
 from infodecomp.models.diffusers.text import _PaddingTokenizer
+from infodecomp.sampling import Sampling
 from infodecomp.words import distinct_words, occurrences, remove_spans, split_words
 
 KINDS = {
@@ -129,10 +130,9 @@ def test_prediction_types_give_the_exact_denoiser():
     # discretisation error far below the standard error (measured 0.011 nats; SE 0.36). A fixed
     # proposal: an adaptive one, fitted to each model's own integrand, would move the draws.
     run = {
-        "n_samples": 1000,
-        "seed": 2,
-        "logsnr": idc.TruncatedLogistic.from_range(-5.3, 7),
-        "adaptive": False,
+        "sampling": Sampling(
+            draws=1000, seed=2, logsnr=idc.TruncatedLogistic.from_range(-5.3, 7), adaptive=False
+        )
     }
     reference = idc.log_likelihood(exact, x.double(), **run)
     for model in models.values():
@@ -190,7 +190,8 @@ def test_explain_maps_sum_to_the_estimates_and_ignore_batch_size(saved, name):
     model = DiffusersModel.from_pretrained(saved / name)
     image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
     runs = [
-        explain(model, image, "a red dog left of a cat", n_samples=8, batch_size=b) for b in (3, 64)
+        explain(model, image, "a red dog left of a cat", sampling=Sampling(draws=8, batch_size=b))
+        for b in (3, 64)
     ]
     res = runs[0]
     assert res.words == ["a", "red", "dog", "left", "of", "cat"]
@@ -247,7 +248,7 @@ def test_nan_from_the_model_is_a_clear_error(saved, monkeypatch):
     model = DiffusersModel.from_pretrained(saved / "pixel")
     monkeypatch.setattr(model.network.module, "forward", lambda x, *a, **k: (x * float("nan"),))
     with pytest.raises(idc.DenoiserOutputError, match="NaN or inf"):
-        explain(model, torch.zeros(3, 16, 16), "a dog", n_samples=2, attention=False)
+        explain(model, torch.zeros(3, 16, 16), "a dog", attention=False, sampling=Sampling(draws=2))
 
 
 @pytest.mark.parametrize("name", KINDS)

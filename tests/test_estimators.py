@@ -9,6 +9,7 @@ from conftest import make_two_factor_mixture
 
 import infodecomp as idc
 from infodecomp.models import Gaussian
+from infodecomp.sampling import Sampling
 
 
 def gaussian_nll_by_quadrature(g: Gaussian, x: torch.Tensor, low: float, high: float):
@@ -40,7 +41,9 @@ def assert_calibrated(z: torch.Tensor) -> None:
 @pytest.mark.parametrize("sampling", ["stratified", "iid"])
 def test_nll_of_gaussian_matches_exact(gaussian, sampling):
     x = gaussian.sample(12, seed=1)
-    est = idc.log_likelihood(gaussian, x, n_samples=3000, seed=0, sampling=sampling)
+    est = idc.log_likelihood(
+        gaussian, x, sampling=Sampling(draws=3000, stratified=sampling == "stratified")
+    )
     low, high = est.settings["logsnr"]["low"], est.settings["logsnr"]["high"]
     truncated = torch.from_numpy(gaussian_nll_by_quadrature(gaussian, x, low, high))
     assert_calibrated(z_scores(est, truncated))
@@ -52,7 +55,9 @@ def test_nll_of_gaussian_matches_exact(gaussian, sampling):
     # A narrow range misses about 0.8 nats of the integral (the quadrature's truncation bias);
     # the tails extrapolated beyond it bring the estimate back to the full value (measured:
     # 0.04 nats off on average at 20000 draws, against 0.82 without them).
-    narrow = idc.log_likelihood(gaussian, x, n_samples=3000, logsnr=idc.TruncatedLogistic(1, 1, 3))
+    narrow = idc.log_likelihood(
+        gaussian, x, sampling=Sampling(draws=3000, logsnr=idc.TruncatedLogistic(1, 1, 3))
+    )
     narrow_exact = torch.from_numpy(gaussian_nll_by_quadrature(gaussian, x, -2, 4))
     assert (narrow_exact - full).abs().mean() > 0.5
     assert_calibrated(z_scores(narrow, full))
@@ -68,9 +73,9 @@ def test_nll_of_mixture_matches_exact(diagonal):
     m = make_two_factor_mixture(diagonal=diagonal)
     x, _ = m.sample(10, seed=2)
     for cond in [None, {"shape": "circle"}]:
-        est = idc.log_likelihood(m, x, cond, n_samples=3000, seed=1)
+        est = idc.log_likelihood(m, x, cond, sampling=Sampling(draws=3000, seed=1))
         assert_calibrated(z_scores(est, -m.log_prob(x, cond)))
-    bpd = idc.log_likelihood(m, x[:1], n_samples=100).bits_per_dim
+    bpd = idc.log_likelihood(m, x[:1], sampling=Sampling(draws=100)).bits_per_dim
     assert bpd.shape == (1,) and torch.isfinite(bpd).all()
 
 
@@ -78,7 +83,9 @@ def test_standard_pointwise_mi_matches_log_ratio(mixture):
     z = []
     for label in mixture.labels[::2]:
         x, _ = mixture.sample(8, seed=3, cond=label)
-        est = idc.mutual_info(mixture, x, label, estimator="standard", n_samples=2000)
+        est = idc.mutual_info(
+            mixture, x, label, estimator="standard", sampling=Sampling(draws=2000)
+        )
         z.append(z_scores(est, mixture.log_prob(x, label) - mixture.log_prob(x)))
     assert_calibrated(torch.cat(z))
 
@@ -89,7 +96,7 @@ def test_standard_pointwise_cmi_matches_log_ratio(mixture):
         x, _ = mixture.sample(8, seed=4, cond=label)
         context = {"shape": label["shape"]}
         est = idc.conditional_mutual_info(
-            mixture, x, label, context, estimator="standard", n_samples=2000
+            mixture, x, label, context, estimator="standard", sampling=Sampling(draws=2000)
         )
         z.append(z_scores(est, mixture.log_prob(x, label) - mixture.log_prob(x, context)))
     assert_calibrated(torch.cat(z))
@@ -102,7 +109,12 @@ def joint_mean(mixture, estimator, context_of) -> tuple[float, float]:
     for label in mixture.labels:  # one call per label: the condition is shared by its rows
         rows = torch.tensor([i for i, lab in enumerate(labels) if lab == label])
         est = idc.conditional_mutual_info(
-            mixture, x[rows], label, context_of(label), estimator=estimator, n_samples=200
+            mixture,
+            x[rows],
+            label,
+            context_of(label),
+            estimator=estimator,
+            sampling=Sampling(draws=200),
         )
         values[rows] = est.value
     return values.mean().item(), values.std().item() / math.sqrt(len(values))
@@ -125,8 +137,8 @@ def test_mean_cmi_over_joint_samples_matches_exact_cmi(mixture, estimator):
 def test_orthogonal_is_nonnegative_and_lower_variance(mixture):
     x, _ = mixture.sample(20, seed=8)
     label = mixture.labels[0]
-    o = idc.mutual_info(mixture, x, label, n_samples=500, per_dim=True)
-    s = idc.mutual_info(mixture, x, label, estimator="standard", n_samples=500)
+    o = idc.mutual_info(mixture, x, label, per_dim=True, sampling=Sampling(draws=500))
+    s = idc.mutual_info(mixture, x, label, estimator="standard", sampling=Sampling(draws=500))
     assert (o.value >= 0).all() and (o.map >= 0).all()
     assert o.stderr.mean() < s.stderr.mean()
 
@@ -155,9 +167,11 @@ def test_channel_summed_maps():
     images = GaussianMixtureView(m)  # data shaped (2 channels, 2, 2)
     x, _ = m.sample(2, seed=10)
     x = x.view(2, 2, 2, 2)
-    full = idc.mutual_info(images, x, {"shape": "circle"}, n_samples=64, per_dim=True)
+    full = idc.mutual_info(
+        images, x, {"shape": "circle"}, per_dim=True, sampling=Sampling(draws=64)
+    )
     summed = idc.mutual_info(
-        images, x, {"shape": "circle"}, n_samples=64, per_dim=True, sum_channels=True
+        images, x, {"shape": "circle"}, per_dim=True, sum_channels=True, sampling=Sampling(draws=64)
     )
     assert full.map.shape == (2, 2, 2, 2) and summed.map.shape == (2, 2, 2)
     torch.testing.assert_close(summed.map, full.map.sum(1))
@@ -182,24 +196,31 @@ def test_maps_localise_the_informative_coordinates(mixture):
         x,
         {"shape": "square", "colour": "green"},
         {"shape": "square"},
-        n_samples=400,
         per_dim=True,
+        sampling=Sampling(draws=400),
     )
     share = colour.map[:, 4:7].sum(1) / colour.map.sum(1)
     assert (share > 0.999).all(), share
-    shape = idc.mutual_info(mixture, x, {"shape": "square"}, n_samples=400, per_dim=True)
+    shape = idc.mutual_info(
+        mixture, x, {"shape": "square"}, per_dim=True, sampling=Sampling(draws=400)
+    )
     assert (shape.map[:, :4].sum(1) / shape.map.sum(1) > 0.9).all()
     standard = idc.mutual_info(
-        mixture, x, {"shape": "square"}, estimator="standard", n_samples=2000, per_dim=True
+        mixture,
+        x,
+        {"shape": "square"},
+        estimator="standard",
+        per_dim=True,
+        sampling=Sampling(draws=2000),
     )
     assert (standard.map[:, 7].abs() < 4 * standard.map_stderr[:, 7]).all()
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(mixture):
     x, _ = mixture.sample(3, seed=12)
-    a = idc.mutual_info(mixture, x, {"shape": "circle"}, n_samples=64, seed=5)
-    b = idc.mutual_info(mixture, x, {"shape": "circle"}, n_samples=64, seed=5)
-    c = idc.mutual_info(mixture, x, {"shape": "circle"}, n_samples=64, seed=6)
+    a = idc.mutual_info(mixture, x, {"shape": "circle"}, sampling=Sampling(draws=64, seed=5))
+    b = idc.mutual_info(mixture, x, {"shape": "circle"}, sampling=Sampling(draws=64, seed=5))
+    c = idc.mutual_info(mixture, x, {"shape": "circle"}, sampling=Sampling(draws=64, seed=6))
     assert torch.equal(a.value, b.value) and torch.equal(a.stderr, b.stderr)
     assert not torch.allclose(a.value, c.value)
 
@@ -208,7 +229,7 @@ def test_numbers_do_not_depend_on_batch_size(mixture):
     x, _ = mixture.sample(3, seed=13)
     conds = [{"shape": "circle"}, {"colour": "red"}, {"shape": "square", "colour": "red"}]
     runs = [
-        idc.mutual_info(mixture, x, conds, n_samples=33, batch_size=bs, per_dim=True)
+        idc.mutual_info(mixture, x, conds, per_dim=True, sampling=Sampling(draws=33, batch_size=bs))
         for bs in (1, 2, 7, 10_000)
     ]
     for r in runs[1:]:
@@ -224,19 +245,31 @@ def test_a_row_alone_equals_the_same_row_among_others(mixture, keyed):
     x, _ = mixture.sample(5, seed=21)
     keys = ["a", "b", "c", "d", "e"] if keyed else None
     conds = [{"shape": "circle"}, {"colour": "red"}]
-    run = {"n_samples": 64, "seed": 3, "per_dim": True}
+    base, run = Sampling(draws=64, seed=3), {"per_dim": True}
     together = {
-        bs: idc.mutual_info(mixture, x, conds, batch_size=bs, keys=keys, **run)
+        bs: idc.mutual_info(
+            mixture, x, conds, keys=keys, **run, sampling=base.replace(batch_size=bs)
+        )
         for bs in (1, 7, 256)
     }
     for k in (0, 2, 4):
         alone = idc.mutual_info(
-            mixture, x[k : k + 1], conds, batch_size=7, keys=keys and keys[k : k + 1], **run
+            mixture,
+            x[k : k + 1],
+            conds,
+            keys=keys and keys[k : k + 1],
+            **run,
+            sampling=base.replace(batch_size=7),
         )
         torch.testing.assert_close(alone.value[0], together[7].value[k], rtol=1e-12, atol=0)
         torch.testing.assert_close(alone.stderr[0], together[7].stderr[k], rtol=1e-12, atol=0)
     reordered = idc.mutual_info(
-        mixture, x.flip(0), conds, batch_size=7, keys=keys and keys[::-1], **run
+        mixture,
+        x.flip(0),
+        conds,
+        keys=keys and keys[::-1],
+        **run,
+        sampling=base.replace(batch_size=7),
     )
     torch.testing.assert_close(reordered.value.flip(0), together[7].value, rtol=1e-12, atol=0)
     for bs in (1, 256):
@@ -249,14 +282,18 @@ def test_a_row_alone_equals_the_same_row_among_others(mixture, keyed):
 def test_given_keys_name_the_streams_whatever_the_content(mixture):
     x, _ = mixture.sample(2, seed=22)
     same = torch.cat([x[:1], x[:1]])
-    by_content = idc.mutual_info(mixture, same, {"shape": "circle"}, n_samples=16)
+    by_content = idc.mutual_info(mixture, same, {"shape": "circle"}, sampling=Sampling(draws=16))
     assert by_content.value[0] == by_content.value[1]  # equal rows, equal streams
-    keyed = idc.mutual_info(mixture, same, {"shape": "circle"}, n_samples=16, keys=["p", "q"])
+    keyed = idc.mutual_info(
+        mixture, same, {"shape": "circle"}, keys=["p", "q"], sampling=Sampling(draws=16)
+    )
     assert keyed.value[0] != keyed.value[1]
     with pytest.raises(ValueError, match="keys for 2 rows"):
-        idc.mutual_info(mixture, x, {"shape": "circle"}, n_samples=16, keys=["p"])
+        idc.mutual_info(mixture, x, {"shape": "circle"}, keys=["p"], sampling=Sampling(draws=16))
     with pytest.raises(ValueError, match="str or int item id"):
-        idc.mutual_info(mixture, x, {"shape": "circle"}, n_samples=16, keys=[1.5, 2.5])
+        idc.mutual_info(
+            mixture, x, {"shape": "circle"}, keys=[1.5, 2.5], sampling=Sampling(draws=16)
+        )
 
 
 def test_denoiser_calls_are_full_batches(mixture):
@@ -269,7 +306,7 @@ def test_denoiser_calls_are_full_batches(mixture):
     counting.logsnr_range = mixture.logsnr_range
     x, _ = mixture.sample(3, seed=13)
     conds = [{"shape": "circle"}, {"colour": "red"}, {"shape": "square", "colour": "red"}]
-    est = idc.mutual_info(counting, x, conds, n_samples=33, batch_size=6)
+    est = idc.mutual_info(counting, x, conds, sampling=Sampling(draws=33, batch_size=6))
     # 33 draws and 4 at each end of the range; 3 conditions and the null one.
     assert sum(rows) == est.n_evaluations == 3 * (33 + 8) * 4
     assert rows == [6] * (est.n_evaluations // 6)  # never a part-filled call
@@ -279,10 +316,10 @@ def test_several_conditions_share_draws_and_evaluations(mixture):
     x, _ = mixture.sample(2, seed=14)
     circle, red = {"shape": "circle", "colour": "red"}, {"colour": "red"}
     together = idc.conditional_mutual_info(
-        mixture, x, circle, [None, red, {"shape": "circle"}], n_samples=96
+        mixture, x, circle, [None, red, {"shape": "circle"}], sampling=Sampling(draws=96)
     )
-    alone = idc.conditional_mutual_info(mixture, x, circle, red, n_samples=96)
-    assert together.value.shape == (2, 3) and together.settings["adaptive"]["pilot"] == 8
+    alone = idc.conditional_mutual_info(mixture, x, circle, red, sampling=Sampling(draws=96))
+    assert together.value.shape == (2, 3) and together.settings["stages"]["pilot"] == 8
     # 4 distinct conditions (the caption once, plus 3 contexts) per draw, not 6; 4 draws at
     # each end of the range besides the 96.
     assert together.n_evaluations == 2 * 104 * 4
@@ -293,14 +330,14 @@ def test_several_conditions_share_draws_and_evaluations(mixture):
     diff = together.value[:, 1] - alone.value
     assert (diff.abs() < 4 * (together.stderr[:, 1] ** 2 + alone.stderr**2).sqrt()).all()
     # On a fixed proposal, a pair measured among others sees the very same draws as alone.
-    run = {"n_samples": 96, "adaptive": False}
+    run = {"sampling": Sampling(draws=96, adaptive=False)}
     fixed = idc.conditional_mutual_info(mixture, x, circle, [None, red, {"shape": "circle"}], **run)
     fixed_alone = idc.conditional_mutual_info(mixture, x, circle, red, **run)
     torch.testing.assert_close(fixed.value[:, 1], fixed_alone.value, rtol=1e-12, atol=1e-12)
 
 
 def test_default_range_comes_from_the_model(mixture, gaussian):
-    est = idc.log_likelihood(gaussian, gaussian.sample(1), n_samples=4)
+    est = idc.log_likelihood(gaussian, gaussian.sample(1), sampling=Sampling(draws=4))
     assert est.settings["logsnr"]["low"] == pytest.approx(gaussian.logsnr_range[0])
     assert est.settings["logsnr"]["high"] == pytest.approx(gaussian.logsnr_range[1])
     assert est.settings["logsnr"]["clip"] == 3.0
@@ -308,7 +345,7 @@ def test_default_range_comes_from_the_model(mixture, gaussian):
     def plain(x_noisy, logsnr, conds):  # a bare function is a denoiser too, with no range
         return torch.zeros_like(x_noisy)
 
-    est = idc.log_likelihood(plain, torch.zeros(1, 3), n_samples=4)
+    est = idc.log_likelihood(plain, torch.zeros(1, 3), sampling=Sampling(draws=4))
     assert (est.settings["logsnr"]["loc"], est.settings["logsnr"]["scale"]) == (1.0, 2.0)
 
 
@@ -338,10 +375,18 @@ class Broken:
     ("call", "error", "message"),
     [
         (lambda m, x: idc.log_likelihood(m, x[0]), ValueError, "batch axis"),
-        (lambda m, x: idc.log_likelihood(m, x, n_samples=1), ValueError, "n_samples"),
+        (
+            lambda m, x: idc.log_likelihood(m, x, sampling=Sampling(draws=1)),
+            ValueError,
+            "draws",
+        ),
         (lambda m, x: idc.mutual_info(m, x, "a", estimator="fancy"), ValueError, "estimator"),
-        (lambda m, x: idc.mutual_info(m, x, "a", sampling="sobol"), ValueError, "sampling"),
-        (lambda m, x: idc.mutual_info(m, x, "a", batch_size=0), ValueError, "batch_size"),
+        (lambda m, x: idc.mutual_info(m, x, "a", sampling="sobol"), TypeError, "Sampling"),
+        (
+            lambda m, x: idc.mutual_info(m, x, "a", sampling=Sampling(batch_size=0)),
+            ValueError,
+            "batch_size",
+        ),
         (lambda m, x: idc.log_likelihood(m, x * float("nan")), ValueError, "NaN"),
         (lambda m, x: idc.conditional_mutual_info(m, x, ["a", "b"], ["c"]), ValueError, "length"),
         (lambda m, x: idc.mutual_info(m, x, []), ValueError, "no conditions"),
@@ -362,15 +407,17 @@ def test_bad_arguments_raise_clear_errors(call, error, message):
 )
 def test_bad_denoiser_outputs_raise_clear_errors(output, message):
     with pytest.raises(idc.DenoiserOutputError, match=message):
-        idc.mutual_info(Broken(output), torch.ones(2, 3), "a", n_samples=4)
+        idc.mutual_info(Broken(output), torch.ones(2, 3), "a", sampling=Sampling(draws=4))
 
 
 def test_both_estimators_from_one_pass_equal_separate_runs(mixture):
     x, _ = mixture.sample(2, seed=23)
     conds = [{"shape": "circle"}, {"colour": "red"}]
-    both = idc.mutual_info(mixture, x, conds, estimator=("standard", "orthogonal"), n_samples=32)
+    both = idc.mutual_info(
+        mixture, x, conds, estimator=("standard", "orthogonal"), sampling=Sampling(draws=32)
+    )
     for name in ("standard", "orthogonal"):
-        alone = idc.mutual_info(mixture, x, conds, estimator=name, n_samples=32)
+        alone = idc.mutual_info(mixture, x, conds, estimator=name, sampling=Sampling(draws=32))
         assert torch.equal(both[name].value, alone.value)
         assert both[name].settings["estimator"] == name
         assert both[name].n_evaluations == alone.n_evaluations

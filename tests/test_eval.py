@@ -69,7 +69,7 @@ def test_compositional_on_the_exact_model(tmp_path, capsys):
             s["standard"]["stderr"][k],
         )
         assert abs(est - exact) < 5 * se + 0.5
-        assert r["settings"]["samples"] == 64 and r["settings"]["versions"]["torch"]
+        assert r["settings"]["sampling"]["draws"] == 64 and r["settings"]["versions"]["torch"]
     summary = json.loads((out / "summary.json").read_text())
     cols = summary["columns"]
     assert cols["model/standard"]["accuracy"]["value"] == 1.0
@@ -148,7 +148,8 @@ def plain_items(n, bad=()):
     ]
 
 
-SETTINGS = {"task": "compositional", "seed": 0, "samples": 4, "model_label": "m", "limit": None}
+SAMPLING = {"draws": 4, "seed": 0}
+SETTINGS = {"task": "compositional", "sampling": SAMPLING, "model_label": "m", "limit": None}
 
 
 def test_interrupted_run_resumes_without_losing_or_repeating(tmp_path, monkeypatch):
@@ -175,8 +176,14 @@ def test_interrupted_run_resumes_without_losing_or_repeating(tmp_path, monkeypat
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ValueError, match="another run is writing"):
             run(third.task(), plain_items(7), out, SETTINGS, log=print)
-    with pytest.raises(ValueError, match=r"other settings \(samples: 4 -> 8\)"):
-        run(third.task(), plain_items(7), out, SETTINGS | {"samples": 8}, log=print)
+    with pytest.raises(ValueError, match=r"other settings \(sampling: "):
+        run(
+            third.task(),
+            plain_items(7),
+            out,
+            SETTINGS | {"sampling": SAMPLING | {"draws": 8}},
+            log=print,
+        )
     run(third.task(), plain_items(9), out, SETTINGS | {"limit": 9}, progress=False, log=print)
     assert third.measured == ["i7", "i8"]  # a larger limit extends the run
     with pytest.raises(ValueError, match="rows of 4 items that this run does not have"):
@@ -224,7 +231,7 @@ def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
     (tmp_path / "o1").mkdir()
     (tmp_path / "o1" / "settings.json").write_text('{"task": "compositional", "seed": 9}')
     assert main([*base, "--skip-bad", "--seed", "3", "--out", str(tmp_path / "o1")]) == 0
-    assert json.loads((tmp_path / "o1" / "settings.json").read_text())["seed"] == 3
+    assert json.loads((tmp_path / "o1" / "settings.json").read_text())["sampling"]["seed"] == 3
     # Fixed data: no skipped line left over from the earlier run.
     data.write_text(json.dumps(good) + "\n")
     assert main([*base, "--out", str(tmp_path / "o2")]) == 0

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from infodecomp.sampling import Sampling
+
 matplotlib.use("Agg")
 
 import infodecomp as idc  # noqa: E402
@@ -29,7 +31,11 @@ def world_result():
     """A real explanation: the exact world model (no attention), few draws."""
     data = sample(1, seed=4, split="test")
     res = idc.explain(
-        WorldModel(), data.images[0].float(), data.captions[0], n_samples=64, progress=False
+        WorldModel(),
+        data.images[0].float(),
+        data.captions[0],
+        progress=False,
+        sampling=Sampling(draws=64),
     )
     return res
 
@@ -199,7 +205,9 @@ def test_orthogonal_intervals_never_below_zero_and_profile_adds_up():
     x, _ = model.sample(6, seed=1)
     conds = [{"shape": "circle", "colour": "red"}] * 2
     contexts = [None, {"shape": "circle"}]
-    est = idc.conditional_mutual_info(model, x, conds, contexts, n_samples=64, seed=0)
+    est = idc.conditional_mutual_info(
+        model, x, conds, contexts, sampling=Sampling(draws=64, seed=0)
+    )
     assert (est.ci95[..., 0] >= 0).all()
     edges = np.array(est.settings["profile_edges"])
     profile = est.diagnostics["profile"]
@@ -208,7 +216,7 @@ def test_orthogonal_intervals_never_below_zero_and_profile_adds_up():
     torch.testing.assert_close(total, est.value, rtol=1e-10, atol=1e-12)
     assert (est.diagnostics["profile_stderr"] >= 0).all()
     standard = idc.conditional_mutual_info(
-        model, x, conds, contexts, n_samples=64, seed=0, estimator="standard"
+        model, x, conds, contexts, estimator="standard", sampling=Sampling(draws=64, seed=0)
     )
     assert (standard.ci95[..., 0] < 0).any()  # a pointwise log-ratio may be negative
 
@@ -222,10 +230,8 @@ def test_profile_stderr_matches_the_spread_over_rows():
         x.expand(120, -1),
         labels * 120,
         None,
-        n_samples=48,
-        seed=0,
-        adaptive=False,
         keys=list(range(120)),
+        sampling=Sampling(draws=48, seed=0, adaptive=False),
     )
     # Averaged over many independent rows, each bin is unbiased for the row's bin integral:
     # rows share x, so the mean profile estimates one curve; its bins' z-scores are moderate.

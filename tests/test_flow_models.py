@@ -12,6 +12,7 @@ from infodecomp.cli import main
 from infodecomp.explanation import explain
 from infodecomp.models import example_mixture
 from infodecomp.models.diffusers import DiffusersModel, FlowSchedule, PaddedPrompt
+from infodecomp.sampling import Sampling
 
 FAMILIES = {
     "sd": sd_pipeline,
@@ -49,7 +50,7 @@ def test_flow_matching_wrapper_gives_the_vp_numbers():
     x, (label,) = mixture.sample(3, seed=0)[0], mixture.sample(1, seed=0)[1]
     a = torch.linspace(-9, 9, 3, dtype=torch.float64)
     torch.testing.assert_close(flow(x, a, [None] * 3), mixture(x, a, [None] * 3), rtol=0, atol=1e-9)
-    run = {"n_samples": 128, "seed": 3, "logsnr": idc.TruncatedLogistic.from_range(-9, 9)}
+    run = {"sampling": Sampling(draws=128, seed=3, logsnr=idc.TruncatedLogistic.from_range(-9, 9))}
     conds, contexts = [label, label], [None, {"shape": label["shape"]}]
     for fn in (idc.conditional_mutual_info, idc.mutual_info):
         args = (conds, contexts) if fn is idc.conditional_mutual_info else (conds,)
@@ -124,9 +125,8 @@ def test_heatmap_and_attention_on_every_family(family):
             image,
             "a red dog left of a cat",
             ["red", "dog", "red dog"],
-            n_samples=8,
-            batch_size=b,
             progress=False,
+            sampling=Sampling(draws=8, batch_size=b),
         )
         for b in (5, 64)
     ]
@@ -177,7 +177,9 @@ def test_distilled_models_are_flagged_and_the_guidance_recorded():
             flux_pipeline(guidance_embeds=True), image_size=16, guidance_scale=2.5
         )
     assert model.guidance_scale == 2.5 and "guidance 2.5" in model.distilled
-    res = explain(model, torch.zeros(3, 16, 16), "a dog", n_samples=4, progress=False)
+    res = explain(
+        model, torch.zeros(3, 16, 16), "a dog", progress=False, sampling=Sampling(draws=4)
+    )
     assert res.estimate.settings["guidance_scale"] == 2.5
     assert "guidance-distilled" in res.estimate.settings["distilled"]
     assert DiffusersModel.from_pipeline(sd3_pipeline(), name="sd3.5-large-turbo").distilled
@@ -267,7 +269,7 @@ def test_trace_keeps_the_generation_and_explains_its_latent(family, capsys):
     assert tc.attention.n_rows == 3
     car = tc.heat_map("red dog")
     assert car.shape == (8, 8) and (car > 0).all()
-    res = tc.explain(["red dog", "cat"], n_samples=8, progress=False)
+    res = tc.explain(["red dog", "cat"], progress=False, sampling=Sampling(draws=8))
     assert "64 denoiser rows" in capsys.readouterr().err  # the cost, announced first
     assert res.estimate.seed == 7 and res.estimate.n_evaluations == 64
     direct = explain(
@@ -275,10 +277,9 @@ def test_trace_keeps_the_generation_and_explains_its_latent(family, capsys):
         res.image,
         prompt,
         ["red dog", "cat"],
-        n_samples=8,
-        seed=7,
         progress=False,
         x=tc.latent,
+        sampling=Sampling(draws=8, seed=7),
     )
     torch.testing.assert_close(direct.estimate.value, res.estimate.value)
     # The pipeline is as before.
@@ -367,7 +368,7 @@ def test_trace_of_a_float16_pipeline():
             output_type="pt",
         ).images[0]
     assert image.dtype == torch.float16 and pipe.vae.dtype == torch.float16
-    res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
+    res = tc.explain(["dog"], progress=False, announce=False, sampling=Sampling(draws=4))
     assert res.estimate.settings["dtype"] == "float16" and torch.isfinite(res.estimate.value).all()
 
 
@@ -382,7 +383,7 @@ def test_trace_of_latent_output_and_of_a_pixel_pipeline():
         image = pixel("a red dog", num_inference_steps=2, output_type="latent").images
     assert tc.latent.shape == (1, 3, 16, 16)
     torch.testing.assert_close(tc.latent, image.float())
-    res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
+    res = tc.explain(["dog"], progress=False, announce=False, sampling=Sampling(draws=4))
     assert torch.isfinite(res.estimate.value).all()
 
 
@@ -396,7 +397,7 @@ def test_trace_follows_the_generated_size_and_settings(family):
     assert tc.heat_map("dog").shape == (16, 16)
     if t5:
         assert tc.model.network.text.max_sequence_length == 8
-    res = tc.explain(["dog"], n_samples=4, progress=False, announce=False)
+    res = tc.explain(["dog"], progress=False, announce=False, sampling=Sampling(draws=4))
     assert res.estimate.settings["image_size"] == 32
 
 

@@ -11,6 +11,7 @@ import infodecomp as idc
 from infodecomp import intervals
 from infodecomp.logsnr import Piecewise, fit_proposal
 from infodecomp.models import Gaussian, GaussianMixture
+from infodecomp.sampling import Sampling
 from infodecomp.world.model import WorldModel
 
 
@@ -58,25 +59,25 @@ def test_adaptive_estimates_match_exact_answers_and_need_fewer_draws():
     label = labels[0]
     x = x[[i for i, lab in enumerate(labels) if lab == label]]
     truth = m.log_prob(x, label) - m.log_prob(x)
-    run = {"n_samples": 512, "estimator": "standard", "progress": False}
-    adaptive = idc.mutual_info(m, x, label, **run)
-    fixed = idc.mutual_info(m, x, label, adaptive=False, **run)
+    run = {"estimator": "standard", "progress": False}
+    adaptive = idc.mutual_info(m, x, label, **run, sampling=Sampling(draws=512))
+    fixed = idc.mutual_info(m, x, label, **run, sampling=Sampling(draws=512, adaptive=False))
     for est in (adaptive, fixed):
         z = (est.value - truth) / est.stderr
         assert z.abs().max() < 4 and abs(z.mean()) < 4 / math.sqrt(len(z))
     # Same draws spent (the pilot and the range's ends included), smaller errors.
     assert adaptive.n_evaluations == fixed.n_evaluations
     assert adaptive.stderr.pow(2).mean() < 0.5 * fixed.stderr.pow(2).mean()
-    assert adaptive.settings["adaptive"]["pilot"] == 32
+    assert adaptive.settings["stages"]["pilot"] == 32
 
 
 def test_adaptive_results_are_reproducible_and_independent_of_batch_size(mixture):
     x, _ = mixture.sample(3, seed=9)
     conds = [{"shape": "circle"}, {"colour": "red"}]
-    run = {"n_samples": 96, "seed": 5, "progress": False}
-    a = idc.mutual_info(mixture, x, conds, batch_size=7, **run)
-    b = idc.mutual_info(mixture, x, conds, batch_size=500, **run)
-    alone = idc.mutual_info(mixture, x[1:2], conds, batch_size=3, **run)
+    base, run = Sampling(draws=96, seed=5), {"progress": False}
+    a = idc.mutual_info(mixture, x, conds, **run, sampling=base.replace(batch_size=7))
+    b = idc.mutual_info(mixture, x, conds, **run, sampling=base.replace(batch_size=500))
+    alone = idc.mutual_info(mixture, x[1:2], conds, **run, sampling=base.replace(batch_size=3))
     torch.testing.assert_close(a.value, b.value, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(a.value[1:2], alone.value, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(a.ci95, b.ci95, rtol=1e-12, atol=1e-12)
@@ -114,7 +115,13 @@ def test_intervals_cover_at_the_default_draws():
     x, _ = m.sample(300, seed=12, cond=label)
     truth = m.log_prob(x, label) - m.log_prob(x, {"shape": 1})
     est = idc.conditional_mutual_info(
-        m, x, label, {"shape": 1}, estimator="standard", n_samples=256, progress=False
+        m,
+        x,
+        label,
+        {"shape": 1},
+        estimator="standard",
+        progress=False,
+        sampling=Sampling(draws=256),
     )
     rate = covered(est, truth).double().mean().item()
     assert 0.88 <= rate <= 0.99, rate
@@ -133,10 +140,10 @@ def test_log_likelihood_tails_remove_the_range_bias_on_the_world():
         world,
         x,
         caption,
-        n_samples=512,
-        logsnr=idc.TruncatedLogistic.from_range(-19.84, 10.09),
         progress=False,
-        batch_size=2048,
+        sampling=Sampling(
+            draws=512, logsnr=idc.TruncatedLogistic.from_range(-19.84, 10.09), batch_size=2048
+        ),
     )
     outside = est.diagnostics["outside_range"]
     assert outside.mean() < -1  # the missing tails: about -1.3 nats
@@ -154,7 +161,7 @@ def test_bits_per_dim_of_quantized_data_bounds_the_discrete_likelihood():
     normal = torch.distributions.Normal(0.0, cov.diagonal().sqrt())
     half = 1 / 255
     exact = -(normal.cdf(x + half) - normal.cdf(x - half)).log().sum(1)
-    est = idc.log_likelihood(gauss, x, n_samples=400, levels=256, progress=False)
+    est = idc.log_likelihood(gauss, x, levels=256, progress=False, sampling=Sampling(draws=400))
     assert est.settings["levels"] == 256
     # A bound: mean above the exact value, and close to it (the density barely varies
     # across a bin this narrow).
@@ -167,7 +174,9 @@ def test_bits_per_dim_of_quantized_data_bounds_the_discrete_likelihood():
     with pytest.raises(ValueError, match="not on the grid of 256 levels"):
         idc.log_likelihood(gauss, x + 0.002, levels=256, progress=False)
     # Half-precision pixels are on the grid too (to a few hundredths of a level).
-    half = idc.log_likelihood(gauss, x.half(), n_samples=8, levels=256, progress=False)
+    half = idc.log_likelihood(
+        gauss, x.half(), levels=256, progress=False, sampling=Sampling(draws=8)
+    )
     assert torch.isfinite(half.value).all()
 
 
@@ -184,9 +193,8 @@ def test_information_below_the_range_is_flagged(low, flagged):
         x,
         "left",
         estimator="standard",
-        n_samples=256,
-        logsnr=idc.TruncatedLogistic.from_range(low, 10.0),
         progress=False,
+        sampling=Sampling(draws=256, logsnr=idc.TruncatedLogistic.from_range(low, 10.0)),
     )
     assert est.truncated.double().mean() >= 0.75 if flagged else not est.truncated.any()
     if flagged:  # the estimate is short of the truth, and the flag says by about how much

@@ -8,6 +8,7 @@ from tiny_pipelines import flux_pipeline, sd_pipeline
 
 import infodecomp as idc
 import infodecomp.report.figures
+from infodecomp.sampling import Sampling
 from infodecomp.tracing import ATTENTION_UNIT
 
 matplotlib.use("Agg")
@@ -35,7 +36,7 @@ def test_daam_names_give_the_trace_maps_at_image_resolution(family):
         global_heat_map = tc.compute_global_heat_map()
         word_heat_map = global_heat_map.compute_word_heat_map("dog")
         with pytest.raises(ValueError, match="after its `with` block"):
-            tc.explain(["dog"], n_samples=4)
+            tc.explain(["dog"], sampling=Sampling(draws=4))
     assert global_heat_map.prompt == PROMPT and global_heat_map.heat_maps.shape[1:] == (8, 8)
     heat = word_heat_map.heatmap
     assert heat.shape == (16, 16) and word_heat_map.word == "dog" and word_heat_map.value is heat
@@ -62,7 +63,7 @@ def test_explain_of_a_trace_carries_the_generation_attention():
     pipe = sd_pipeline()
     with idc.trace(pipe, image_size=16) as tc:
         pipe(PROMPT, num_inference_steps=2, output_type="latent")
-    res = tc.explain(["Red dog", "cat"], n_samples=4, progress=False, announce=False)
+    res = tc.explain(["Red dog", "cat"], progress=False, announce=False, sampling=Sampling(draws=4))
     assert list(res.generation_attention) == res.words == ["red dog", "cat"]
     for word, heat in res.generation_attention.items():
         assert heat.shape == (8, 8)

@@ -9,6 +9,7 @@ import torch
 from torch.distributions import Normal
 
 import infodecomp as idc
+from infodecomp.sampling import Sampling
 from infodecomp.world.model import WorldModel
 from infodecomp.world.scenes import (
     BACKGROUND,
@@ -165,8 +166,8 @@ def test_estimators_on_the_world_match_exact_log_ratios(world):
             [text, text],
             [None, context],
             estimator="standard",
-            n_samples=2000,
             progress=False,
+            sampling=Sampling(draws=2000),
         )
         exact = torch.stack(
             [world.log_prob(x, text) - world.log_prob(x, c) for c in (None, context)], 1

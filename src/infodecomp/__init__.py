@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 # Loaded on first use (PEP 562): `import infodecomp` is instant, and the command line can catch
 # a Ctrl-C that comes while torch is still loading.
@@ -23,6 +23,8 @@ _EXPORTS = {
     "Explanation": "explanation",
     "explain": "explanation",
     "Estimate": "results",
+    "Sampling": "sampling",
+    "load_model": "loading",
     "trace": "tracing",
     "Trace": "tracing",
 }
@@ -32,10 +34,12 @@ __all__ = [
     "DenoiserOutputError",
     "Estimate",
     "Explanation",
+    "Sampling",
     "Trace",
     "TruncatedLogistic",
     "conditional_mutual_info",
     "explain",
+    "load_model",
     "log_likelihood",
     "models",
     "mutual_info",
@@ -52,8 +56,10 @@ if TYPE_CHECKING:
         mutual_info,
     )
     from .explanation import Explanation, explain
+    from .loading import load_model
     from .logsnr import TruncatedLogistic
     from .results import Estimate
+    from .sampling import Sampling
     from .tracing import Trace, trace
 
 

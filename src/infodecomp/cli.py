@@ -13,25 +13,25 @@ from typing import Any, NoReturn
 
 import torch
 
-from . import __version__
-from .estimators import DenoiserOutputError, conditional_mutual_info, log_likelihood
+from ._version import __version__
+from .estimators import DenoiserOutputError
 from .explanation import explain
 from .images import load_image
-from .models import example_mixture
-from .models.diffusers import DiffusersModel
+from .loading import load_model, resolve_device
 from .models.diffusers.transformer import FLUX_GUIDANCE
 from .results import check_output_folder, entry_warnings, format_entry, output_folder
+from .sampling import DEFAULT_DRAWS, MAX_SEED, Sampling
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _integer_type(low: int, what: str) -> Any:
+def _integer_type(low: int, what: str, high: float = float("inf")) -> Any:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < low:
+        if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
         return value
 
@@ -41,7 +41,7 @@ def _integer_type(low: int, what: str) -> Any:
 # argparse types: counts and sizes, noise draws (a standard error needs two), seeds.
 positive_int = _integer_type(1, "a positive integer")
 draws_int = _integer_type(2, "an integer >= 2 (a standard error needs two draws)")
-seed_int = _integer_type(0, "a non-negative integer")
+seed_int = _integer_type(0, "an integer from 0 to 2**64 - 1", MAX_SEED)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,10 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "known, estimate -log p(x), i(x; label) and i(x; colour | shape) from its denoiser, and "
         "print them beside the exact values.",
     )
-    ref.add_argument(
-        "--samples", type=draws_int, default=2000, help="draws per estimate (default 2000)"
-    )
-    ref.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    _sampling_arguments(ref, "draws per estimate")
     ref.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ref.add_argument("--out", type=Path, help="also save every estimate as JSON in this folder")
 
@@ -93,11 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "'image' (overrides --image), 'seed', 'words', 'id'",
     )
     heat.add_argument("--words", help="comma-separated words to explain (default: all)")
-    heat.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
-    heat.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
-    heat.add_argument(
-        "--batch-size", type=positive_int, help="rows per UNet call (default: automatic)"
-    )
+    _sampling_arguments(heat, "noise draws (per prompt with --prompts)")
     heat.add_argument(
         "--context",
         choices=["remove", "pad"],
@@ -120,11 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument(
         "--prompt", action="append", required=True, help="a candidate caption (repeat for several)"
     )
-    score.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
-    score.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
-    score.add_argument(
-        "--batch-size", type=positive_int, help="rows per UNet call (default: automatic)"
-    )
+    _sampling_arguments(score, "noise draws")
     score.add_argument(
         "--estimator",
         choices=["standard", "orthogonal"],
@@ -187,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--caption", default="a red circle left of a blue square", help="a caption of the world"
     )
     demo.add_argument("--image", help="explain this image instead of a draw of the world")
-    demo.add_argument("--samples", type=draws_int, default=256, help="noise draws (default 256)")
-    demo.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    _sampling_arguments(
+        demo, "noise draws", seed="random seed of the draws, the scene and the generated image"
+    )
     _figure_arguments(demo)
 
     _eval_arguments(commands)
@@ -215,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _eval_arguments(commands: Any) -> None:
     from .ddim import DEFAULT_STEPS
-    from .evaluate.common import DEFAULT_SAMPLES
 
     ev = commands.add_parser(
         "eval",
@@ -261,16 +250,7 @@ def _eval_arguments(commands: Any) -> None:
             help="the world's split (default test)",
         )
         sub.add_argument("--limit", type=positive_int, help="at most this many items")
-        sub.add_argument(
-            "--samples",
-            type=draws_int,
-            default=DEFAULT_SAMPLES,
-            help=f"noise draws per item (default {DEFAULT_SAMPLES})",
-        )
-        sub.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
-        sub.add_argument(
-            "--batch-size", type=positive_int, help="rows per denoiser call (default: auto)"
-        )
+        _sampling_arguments(sub, "noise draws per item")
         if name == "intervention":
             sub.add_argument(
                 "--generated",
@@ -293,8 +273,7 @@ def _eval_arguments(commands: Any) -> None:
                 help="ranking score: standard (log p(x|caption) - log p(x), default) or "
                 "orthogonal (the paper's protocol); both are measured and shown",
             )
-        sub.add_argument("--device", help="torch device (default cpu, or each process's GPU)")
-        sub.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype")
+        _device_arguments(sub)
         sub.add_argument(
             "--skip-bad", action="store_true", help="record and skip bad items instead of stopping"
         )
@@ -310,14 +289,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import EVALUATIONS, summarize
     from .evaluate.evaluation import evaluate
 
-    device = None if args.evaluation == "summarize" else check_device(args.device)
-    if args.evaluation != "summarize":
-        writable_folder(args.out, marker="settings.json")
-    _quiet_libraries()
     if args.evaluation == "summarize":
+        _quiet_libraries()
         summarize(args.out, log=print)
         print(f"report: {args.out / 'report.html'}")
         return 0
+    _announce_device(args.device)
+    writable_folder(args.out, marker="settings.json")
+    _quiet_libraries()
     summary = evaluate(
         args.evaluation,
         args.out,
@@ -328,13 +307,11 @@ def run_eval(args: argparse.Namespace) -> int:
         image_root=args.image_root,
         coco_captions=getattr(args, "coco_captions", None),
         limit=args.limit,
-        samples=args.samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        sampling=_sampling(args),
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", "standard"),
         generated=getattr(args, "generated", False),
-        device=device,
+        device=args.device,
         dtype=DTYPES.get(args.dtype),
         skip_bad=args.skip_bad,
     )
@@ -376,8 +353,7 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
     )
     if image:
         sub.add_argument("--image", required=image == "required", help="the image file")
-    sub.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default cpu)")
-    sub.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default float32)")
+    _device_arguments(sub)
     sub.add_argument(
         "--variant", help="weights variant, e.g. fp16 (default: found when it is the only one)"
     )
@@ -395,56 +371,73 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
     )
 
 
-def _load_model(args: argparse.Namespace) -> DiffusersModel:
-    from .models.diffusers.model import BFLOAT16_WARNING
-    from .world.demo import BUNDLED, BUNDLED_NAME
+def _sampling_arguments(
+    sub: argparse.ArgumentParser, draws: str, seed: str = "random seed of the draws"
+) -> None:
+    """The options every estimate shares; :func:`_sampling` makes them a :class:`Sampling`."""
+    group = sub.add_argument_group("sampling")
+    group.add_argument(
+        "--samples",
+        type=draws_int,
+        default=DEFAULT_DRAWS,
+        help=f"{draws} (default {DEFAULT_DRAWS})",
+    )
+    group.add_argument("--seed", type=seed_int, default=0, help=f"{seed} (default 0)")
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="rows per denoiser call (default: what fits the device); never changes the numbers",
+    )
 
+
+def _sampling(args: argparse.Namespace) -> Sampling:
+    return Sampling(draws=args.samples, seed=args.seed, batch_size=args.batch_size)
+
+
+def _device_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (default: CUDA when torch sees a GPU, else cpu), cpu, cuda, "
+        "cuda:1, mps",
+    )
+    sub.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype (default float32)")
+
+
+def _announce_device(name: str) -> str:
+    """Check the device before any slow loading and say, in the first line, where it runs."""
+    device = resolve_device(name)
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
+    how = "chosen automatically" if name == "auto" else "as asked"
+    print(
+        f"infodecomp: running on {device}{f' ({where})' if where else ''}, {how}", file=sys.stderr
+    )
+    return device
+
+
+def _load_model(args: argparse.Namespace) -> Any:
     if getattr(args, "image", None) is not None:  # (--prompts checks its images itself)
         load_image(args.image, 8)  # an unreadable image fails before the (slow) model load
-    device = check_device(args.device)
+    device = _announce_device(args.device)
     _quiet_libraries()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # said below in one line
-        model = DiffusersModel.from_pretrained(
-            BUNDLED if args.model == "bundled" else args.model,
-            torch_dtype=DTYPES[args.dtype or "float32"],
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(
+            args.model,
             device=device,
+            dtype=DTYPES[args.dtype or "float32"],
             variant=args.variant,
             image_size=args.image_size,
             guidance_scale=args.guidance,
         )
-    if args.model == "bundled":
-        model.name = BUNDLED_NAME
-    if model.dtype == torch.bfloat16:
-        print(f"infodecomp: warning: {BFLOAT16_WARNING}", file=sys.stderr)
-    if model.distilled:
-        print(
-            f"infodecomp: warning: {model.name} is {model.distilled}: its numbers are not "
-            "exact information",
-            file=sys.stderr,
-        )
+    for message in dict.fromkeys(str(w.message) for w in caught if _ours(w)):
+        print(f"infodecomp: warning: {message}", file=sys.stderr)
     return model
 
 
-def check_device(name: str | None) -> str | None:
-    """``name`` if this torch can run on it, else ``ValueError`` with one line (before any slow
-    loading)."""
-    if name is None:
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {name!r} (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: this torch build sees no CUDA GPU")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: MPS is not available here")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r} is not supported (cpu, cuda or mps)")
-    return name
+def _ours(caught: warnings.WarningMessage) -> bool:
+    """A warning of infodecomp's (said in one line), not a library's loading chatter."""
+    return "infodecomp" in caught.filename
 
 
 def _quiet_libraries() -> None:
@@ -491,9 +484,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
         args.image,
         args.prompt,
         words,
-        n_samples=args.samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        sampling=_sampling(args),
         context=args.context,
         attention=not args.no_attention,
     )
@@ -522,9 +513,7 @@ def run_heatmap_prompts(args: argparse.Namespace) -> int:
         items,
         args.out,
         data=data,
-        n_samples=args.samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        sampling=_sampling(args),
         context=args.context,
         attention=not args.no_attention,
         scale=args.scale,
@@ -539,16 +528,16 @@ def run_heatmap_prompts(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from .world.demo import run_demo as demo
 
-    _quiet_libraries()
     writable_folder(args.out)
     if args.image:
         load_image(args.image, 8)
+    _announce_device("auto")
+    _quiet_libraries()
     summary = demo(
         args.out,
         args.caption,
         args.image,
-        n_samples=args.samples,
-        seed=args.seed,
+        sampling=_sampling(args),
         scale=args.scale,
         fmt=args.figure_format,
     )
@@ -585,35 +574,22 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .report.pictures import image_png
+    from .generation import generate_images
 
-    prompts = [p.strip() for p in args.prompt]
-    if not all(prompts):
+    if not all(p.strip() for p in args.prompt):
         raise ValueError("a prompt is empty")
     writable_folder(args.out, marker="generate.json")
     model = _load_model(args)
-    for p in prompts:
-        model.check_prompt(p)
-    images = []
-    for prompt in prompts:
-        images.append(
-            model.generate_with_pipeline(prompt, args.seed, args.steps, args.guidance_scale)
-        )
-        print(f"image_{len(images) - 1:03d}.png: {prompt!r}")
-    doc = {
-        "model": model.name,
-        "model_revision": model.revision,
-        "family": model.family,
-        **model.sampling_settings(args.steps, args.guidance_scale),
-        "images": [
-            {"file": f"image_{i:03d}.png", "prompt": p, "seed": args.seed}
-            for i, p in enumerate(prompts)
-        ],
-    }
-    with output_folder(args.out, marker="generate.json") as folder:  # whole or not at all
-        for i, image in enumerate(images):
-            (folder / f"image_{i:03d}.png").write_bytes(image_png(image, image.shape[-1]))
-        (folder / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
+    records = generate_images(
+        model,
+        args.prompt,
+        args.out,
+        seed=args.seed,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+    )
+    for record in records:
+        print(f"{record['file']}: {record['prompt']!r}")
     return 0
 
 
@@ -634,46 +610,23 @@ def run_train_world(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    prompts = [p.strip() for p in args.prompt]
-    if not all(prompts):
+    from .ranking import rank_captions
+
+    if not all(p.strip() for p in args.prompt):
         raise ValueError("a prompt is empty")
     model = _load_model(args)
-    for p in prompts:
-        model.check_prompt(p)
-    x = model.encode_image(args.image)
-    # Each prompt against the null prompt, then each pair of prompts as its own log-likelihood
-    # ratio: the same draws, and no extra denoiser row (each prompt is evaluated once per draw).
-    n = len(prompts)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    conds = prompts + [prompts[i] for i, _ in pairs]
-    contexts = [None] * n + [prompts[j] for _, j in pairs]
-    estimates = conditional_mutual_info(
-        model,
-        x,
-        conds,
-        contexts,
-        estimator=tuple(dict.fromkeys((args.estimator, "standard"))),
-        n_samples=args.samples,
-        seed=args.seed,
-        batch_size=args.batch_size or model.default_batch_size(),
+    ranked = rank_captions(
+        model, args.image, args.prompt, estimator=args.estimator, sampling=_sampling(args)
     )
-    est, standard = estimates[args.estimator], estimates["standard"]
-    ranking = sorted(range(n), key=lambda j: -est.value[0, j].item())
-    winner = ranking[0]
-    paired = []
-    for j in ranking[1:]:
-        k = n + pairs.index((min(winner, j), max(winner, j)))
-        # The pair (j, winner) measures the other way round: its negative.
-        entry = standard.entry(0, k) if winner < j else _negated(standard.entry(0, k))
-        paired.append(entry | {"other": j, "verdict": _verdict(entry)})
+    est, prompts = ranked.estimate, ranked.captions
     if args.json:
         doc = est.to_dict()
         doc.update(
             model=model.name,
             image=str(args.image),
             prompts=prompts,
-            ranking=ranking,
-            paired=paired,
+            ranking=ranked.order,
+            paired=ranked.paired,
             paired_estimator="standard",
         )
         print(json.dumps(doc, indent=2))
@@ -681,16 +634,16 @@ def run_score(args: argparse.Namespace) -> int:
     name = "i^s(x; prompt)" if args.estimator == "standard" else "i^o(x; prompt)"
     width = max(len("prompt"), *(len(p[:47]) for p in prompts)) + 2
     print(f"{'prompt':<{width}}{name} [95% interval]")
-    for j in ranking:
+    for j in ranked.order:
         print(f"{prompts[j][:47]:<{width}}{format_entry(est.entry(0, j))}")
-    if paired:
+    if ranked.paired:
         print(
             "winner minus each other: log p(x|winner) - log p(x|other) [95% interval] "
             "(standard estimator, same draws)"
         )
-        numbers = [format_entry(entry) for entry in paired]
+        numbers = [format_entry(entry) for entry in ranked.paired]
         column = max(len(t) for t in numbers) + 2
-        for entry, text in zip(paired, numbers, strict=True):
+        for entry, text in zip(ranked.paired, numbers, strict=True):
             other = prompts[entry["other"]][:47]
             print(f"{'- ' + other:<{width + 2}}{text:<{column}}{entry['verdict']}")
     print(
@@ -698,23 +651,6 @@ def run_score(args: argparse.Namespace) -> int:
         f"seed {args.seed}"
     )
     return 0
-
-
-def _negated(entry: dict[str, Any]) -> dict[str, Any]:
-    """An :meth:`Estimate.entry` of the opposite difference: value and interval mirrored (the
-    skew-aware interval mirrors with its skewness)."""
-    low, high = entry["ci95"]
-    return entry | {"value": -entry["value"], "ci95": [-high, -low]}
-
-
-def _verdict(difference: dict[str, Any]) -> str:
-    """Whether the winner's log-likelihood ratio over a caption decides between them."""
-    low, high = difference["ci95"]
-    if low > 0:
-        return "winner ahead"
-    if high < 0:  # possible when the orthogonal score ranked them
-        return "this caption ahead (log-likelihood)"
-    return "not decided (take more draws)"
 
 
 def _print_entry(
@@ -725,31 +661,15 @@ def _print_entry(
 
 
 def run_reference(args: argparse.Namespace) -> int:
-    model = example_mixture()
-    x, (label,) = model.sample(1, seed=args.seed)
-    shape_only = {"shape": label["shape"]}
-    common = {"n_samples": args.samples, "seed": args.seed}
+    from .models.reference import reference_check
 
-    nll = log_likelihood(model, x, [None, label], **common)
-    # The label against nothing, and colour given shape: two pairs on shared draws.
-    pairs = {"cond": [label, label], "context": [None, shape_only]}
-    standard = conditional_mutual_info(model, x, **pairs, estimator="standard", **common)
-    orthogonal = conditional_mutual_info(model, x, **pairs, estimator="orthogonal", **common)
-
-    exact_logp = [model.log_prob(x, c).item() for c in (None, label, shape_only)]
-    rows = [
-        ("-log p(x)", nll, 0, -exact_logp[0]),
-        ("-log p(x | label)", nll, 1, -exact_logp[1]),
-        ("i^s(x; label)", standard, 0, exact_logp[1] - exact_logp[0]),
-        ("i^s(x; colour | shape)", standard, 1, exact_logp[1] - exact_logp[2]),
-        ("i^o(x; label)", orthogonal, 0, None),
-        ("i^o(x; colour | shape)", orthogonal, 1, None),
-    ]
-    results = {"nll": nll, "standard": standard, "orthogonal": orthogonal}
+    if args.out is not None:
+        writable_folder(args.out, marker="nll.json")
+    check = reference_check(_sampling(args))
     if args.out:
-        for name, est in results.items():
-            est.save(args.out / name)
-
+        with output_folder(args.out, marker="nll.json") as folder:
+            for name, est in check.estimates.items():
+                est.save(folder / name)
     if args.json:
         table = [
             {
@@ -758,30 +678,32 @@ def run_reference(args: argparse.Namespace) -> int:
                 "stderr": est.stderr[0, j].item(),
                 "exact": exact,
             }
-            for name, est, j, exact in rows
+            for name, est, j, exact in check.rows
         ]
         doc = {
-            "x_label": label,
+            "x_label": check.label,
             "units": "nats",
             "table": table,
-            "estimates": {name: est.to_dict() for name, est in results.items()},
+            "estimates": {name: est.to_dict() for name, est in check.estimates.items()},
         }
         print(json.dumps(doc, indent=2))
         return 0
-
-    print(f"Reference model: 6-component Gaussian mixture in 8 dimensions; x drawn from {label}")
+    print(
+        f"Reference model: 6-component Gaussian mixture in 8 dimensions; x drawn from {check.label}"
+    )
     print(f"{'quantity':<26}{'estimate [95% interval]':<26}{'exact':>8}{'z':>7}")
-    for name, est, j, exact in rows:
+    for name, est, j, exact in check.rows:
         value, se = est.value[0, j].item(), est.stderr[0, j].item()
         exact_txt = (
             f"{format_entry(exact):>8}{(value - exact) / se:>7.2f}" if exact is not None else ""
         )
         print(f"{name:<26}{format_entry(est.entry(0, j)):<26}{exact_txt}")
     print("(i^o has no pointwise target: its mean over x equals the mean of i^s)")
-    evaluations = sum(est.n_evaluations for est in results.values())
+    nll = check.estimates["nll"]
+    evaluations = sum(est.n_evaluations for est in (nll, check.estimates["standard"]))
     print(
         f"nats; {args.samples} draws per estimate, seed {args.seed}, "
-        f"{evaluations} denoiser evaluations, sampling {nll.settings['sampling']}, log-SNR in "
+        f"{evaluations} denoiser evaluations, log-SNR in "
         f"[{nll.settings['logsnr']['low']:.1f}, {nll.settings['logsnr']['high']:.1f}]"
     )
     return 0

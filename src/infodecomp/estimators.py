@@ -15,7 +15,8 @@ information quantities:
 Each integrand is a sum over data coordinates, so each estimate splits exactly into a map.
 The integral is estimated by importance sampling over a (logsnr.py: a truncated logistic, or an
 adaptive proposal fitted to the call's integrands); every condition of one call sees the same
-(a, eps) draws, and the tails beyond the range are extrapolated (log-likelihood) or flagged.
+(a, eps) draws (sampling.py says which), and the tails beyond the range are extrapolated
+(tails.py: added to the log-likelihood, flagged for information).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 import torch
@@ -35,12 +36,13 @@ from tqdm.auto import tqdm
 from . import intervals
 from .logsnr import Piecewise, TruncatedLogistic, fit_proposal
 from .results import Estimate
+from .sampling import Sampling
+from .tails import Tails, exponential_tails, likelihood_tails
 
 ESTIMATORS = ("orthogonal", "standard")
-SAMPLINGS = ("stratified", "iid")
 
 # The adaptive proposal: below this many draws there are too few to fit one. A pilot of
-# n_samples // PILOT_FRACTION draws (spent) starts it; it is refitted before each counted stage,
+# draws // PILOT_FRACTION draws (spent) starts it; it is refitted before each counted stage,
 # on PROPOSAL_BINS bins, a share WIDENED of it smoothed by WIDEN_BY nats, DEFENSIVE uniform.
 # Measured by benchmarks/estimator_efficiency.py; see logsnr.fit_proposal.
 MIN_ADAPTIVE_SAMPLES = 64
@@ -54,9 +56,6 @@ TOP_DRAWS = 3
 RELIABLE_SHARE = 0.5
 # Bins of the information profile over log-SNR (diagnostics["profile"]).
 PROFILE_BINS = 24
-# Draws at each end of the range (for the tails beyond it): n_samples // EDGE_FRACTION, at least 4
-# (fewer make the truncation flag a coin toss).
-EDGE_FRACTION = 128
 
 
 class Denoiser(Protocol):
@@ -85,12 +84,7 @@ def log_likelihood(
     x: torch.Tensor,
     cond: Any = None,
     *,
-    n_samples: int = 1000,
-    seed: int = 0,
-    logsnr: TruncatedLogistic | None = None,
-    sampling: Literal["stratified", "iid"] = "stratified",
-    adaptive: bool = True,
-    batch_size: int = 256,
+    sampling: Sampling | None = None,
     per_dim: bool = False,
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
@@ -100,11 +94,11 @@ def log_likelihood(
     """Negative log-likelihood -log p(x | cond) in nats, one per row of ``x``.
 
     Uses a standard-Gaussian reference, so the value is exact up to Monte Carlo error. The
-    log-SNR integral is taken over the range of ``logsnr`` and its tails beyond it are added in
-    closed form (below the range the integrand decays like exp(a); above it as a Gaussian
-    coordinate's would, with the variance that matches the integrand at the range's top: exact
-    for Gaussian data, the limit of smooth data); ``Estimate.diagnostics["outside_range"]``
-    holds what they added. ``Estimate.bits_per_dim`` gives the value in bits per dimension.
+    log-SNR integral is taken over the range of the sampling's ``logsnr`` and its tails beyond it
+    are added in closed form (tails.py: below the range the integrand decays like exp(a); above
+    it as a Gaussian coordinate's would, exact for Gaussian data, the limit of smooth data);
+    ``Estimate.diagnostics["outside_range"]`` holds what they added. ``Estimate.bits_per_dim``
+    gives the value in bits per dimension.
 
     For discrete data such as 8-bit images, give ``levels`` (256): ``x`` must then lie on the
     grid ``2 k / (levels - 1) - 1``, k = 0 .. levels - 1 (8-bit pixels / 127.5 - 1), and the
@@ -117,12 +111,8 @@ def log_likelihood(
         x: data, shape ``(n_x, *data_shape)``.
         cond: one condition, or a list of conditions measured on shared noise (the result then
             has a trailing axis of that length). ``None`` is the unconditional model.
-        n_samples: (log-SNR, noise) draws per row of ``x``; at least 2.
-        seed: makes the draws reproducible; results do not depend on ``batch_size``.
-        logsnr: importance distribution; defaults to the model's ``logsnr_range`` if declared,
-            else ``TruncatedLogistic()``.
-        sampling: ``"stratified"`` (one draw per quantile of ``logsnr``) or ``"iid"``.
-        batch_size: rows per denoiser call.
+        sampling: the draws (:class:`~infodecomp.Sampling`: number, seed, log-SNR proposal,
+            batch size); default ``Sampling()``, 256 draws on the model's trained log-SNR range.
         per_dim: also return ``Estimate.map``, the exact split of the value over coordinates.
         sum_channels: sum the map over the channel axis (axis 1 of ``x``).
         keys: one stable key per row of ``x`` (an item id: str or int) naming its random
@@ -132,26 +122,19 @@ def log_likelihood(
         progress: show a progress bar (only on a terminal).
         levels: the number of levels discrete data was quantized to (see above), or None.
     """
-    conds = cond if isinstance(cond, list) else [cond]
+    sampling = _check_sampling(sampling)
     offset = 0.0
     if levels is not None:
-        x = _check_inputs(x, n_samples, seed, sampling, batch_size, sum_channels)
-        if keys is not None and len(keys) != x.shape[0]:
-            raise ValueError(f"got {len(keys)} keys for {x.shape[0]} rows of x: give one per row")
-        x, offset = _dequantize(x, levels, seed, keys)
+        x = _check_inputs(x, sum_channels, keys)
+        x, offset = _dequantize(x, levels, sampling.seed, keys)
     est = _estimate(
         "negative_log_likelihood",
         model,
         x,
-        conds,
+        cond if isinstance(cond, list) else [cond],
         None,
         many=isinstance(cond, list),
-        n_samples=n_samples,
-        seed=seed,
-        logsnr=logsnr,
         sampling=sampling,
-        adaptive=adaptive,
-        batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
         keys=keys,
@@ -208,12 +191,7 @@ def mutual_info(
     cond: Any,
     *,
     estimator: str | tuple[str, ...] = "orthogonal",
-    n_samples: int = 1000,
-    seed: int = 0,
-    logsnr: TruncatedLogistic | None = None,
-    sampling: Literal["stratified", "iid"] = "stratified",
-    adaptive: bool = True,
-    batch_size: int = 256,
+    sampling: Sampling | None = None,
     per_dim: bool = False,
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
@@ -232,12 +210,7 @@ def mutual_info(
         cond,
         None,
         estimator=estimator,
-        n_samples=n_samples,
-        seed=seed,
-        logsnr=logsnr,
         sampling=sampling,
-        adaptive=adaptive,
-        batch_size=batch_size,
         per_dim=per_dim,
         sum_channels=sum_channels,
         keys=keys,
@@ -274,12 +247,7 @@ def conditional_mutual_info(
     context: Any,
     *,
     estimator: str | tuple[str, ...] = "orthogonal",
-    n_samples: int = 1000,
-    seed: int = 0,
-    logsnr: TruncatedLogistic | None = None,
-    sampling: Literal["stratified", "iid"] = "stratified",
-    adaptive: bool = True,
-    batch_size: int = 256,
+    sampling: Sampling | None = None,
     per_dim: bool = False,
     sum_channels: bool = False,
     keys: Sequence[Any] | None = None,
@@ -298,7 +266,6 @@ def conditional_mutual_info(
     names = (estimator,) if isinstance(estimator, str) else tuple(dict.fromkeys(estimator))
     if not names or any(e not in ESTIMATORS for e in names):
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
-    many = isinstance(cond, list) or isinstance(context, list)
     conds, contexts = _broadcast_pairs(cond, context)
     quantity = "mutual_info" if all(c is None for c in contexts) else "conditional_mutual_info"
     out = _estimate(
@@ -308,19 +275,40 @@ def conditional_mutual_info(
         conds,
         contexts,
         estimators=names,
-        many=many,
-        n_samples=n_samples,
-        seed=seed,
-        logsnr=logsnr,
-        sampling=sampling,
-        adaptive=adaptive,
-        batch_size=batch_size,
+        many=isinstance(cond, list) or isinstance(context, list),
+        sampling=_check_sampling(sampling),
         per_dim=per_dim,
         sum_channels=sum_channels,
         keys=keys,
         progress=progress,
     )
     return out[estimator] if isinstance(estimator, str) else out
+
+
+T = torch.Tensor
+
+
+# Each kind's per-coordinate integrand, from the noise e, the fuller condition's eps_hat, the
+# context's (information) and the noisy input x_a at s = sigmoid(a) (log-likelihood).
+def _likelihood_integrand(e: T, fuller: T, context: T, s: T, x_noisy: T) -> T:
+    # Against the standard-Gaussian reference's error on the same eps, whose integral is known in
+    # closed form (-log N(x; 0, I)): it cancels tail noise.
+    return 0.5 * ((e - fuller) ** 2 - (e - (1 - s).sqrt() * x_noisy.unsqueeze(1)) ** 2)
+
+
+def _orthogonal_integrand(e: T, fuller: T, context: T, s: T, x_noisy: T) -> T:
+    return 0.5 * (context - fuller) ** 2
+
+
+def _standard_integrand(e: T, fuller: T, context: T, s: T, x_noisy: T) -> T:
+    return 0.5 * ((e - context) ** 2 - (e - fuller) ** 2)
+
+
+INTEGRANDS = {
+    "negative_log_likelihood": _likelihood_integrand,
+    "orthogonal": _orthogonal_integrand,
+    "standard": _standard_integrand,
+}
 
 
 def _estimate(
@@ -332,41 +320,23 @@ def _estimate(
     *,
     estimators: Sequence[str] = (),
     many: bool,
-    n_samples: int,
-    seed: int,
-    logsnr: TruncatedLogistic | None,
-    sampling: str,
-    adaptive: bool,
-    batch_size: int,
+    sampling: Sampling,
     per_dim: bool,
     sum_channels: bool,
     keys: Sequence[Any] | None,
     progress: bool,
 ) -> dict[str, Estimate]:
     """The estimates of ``quantity`` (one per name in ``estimators`` for information, keyed by
-    name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls.
-
-    Each row of ``x`` gets, in this order: ``n_edge`` draws at each end of the log-SNR range
-    (for the tails beyond it), a pilot of ``n_samples // 16`` draws from ``logsnr`` to which a
-    proposal is fitted (when ``adaptive``; the pilot is spent, not counted in the estimate, so
-    the estimate stays unbiased), and the remaining draws from that proposal.
-    """
+    name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls:
+    draws -> stages -> integrals -> tails -> flags."""
     if not callable(model):
         raise TypeError(
             f"model must be a denoiser, model(x_noisy, logsnr, conds) -> eps_hat; got "
             f"{type(model).__name__}"
         )
-    x = _check_inputs(x, n_samples, seed, sampling, batch_size, sum_channels)
-    if keys is not None and len(keys) != x.shape[0]:
-        raise ValueError(f"got {len(keys)} keys for {x.shape[0]} rows of x: give one per row")
-    if logsnr is None:
-        model_range = getattr(model, "logsnr_range", None)
-        logsnr = TruncatedLogistic.from_range(*model_range) if model_range else TruncatedLogistic()
-    stratified = sampling == "stratified"
-    adaptive = adaptive and n_samples >= MIN_ADAPTIVE_SAMPLES
-    n_pilot = max(8, n_samples // PILOT_FRACTION) if adaptive else 0
-    n_main, n_edge = n_samples - n_pilot, max(4, n_samples // EDGE_FRACTION)
-
+    x = _check_inputs(x, sum_channels, keys)
+    sampling = sampling.resolve(model)
+    likelihood = quantity == "negative_log_likelihood"
     # Each distinct condition is evaluated once per draw; pairs index into this list.
     unique: list[Any] = []
     for c in conds + (contexts or []):
@@ -375,50 +345,141 @@ def _estimate(
     # Every information integrand comes from the same denoiser outputs, so all are computed, and
     # the proposal is fitted to the orthogonal one whichever was requested: a result does not
     # depend on which estimators were asked for.
-    kinds = [quantity] if quantity == "negative_log_likelihood" else list(ESTIMATORS)
+    kinds = [quantity] if likelihood else list(ESTIMATORS)
+    fit_kind = quantity if likelihood else "orthogonal"
+    plan = _Plan.of(sampling)
     n_x = x.shape[0]
-    run = _Draws(
+    # Random streams keyed by (seed, row key): a row's numbers do not depend on the other rows,
+    # on batch_size or on how rows are grouped, sharded or resumed.
+    streams = [row_stream_key(x[i], None if keys is None else keys[i]) for i in range(n_x)]
+    draws = _Draws(
         model,
         x,
         unique,
         [_index(unique, c) for c in conds],
         None if contexts is None else [_index(unique, c) for c in contexts],
-        kinds,
-        batch_size,
+        {kind: INTEGRANDS[kind] for kind in kinds},
+        sampling.batch_size,
         sum_channels,
-        n_units=n_x * (n_samples + 2 * n_edge),
+        eps_rngs=[np.random.default_rng([sampling.seed, k, 1]) for k in streams],
+        n_units=n_x * (sampling.draws + 2 * plan.n_edge),
         progress=progress,
     )
+    alpha_rngs = [np.random.default_rng([sampling.seed, k, 0]) for k in streams]
+    # The integrand at each end of the range (for the tails beyond it); only the log-likelihood
+    # adds the tails to its maps.
+    logsnr = sampling.logsnr
+    ends = {
+        end: draws.integrands(
+            np.full((n_x, plan.n_edge), at), np.ones((n_x, plan.n_edge)), per_dim and likelihood
+        )
+        for end, at in (("low", logsnr.low), ("high", logsnr.high))
+    }
+    stages, maps = _run_stages(draws, plan, sampling, alpha_rngs, ends, fit_kind, per_dim)
+    draws.close()
 
-    # Random streams keyed by (seed, row key): a row's numbers do not depend on the other rows,
-    # on batch_size or on how rows are grouped, sharded or resumed.
-    streams = [row_stream_key(x[i], None if keys is None else keys[i]) for i in range(n_x)]
-    alpha_rngs = [np.random.default_rng([seed, k, 0]) for k in streams]
-    run.eps_rngs = [np.random.default_rng([seed, k, 1]) for k in streams]
+    settings = {
+        "estimator": None,
+        **sampling.describe(),
+        "stages": plan.describe(),
+        "edge_draws": plan.n_edge,
+        "conditions": [_jsonable(c) for c in conds],
+        "contexts": None if contexts is None else [_jsonable(c) for c in contexts],
+        "n_x": n_x,
+        "data_shape": list(x.shape[1:]),
+        "data_dims": math.prod(x.shape[1:]),
+        "per_dim": per_dim,
+        "sum_channels": sum_channels,
+        "model": type(model).__name__,
+        "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
+        "profile_edges": np.linspace(logsnr.low, logsnr.high, PROFILE_BINS + 1).tolist(),
+    }
+    profile_edges = np.array(settings["profile_edges"])
+    out = {}
+    for kind in [quantity] if likelihood else estimators:
+        # The tails are measured with the orthogonal integrand for information (the same mean as
+        # the standard one's, less noise).
+        at_low, at_high = (ends[end][0][kind if likelihood else fit_kind] for end in ends)
+        offset = None
+        if likelihood:
+            tails = likelihood_tails(at_low, at_high, logsnr.high, x)
+            end_maps = {end: ends[end][1][kind] for end in ends} if per_dim else None
+            offset = _Offset(x, sum_channels, tails, end_maps, plan.n_edge)
+        else:
+            tails = exponential_tails(at_low, at_high)
+        result = _integral(
+            kind, stages, maps.get(kind), plan, sampling.stratified, tails, profile_edges, offset
+        )
+        if not many:
+            result = _first_condition(result)
+        out[kind] = Estimate(
+            quantity=quantity,
+            n_evaluations=n_x * sampling.rows(len(unique)),
+            seed=sampling.seed,
+            settings=settings | {"estimator": None if likelihood else kind},
+            **result,
+        )
+    return out
 
-    # The integrand at each end of the range: the tails beyond it, extrapolated.
-    # Only the log-likelihood adds the tails to its maps.
-    end_maps = per_dim and quantity == "negative_log_likelihood"
-    ends = {}
-    for name, at in (("low", logsnr.low), ("high", logsnr.high)):
-        ends[name] = run.integrands(np.full((n_x, n_edge), at), np.ones((n_x, n_edge)), end_maps)
 
-    # Stages: a pilot from `logsnr` (spent), then counted stages, each drawn from a proposal
-    # fitted to every draw before it. Each stage is unbiased given the past, so the plain mean
-    # of all counted draws is too.
-    fit_kind = "negative_log_likelihood" if quantity == "negative_log_likelihood" else "orthogonal"
-    seen_a = [np.full((n_x, n_edge), logsnr.low), np.full((n_x, n_edge), logsnr.high)]
+class _Plan:
+    """How the draws of one row are spent: ``n_edge`` at each end of the log-SNR range, an
+    adaptive pilot of ``n_pilot`` (spent, not counted: the estimate stays unbiased), then the
+    counted stages of ``sizes``."""
+
+    def __init__(self, n_edge: int, n_pilot: int, sizes: list[int]) -> None:
+        self.n_edge, self.n_pilot, self.sizes = n_edge, n_pilot, sizes
+
+    @classmethod
+    def of(cls, sampling: Sampling) -> _Plan:
+        adaptive = sampling.adaptive and sampling.draws >= MIN_ADAPTIVE_SAMPLES
+        n_pilot = max(8, sampling.draws // PILOT_FRACTION) if adaptive else 0
+        return cls(sampling.edge_draws, n_pilot, _stage_sizes(sampling.draws - n_pilot, adaptive))
+
+    @property
+    def n_counted(self) -> int:
+        return sum(self.sizes)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pilot": self.n_pilot,
+            "counted": self.sizes,
+            **(
+                {"bins": PROPOSAL_BINS, "widened": WIDENED, "widen_by": WIDEN_BY}
+                | {"defensive": DEFENSIVE}
+                if self.n_pilot
+                else {}
+            ),
+        }
+
+
+def _run_stages(
+    draws: _Draws,
+    plan: _Plan,
+    sampling: Sampling,
+    alpha_rngs: list[np.random.Generator],
+    ends: dict[str, Any],
+    fit_kind: str,
+    per_dim: bool,
+) -> tuple[list[tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]], dict[str, list]]:
+    """A pilot from the sampling's ``logsnr`` (spent), then the counted stages, each drawn from
+    a proposal fitted to every draw before it. Each stage is unbiased given the past, so the
+    plain mean of all counted draws is too. Returns each stage's (integrands, weights,
+    log-SNRs) and, with ``per_dim``, each kind's running map sums."""
+    logsnr, stratified = sampling.logsnr, sampling.stratified
+    n_x = len(alpha_rngs)
+    seen_a = [np.full((n_x, plan.n_edge), logsnr.low), np.full((n_x, plan.n_edge), logsnr.high)]
     seen_f = [ends["low"][0][fit_kind], ends["high"][0][fit_kind]]
     proposals: list[TruncatedLogistic | Piecewise] = [logsnr] * n_x
-    if n_pilot:
-        pilot = np.stack([logsnr.sample(n_pilot, rng, stratified) for rng in alpha_rngs])
-        f_pilot, _ = run.integrands(pilot, np.ones_like(pilot), per_dim=False)
+    if plan.n_pilot:
+        pilot = np.stack([logsnr.sample(plan.n_pilot, rng, stratified) for rng in alpha_rngs])
+        f_pilot, _ = draws.integrands(pilot, np.ones_like(pilot), per_dim=False)
         seen_a.append(pilot)
         seen_f.append(f_pilot[fit_kind])
     stages: list[tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]] = []
     maps: dict[str, list[torch.Tensor]] = {}
-    for size in _stage_sizes(n_main, adaptive):
-        if n_pilot:
+    for size in plan.sizes:
+        if plan.n_pilot:
             at, values = np.concatenate(seen_a, 1), torch.cat(seen_f, -1).numpy()
             proposals = [
                 fit_proposal(
@@ -436,7 +497,7 @@ def _estimate(
             [p.sample(size, rng, stratified) for p, rng in zip(proposals, alpha_rngs, strict=True)]
         )
         weights = np.stack([p.weight(a) for p, a in zip(proposals, alphas, strict=True)])
-        f_stage, stage_maps = run.integrands(alphas, weights, per_dim)
+        f_stage, stage_maps = draws.integrands(alphas, weights, per_dim)
         stages.append((f_stage, weights, alphas))
         seen_a.append(alphas)
         seen_f.append(f_stage[fit_kind])
@@ -446,122 +507,93 @@ def _estimate(
                 maps[kind][1] += total_sq
             else:
                 maps[kind] = [total, total_sq]
-    run.close()
+    return stages, maps
 
-    d = math.prod(x.shape[1:])
-    profile_edges = np.linspace(logsnr.low, logsnr.high, PROFILE_BINS + 1)
-    settings = {
-        "estimator": None,
-        "sampling": sampling,
-        "n_samples": n_samples,
-        "batch_size": batch_size,
-        "logsnr": logsnr.describe(),
-        "adaptive": {
-            "pilot": n_pilot,
-            "stages": _stage_sizes(n_main, adaptive),
-            "bins": PROPOSAL_BINS,
-            "widened": WIDENED,
-            "widen_by": WIDEN_BY,
-            "defensive": DEFENSIVE,
-        }
-        if n_pilot
-        else None,
-        "edge_draws": n_edge,
-        "conditions": [_jsonable(c) for c in conds],
-        "contexts": None if contexts is None else [_jsonable(c) for c in contexts],
-        "n_x": n_x,
-        "data_shape": list(x.shape[1:]),
-        "data_dims": d,
-        "per_dim": per_dim,
-        "sum_channels": sum_channels,
-        "model": type(model).__name__,
-        "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
-        "profile_edges": profile_edges.tolist(),
+
+def _integral(
+    kind: str,
+    stages: list[tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]],
+    map_sums: list[torch.Tensor] | None,
+    plan: _Plan,
+    stratified: bool,
+    tails: Tails,
+    profile_edges: np.ndarray,
+    offset: _Offset | None = None,
+) -> dict[str, Any]:
+    """One kind's estimate from its counted draws (plus ``offset``, the log-likelihood's terms
+    outside the sampled integral): value, standard error, skew-aware interval, map, profile over
+    log-SNR and the reliability and truncation flags."""
+    # Importance-weighted draws of each stage, shape (n_x, n_pairs, size).
+    parts = [f[kind] * torch.from_numpy(w).unsqueeze(1) for f, w, _ in stages]
+    contrib = torch.cat(parts, -1)
+    value = contrib.mean(-1)
+    stderr, skewness = intervals.stage_stderr_and_skewness(parts, stratified)
+    at = torch.from_numpy(np.concatenate([a for _, _, a in stages], 1))
+    profile, profile_se = information_profile(contrib, at, profile_edges)
+    share = intervals.top_share(contrib, TOP_DRAWS)
+    est_map = est_map_se = None
+    if map_sums is not None:
+        est_map, est_map_se = _map_mean(*map_sums, plan.n_counted)
+    # Information beyond the range is invisible to the model; flag estimates whose
+    # extrapolated tails (the best guess of what they miss) exceed their standard error.
+    truncated = tails.total.abs() > stderr
+    if offset is not None:
+        value, stderr = value + offset.value, (stderr**2 + offset.stderr**2).sqrt()
+        truncated = torch.zeros_like(truncated)  # the tails are added, not missed
+        if est_map is not None:
+            est_map = est_map + offset.map
+            est_map_se = (est_map_se**2 + offset.map_stderr**2).sqrt()
+    # A pair whose draws missed its rare large values shows little skew; the pairs of one row
+    # share their draws, so each takes the largest skew (in size; its own sign) of its row
+    # (measured: world word CMIs covered 91% with their own skew, 94-96% with this).
+    largest = skewness.abs().amax(1, keepdim=True)
+    row_skew = torch.where(skewness < 0, -largest, largest)
+    ci95 = intervals.skew_interval(value, stderr, row_skew)
+    return {
+        "value": value,
+        "stderr": stderr,
+        # An orthogonal value is never negative: its interval is cut at 0, which keeps its
+        # coverage (the truth is inside [0, inf)).
+        "ci95": ci95.clamp(min=0) if kind == "orthogonal" else ci95,
+        "reliable": share <= RELIABLE_SHARE,
+        "truncated": truncated,
+        "diagnostics": {
+            "top_share": share,
+            "skewness": row_skew,
+            "outside_range": tails.total,
+            "outside_range_stderr": tails.total_stderr,
+            "profile": profile,
+            "profile_stderr": profile_se,
+        },
+        "map": est_map,
+        "map_stderr": est_map_se,
     }
-    out = {}
-    for kind in [quantity] if quantity == "negative_log_likelihood" else estimators:
-        # Importance-weighted draws of each stage, shape (n_x, n_q, size).
-        parts = [f[kind] * torch.from_numpy(w).unsqueeze(1) for f, w, _ in stages]
-        contrib = torch.cat(parts, -1)
-        value = contrib.mean(-1)
-        stderr, skewness = intervals.stage_stderr_and_skewness(parts, stratified)
-        # Beyond each end the integrand is taken to decay like exp(-|a - end|) (any data with
-        # finite variance at low SNR; smooth data at high SNR), so each tail integrates to the
-        # integrand's value at the end. For information, the orthogonal integrand measures it
-        # (the same mean as the standard one's, less noise).
-        at_ends = fit_kind if kind != "negative_log_likelihood" else kind
-        low, high = ends["low"][0][at_ends], ends["high"][0][at_ends]
-        tail_low, tail_low_se = low.mean(-1), low.std(-1) / math.sqrt(n_edge)
-        tail_high, tail_high_se = high.mean(-1), high.std(-1) / math.sqrt(n_edge)
-        est_map = est_map_se = None
-        if per_dim:
-            est_map, est_map_se = _map_mean(*maps[kind], n_main)
-        if kind == "negative_log_likelihood":
-            # Above the range, a Gaussian coordinate's curve (the locally-Gaussian limit of
-            # smooth data) replaces the plain exponential.
-            sq_norm = x.double().cpu().flatten(1).pow(2).sum(1, keepdim=True)
-            scaled, slope = _gaussian_high_tail(tail_high, logsnr.high, sq_norm, d)
-            ratio = torch.where(
-                tail_high != 0, scaled / torch.where(tail_high != 0, tail_high, 1), 1
-            )
-            tail_high, tail_high_se = scaled, slope * tail_high_se
-            constant = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2)  # -log N(x; 0, I)
-            if sum_channels:
-                constant = constant.sum(1)
-            value = value + constant.flatten(1).sum(-1, keepdim=True) + tail_low + tail_high
-            stderr = (stderr**2 + tail_low_se**2 + tail_high_se**2).sqrt()
-            if per_dim:
-                low_map, low_se = _map_mean(*ends["low"][1][kind], n_edge)
-                high_map, high_se = _map_mean(*ends["high"][1][kind], n_edge)
-                r = ratio.view(*ratio.shape, *[1] * (est_map.dim() - 2))
-                est_map = est_map + constant.unsqueeze(1) + low_map + r * high_map
-                est_map_se = (est_map_se**2 + low_se**2 + (r * high_se) ** 2).sqrt()
-        outside = tail_low + tail_high
-        outside_se = (tail_low_se**2 + tail_high_se**2).sqrt()
-        at = torch.from_numpy(np.concatenate([a for _, _, a in stages], 1))
-        profile, profile_se = information_profile(contrib, at, profile_edges)
-        share = intervals.top_share(contrib, TOP_DRAWS)
-        reliable = share <= RELIABLE_SHARE
-        # A pair whose draws missed its rare large values shows little skew; the pairs of one
-        # row share their draws, so each takes the largest skew (in size; its own sign) of its
-        # row (measured: world word CMIs covered 91% with their own skew, 94-96% with this).
-        largest = skewness.abs().amax(1, keepdim=True)
-        row_skew = torch.where(skewness < 0, -largest, largest)
-        # Information beyond the range is invisible to the model; flag estimates whose
-        # extrapolated tails (the best guess of what they miss) exceed their standard error.
-        ci95 = intervals.skew_interval(value, stderr, row_skew)
-        truncated = torch.zeros_like(reliable)
-        if kind != "negative_log_likelihood":
-            truncated = outside.abs() > stderr
-        result = {
-            "value": value,
-            "stderr": stderr,
-            # An orthogonal value is never negative: its interval is cut at 0, which keeps
-            # its coverage (the truth is inside [0, inf)).
-            "ci95": ci95.clamp(min=0) if kind == "orthogonal" else ci95,
-            "reliable": reliable,
-            "truncated": truncated,
-            "diagnostics": {
-                "top_share": share,
-                "skewness": row_skew,
-                "outside_range": outside,
-                "outside_range_stderr": outside_se,
-                "profile": profile,
-                "profile_stderr": profile_se,
-            },
-            "map": est_map,
-            "map_stderr": est_map_se,
-        }
-        if not many:
-            result = _first_condition(result)
-        out[kind] = Estimate(
-            quantity=quantity,
-            n_evaluations=n_x * (n_samples + 2 * n_edge) * len(unique),
-            seed=seed,
-            settings=settings | {"estimator": None if kind == quantity else kind},
-            **result,
-        )
-    return out
+
+
+class _Offset:
+    """The log-likelihood's terms outside its sampled integral, added to the value and its map:
+    the standard-Gaussian reference's -log N(x; 0, I) (exact) and the tails beyond the range."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        sum_channels: bool,
+        tails: Tails,
+        end_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
+        n_edge: int,
+    ) -> None:
+        constant = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2)
+        if sum_channels:
+            constant = constant.sum(1)
+        self.value = constant.flatten(1).sum(-1, keepdim=True) + tails.total
+        self.stderr = tails.total_stderr
+        self.map = self.map_stderr = None
+        if end_maps is not None:
+            low_map, low_se = _map_mean(*end_maps["low"], n_edge)
+            high_map, high_se = _map_mean(*end_maps["high"], n_edge)
+            r = tails.high_ratio.view(*tails.high_ratio.shape, *[1] * (low_map.dim() - 2))
+            self.map = constant.unsqueeze(1) + low_map + r * high_map
+            self.map_stderr = (low_se**2 + (r * high_se) ** 2).sqrt()
 
 
 def information_profile(
@@ -609,17 +641,18 @@ class _Draws:
         unique: list[Any],
         cond_idx: list[int],
         ctx_idx: list[int] | None,
-        kinds: list[str],
+        integrands: dict[str, Any],
         batch_size: int,
         sum_channels: bool,
+        eps_rngs: list[np.random.Generator],
         n_units: int,
         progress: bool,
     ) -> None:
         self.model, self.x, self.unique = model, x, unique
-        self.cond_idx, self.ctx_idx, self.kinds = cond_idx, ctx_idx, kinds
+        self.cond_idx, self.ctx_idx, self.kinds = cond_idx, ctx_idx, integrands
         self.batch_size, self.sum_channels = batch_size, sum_channels
         self.work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        self.eps_rngs: list[np.random.Generator] = []
+        self.eps_rngs = eps_rngs
         self.done = 0
         self.bar = tqdm(total=n_units, unit="draw", disable=None if progress else True, leave=False)
         self.clock = _ProgressLog(n_units, len(unique)) if progress else None
@@ -656,17 +689,10 @@ class _Draws:
             )
             eps_hat = eps_hat.to(self.work).view(len(units), n_u, *data_shape)
             e, fuller = eps.unsqueeze(1), eps_hat[:, self.cond_idx]
-            for kind in self.kinds:
+            context = None if self.ctx_idx is None else eps_hat[:, self.ctx_idx]
+            for kind, integrand in self.kinds.items():
                 # Per-coordinate integrand of every pair, shape (U, n_q, *data_shape).
-                if kind == "negative_log_likelihood":
-                    # Against the standard-Gaussian reference's error on the same eps, whose
-                    # integral is known in closed form (-log N(x; 0, I)): it cancels tail noise.
-                    reference = ((1 - sig).sqrt() * x_noisy).unsqueeze(1)
-                    f = 0.5 * ((e - fuller) ** 2 - (e - reference) ** 2)
-                elif kind == "orthogonal":
-                    f = 0.5 * (eps_hat[:, self.ctx_idx] - fuller) ** 2
-                else:
-                    f = 0.5 * ((e - eps_hat[:, self.ctx_idx]) ** 2 - (e - fuller) ** 2)
+                f = integrand(e, fuller, context, sig.unsqueeze(1), x_noisy)
                 if self.sum_channels:
                     f = f.sum(dim=2)
                 totals[kind][xi, :, si] = f.flatten(2).sum(-1).double().cpu()
@@ -689,35 +715,6 @@ def _map_mean(total: torch.Tensor, total_sq: torch.Tensor, n: int) -> tuple[torc
     """Mean over n draws and its (i.i.d.) standard error, from a sum and a sum of squares."""
     mean = total / n
     return mean, ((total_sq / n - mean**2).clamp(min=0) / (n - 1)).sqrt()
-
-
-def _gaussian_high_tail(
-    at_end: torch.Tensor, high: float, sq_norm: torch.Tensor, d: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log-likelihood integrand's integral above ``high``, and its derivative in
-    ``at_end`` (the integrand's value there, a total over the d coordinates of rows whose
-    squared norms are ``sq_norm``).
-
-    The integrand is half the model's error minus the standard-Gaussian reference's. The
-    reference's part is known for each x: its error is d s^2 + s (1 - s) |x|^2 at s = sigmoid(a),
-    whose integral above ``high`` is closed-form. The model's error is taken to follow a Gaussian
-    coordinate's, d (1 - 1/(1 + E v)) at E = exp(a), with the v that matches it at the end (exact
-    for Gaussian data of one variance, the limit of smooth data); its tail is
-    -d/2 log(1 + 1/(E v)). Where no v fits (noise), the plain exponential's tail, ``at_end``.
-    """
-    big_e, s = math.exp(high), 1 / (1 + math.exp(-high))
-    reference_at_end = (1 - s) * (s * sq_norm - (1 + s) * d)  # its error minus d
-    reference_tail = 0.5 * ((1 - s) * sq_norm - (math.log1p(1 / big_e) + (1 - s)) * d)
-
-    def tail(total: torch.Tensor) -> torch.Tensor:
-        deficit = -(2 * total + reference_at_end) / d  # 1 / (1 + E v), per coordinate
-        fits = (deficit > 0) & (deficit < 1)
-        ev = 1 / torch.where(fits, deficit, 0.5) - 1
-        gauss = -0.5 * d * torch.log1p(1 / ev) - reference_tail
-        return torch.where(fits, gauss, total)
-
-    h = 1e-6 * (1 + at_end.abs())
-    return tail(at_end), (tail(at_end + h) - tail(at_end - h)) / (2 * h)
 
 
 def _first_condition(result: dict[str, Any]) -> dict[str, Any]:
@@ -812,8 +809,19 @@ def _denoise(
     return torch.cat(outputs)
 
 
+def _check_sampling(sampling: Any) -> Sampling:
+    if sampling is None:
+        return Sampling()
+    if not isinstance(sampling, Sampling):
+        raise TypeError(
+            f"sampling must be an infodecomp.Sampling, e.g. Sampling(draws=256, seed=0), got "
+            f"{type(sampling).__name__}"
+        )
+    return sampling
+
+
 def _check_inputs(
-    x: torch.Tensor, n_samples: int, seed: int, sampling: str, batch_size: int, sum_channels: bool
+    x: torch.Tensor, sum_channels: bool, keys: Sequence[Any] | None = None
 ) -> torch.Tensor:
     x = torch.as_tensor(x)
     if x.is_complex():
@@ -828,17 +836,8 @@ def _check_inputs(
         raise ValueError("x contains NaN or inf")
     if sum_channels and x.ndim < 3:
         raise ValueError("sum_channels needs data with a channel axis: shape (n, channels, ...)")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise ValueError(
-            f"n_samples must be an integer >= 2 (a standard error needs two draws), "
-            f"got {n_samples!r}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"unknown sampling {sampling!r}; choose one of {SAMPLINGS}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if keys is not None and len(keys) != x.shape[0]:
+        raise ValueError(f"got {len(keys)} keys for {x.shape[0]} rows of x: give one per row")
     return x
 
 

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .estimators import TruncatedLogistic, conditional_mutual_info
+from .estimators import conditional_mutual_info
 from .images import prepare_image
 from .models.diffusers.text import PaddedPrompt
 from .results import Estimate, format_entry, versions
+from .sampling import Sampling
 from .words import distinct_words, occurrences, remove_spans
 
 
@@ -325,12 +326,9 @@ def explain(
     prompt: str,
     words: list[str] | None = None,
     *,
-    n_samples: int = 256,
-    seed: int = 0,
-    batch_size: int | None = None,
+    sampling: Sampling | None = None,
     context: Literal["remove", "pad"] = "remove",
     attention: bool = True,
-    logsnr: TruncatedLogistic | None = None,
     key: str | int | None = None,
     progress: bool = True,
     x: torch.Tensor | None = None,
@@ -350,16 +348,13 @@ def explain(
         words: words or phrases ("red car") to explain (default: every distinct word); all
             occurrences count. A phrase is one unit: its CMI given the rest of the prompt, its
             attention summed over its tokens.
-        n_samples: draws of (log-SNR, noise); the cost is :func:`denoiser_rows` ``(n_samples,
-            len(words))`` (draws at the range's ends included). Attention maps average over all
-            of them.
-        seed: reproducibility seed.
-        batch_size: rows per network call (default: the model's ``default_batch_size()``, else
-            64).
+        sampling: the draws (:class:`~infodecomp.Sampling`; default 256 on the model's trained
+            log-SNR range, seed 0, the model's batch size). The cost is
+            ``sampling.rows(2 + len(words))`` denoiser rows (the prompt, the null prompt and one
+            context per word at every draw). Attention maps average over all of them.
         context: how a word is taken out: ``"remove"`` deletes it from the prompt, ``"pad"``
             replaces its tokens by padding.
         attention: also collect attention maps (models with ``collect_attention``).
-        logsnr: integration distribution (default: the model's trained log-SNR range).
         key: the image's item id, naming its random streams (default: the image's content).
         progress: show a progress bar.
         x: the model input of ``image``, ``(1, *data_shape)``, when it is known (the latent a
@@ -380,13 +375,9 @@ def explain(
     contexts = [None, *word_contexts(prompt, chosen, context)]
     pixels, image_note = prepare_image(image, model.image_size)
     x = model.encode_image(image) if x is None else x
-    sizing = getattr(model, "default_batch_size", None)
     run = {
-        "n_samples": n_samples,
-        "seed": seed,
-        "logsnr": logsnr,
+        "sampling": (sampling or Sampling()).resolve(model),
         "progress": progress,
-        "batch_size": batch_size or (sizing() if sizing else 64),
         "per_dim": True,
         "sum_channels": True,
         "keys": None if key is None else [key],
@@ -428,13 +419,6 @@ def explain(
         model_revision=getattr(model, "revision", None),
         image_note=image_note,
     )
-
-
-def denoiser_rows(n_samples: int, n_words: int) -> int:
-    """Denoiser rows (network evaluations) of an :func:`explain` of ``n_words`` words: each
-    draw, ``max(4, n_samples // 128)`` more at each end of the log-SNR range included, evaluates
-    the prompt, the null prompt and one context per word."""
-    return (n_samples + 2 * max(4, n_samples // 128)) * (2 + n_words)
 
 
 def as_text_denoiser(model: Any) -> Any:

@@ -33,12 +33,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .explanation import Explanation, denoiser_rows, explain, word_token_positions
+from .explanation import Explanation, explain, word_token_positions
 from .images import load_image
 from .models.diffusers import DiffusersModel
 from .models.diffusers.attention import AttentionCollector, capture
 from .models.diffusers.transformer import FLUX_GUIDANCE
 from .report.figures import ATTENTION_UNIT
+from .sampling import Sampling
 from .words import distinct_words
 
 # The colour bar's label of a generation's map: what its values are.
@@ -82,20 +83,20 @@ class Trace:
         self,
         words: list[str] | None = None,
         *,
-        n_samples: int = 256,
-        seed: int | None = None,
+        sampling: Sampling | None = None,
         announce: bool = True,
         **kwargs: Any,
     ) -> Explanation:
-        """:func:`~infodecomp.explain` of the generated latent and its prompt (``seed``: the
-        estimator's, default the generation's seed or 0). Prints the cost in denoiser rows
-        first (``announce``). Other keyword arguments go to :func:`~infodecomp.explain`."""
+        """:func:`~infodecomp.explain` of the generated latent and its prompt (``sampling``:
+        default ``Sampling(seed=<the generation's seed, or 0>)``). Prints the cost in denoiser
+        rows first (``announce``). Other keyword arguments go to :func:`~infodecomp.explain`."""
         prompt, latent = self._prompt(), self.latent
         if latent is None:
             raise ValueError("the traced generation ran no sampling step")
         chosen = distinct_words(prompt) if words is None else words
+        sampling = sampling or Sampling(seed=self.seed or 0)
         if announce:
-            rows = denoiser_rows(n_samples, len(chosen))
+            rows = sampling.rows(2 + len(chosen))
             print(
                 f"infodecomp: explaining {len(chosen)} word(s) of {prompt!r}: {rows} denoiser rows",
                 file=sys.stderr,
@@ -106,8 +107,7 @@ class Trace:
             image,
             prompt,
             words,
-            n_samples=n_samples,
-            seed=(self.seed or 0) if seed is None else seed,
+            sampling=sampling,
             x=latent,
             **kwargs,
         )

@@ -29,8 +29,9 @@ import numpy as np
 from ..estimators import conditional_mutual_info
 from ..report.datasets import thumbnail
 from ..results import Z95
+from ..sampling import Sampling
 from . import metrics
-from .common import EvalModel
+from .common import EvalModel, sampling_line
 from .items import CompositionalItem
 from .runner import PICTURES, Task
 
@@ -38,7 +39,10 @@ SCORES = ("standard", "orthogonal")  # both from one pass of denoiser calls, sho
 
 
 def make_task(
-    model: EvalModel, settings: dict[str, Any], reference: EvalModel | None = None
+    model: EvalModel,
+    sampling: Sampling,
+    settings: dict[str, Any],
+    reference: EvalModel | None = None,
 ) -> Task:
     """The compositional evaluation of ``model`` (and of the exact ``reference`` on the world's
     data, so every table shows what a perfect model gets)."""
@@ -49,19 +53,19 @@ def make_task(
             "true_index": item.true_index,
             "type": item.type,
             "group": item.group,
-            "scores": {"model": score(model, item, settings)},
+            "scores": {"model": score(model, item, sampling)},
         }
         if reference is not None:
-            row["scores"]["reference"] = score(reference, item, settings)
+            row["scores"]["reference"] = score(reference, item, sampling)
         return row | {PICTURES: {"image": thumbnail(_image(item))}}
 
     def denoiser_rows(item: CompositionalItem) -> int:
-        return settings["samples"] * (len(item.captions) + 1)
+        return sampling.rows(len(item.captions) + 1)
 
     return Task("compositional", measure, denoiser_rows)
 
 
-def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -> dict[str, Any]:
+def score(model: EvalModel, item: CompositionalItem, sampling: Sampling) -> dict[str, Any]:
     """Every caption's scores (nats, with standard errors), the true caption's margin over the
     best false one, and the ranking credit, for each estimator."""
     x = model.input(_image(item))
@@ -77,10 +81,7 @@ def score(model: EvalModel, item: CompositionalItem, settings: dict[str, Any]) -
         conds,
         contexts,
         estimator=SCORES,
-        n_samples=settings["samples"],
-        seed=settings["seed"],
-        logsnr=model.logsnr,
-        batch_size=settings["batch_size"],
+        sampling=sampling,
         keys=[item.id],
         progress=False,
     )
@@ -147,7 +148,7 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     2x2 groups."""
     if not rows:
         return {"columns": {}}
-    seed, min_items = settings["seed"], settings.get("macro_min_items", 1)
+    seed, min_items = settings["sampling"]["seed"], settings.get("macro_min_items", 1)
     types = [r["type"] or "all" for r in rows]
     chance = [1 / len(r["captions"]) for r in rows]
     out: dict[str, Any] = {
@@ -247,7 +248,7 @@ def table(summary: dict[str, Any]) -> str:
     width = max(18, *(len(h) + 2 for h, _, _ in heads))
     lines = [
         f"Compositional tests: {summary['n_items']} items ({summary['n_skipped']} skipped), "
-        f"{settings['samples']} draws, seed {settings['seed']}. Accuracy (true caption ranked "
+        f"{sampling_line(settings)}. Accuracy (true caption ranked "
         "first) with its 95% bootstrap interval.",
         f"{'':<{first}}" + "".join(f"{h:>{width}}" for h, _, _ in heads),
     ]

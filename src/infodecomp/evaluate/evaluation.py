@@ -10,8 +10,9 @@ import torch
 
 from .. import ddim
 from ..results import versions
+from ..sampling import Sampling
 from . import EVALUATIONS, datasets, world_data
-from .common import DEFAULT_SAMPLES, EvalModel, load_model
+from .common import load_evaluated
 from .runner import _stderr, process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.
@@ -30,13 +31,11 @@ def evaluate(
     image_root: str | None = None,
     coco_captions: str | None = None,
     limit: int | None = None,
-    samples: int = DEFAULT_SAMPLES,
-    seed: int = 0,
-    batch_size: int | None = None,
+    sampling: Sampling | None = None,
     ddim_steps: int = ddim.DEFAULT_STEPS,
     estimator: str = "standard",
     generated: bool = False,
-    device: str | None = None,
+    device: str | None = "auto",
     dtype: torch.dtype | None = None,
     skip_bad: bool = False,
     progress: bool = True,
@@ -60,15 +59,16 @@ def evaluate(
         image_root: folder that image paths are relative to (default: the data file's folder).
         coco_captions: COCO captions JSON (with ``data_format="coco"``).
         limit: at most this many items (the first ones; the world's items do not change with it).
-        samples: noise draws per item (per image for localization and interventions).
-        seed: seed of every item's noise (with the item id).
-        batch_size: rows per denoiser call (default: from the model).
+        sampling: the draws of every item (:class:`~infodecomp.Sampling`; default 256 per item,
+            or per image for localization and interventions, seed 0, on the model's trained
+            log-SNR range); an item's draws are keyed by its id.
         ddim_steps: DDIM steps each way (DAAM's maps, interventions).
         estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
             or ``"orthogonal"``, the paper's protocol); both are always measured and shown.
         generated: interventions on the world: images each model generates from recorded noise
             (no inversion) instead of the world's draws.
-        device, dtype: where and in which precision the model runs.
+        device, dtype: where (``"auto"``: CUDA when torch sees it; under Accelerate each
+            process's GPU) and in which precision the model runs.
         skip_bad: record and skip bad items instead of stopping at the first.
         progress: progress bar (on a terminal) or periodic log lines.
         log: where messages go (default: standard error).
@@ -76,13 +76,12 @@ def evaluate(
     log = log or _stderr
     if task not in EVALUATIONS:
         raise ValueError(f"unknown evaluation {task!r}; choose one of {tuple(EVALUATIONS)}")
-    for name, value, low in (("samples", samples, 2), ("ddim_steps", ddim_steps, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(ddim_steps, bool) or not isinstance(ddim_steps, int) or ddim_steps < 2:
+        raise ValueError(f"ddim_steps must be an integer >= 2, got {ddim_steps!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if sampling is not None and not isinstance(sampling, Sampling):
+        raise TypeError(f"sampling must be an infodecomp.Sampling, got {type(sampling).__name__}")
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if generated and (task != "intervention" or data != "world"):
@@ -96,35 +95,30 @@ def evaluate(
         raise ValueError(f"no items to evaluate in {data}")
 
     rank, n_proc, _, _ = process_state()
-    if device is None and n_proc > 1 and torch.cuda.is_available():
+    if device in (None, "auto") and n_proc > 1 and torch.cuda.is_available():
         from accelerate import PartialState
 
         device = str(PartialState().device)  # this process's GPU
-    evaluated = load_model(model, device=device, dtype=dtype)
+    evaluated = load_evaluated(model, device=device, dtype=dtype)
     reference = None
     if data == "world" and not evaluated.is_exact:
-        reference = load_model("exact")
+        reference = load_evaluated("exact")
+    # Resolved once for the evaluated model; the exact reference takes the same draws.
+    sampling = (sampling or Sampling()).resolve(evaluated.denoiser)
     settings = {
         "task": task,
         **data_settings,
         "limit": limit,
-        "samples": samples,
-        "seed": seed,
-        "batch_size": batch_size or _default_batch_size(evaluated),
+        "sampling": sampling.describe(),
         # Only what changes this evaluation's rows (a rerun must match these).
         **({"estimator": estimator} if task == "compositional" else {"ddim_steps": ddim_steps}),
         **evaluated.describe(),
         "reference_label": reference.label if reference else None,
-        "logsnr": {
-            "loc": evaluated.logsnr.loc,
-            "scale": evaluated.logsnr.scale,
-            "clip": evaluated.logsnr.clip,
-        },
         "dtype": str(dtype or torch.float32).removeprefix("torch."),
         "versions": versions(),
     }
     return run(
-        EVALUATIONS[task].make_task(evaluated, settings, reference),
+        EVALUATIONS[task].make_task(evaluated, sampling, settings, reference),
         items,
         out,
         settings,
@@ -188,7 +182,3 @@ def _items(
     if coco_captions:
         settings["coco_captions"] = str(Path(coco_captions).resolve())
     return (items[:limit] if limit else items), bad, settings
-
-
-def _default_batch_size(model: EvalModel) -> int:
-    return 256 if model.is_exact else model.denoiser.default_batch_size()

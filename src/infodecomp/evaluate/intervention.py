@@ -28,29 +28,33 @@ from safetensors.torch import load_file
 from .. import ddim
 from ..explanation import word_contexts
 from ..report.datasets import map_pictures, thumbnail
+from ..sampling import Sampling
 from . import metrics
-from .common import EvalModel
+from .common import EvalModel, sampling_line
 from .items import BadItemError, InterventionItem
 from .runner import PICTURES, Task
 
 
 def make_task(
-    model: EvalModel, settings: dict[str, Any], reference: EvalModel | None = None
+    model: EvalModel,
+    sampling: Sampling,
+    settings: dict[str, Any],
+    reference: EvalModel | None = None,
 ) -> Task:
     """The intervention evaluation of ``model`` (and of the exact ``reference`` on the world)."""
 
     def measure(item: InterventionItem) -> dict[str, Any]:
         pictures: dict[str, Any] = {}
-        measured = measure_item(model, item, settings, pictures)
+        measured = measure_item(model, item, sampling, settings, pictures)
         row: dict[str, Any] = {"caption": item.caption, "models": {"model": measured}}
         if reference is not None:
-            row["models"]["reference"] = measure_item(reference, item, settings)
+            row["models"]["reference"] = measure_item(reference, item, sampling, settings)
         return row | {PICTURES: pictures}
 
     def denoiser_rows(item: InterventionItem) -> int:
         steps = settings["ddim_steps"]
         ddim_rows = (steps - 1) + steps * (1 + len(item.words))
-        return settings["samples"] * (2 + len(item.words)) + ddim_rows
+        return sampling.rows(2 + len(item.words)) + ddim_rows
 
     return Task("intervention", measure, denoiser_rows)
 
@@ -58,6 +62,7 @@ def make_task(
 def measure_item(
     model: EvalModel,
     item: InterventionItem,
+    sampling: Sampling,
     settings: dict[str, Any],
     pictures: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -68,7 +73,7 @@ def measure_item(
     words = list(item.words)
     contexts = word_contexts(item.caption, words)
     steps = settings["ddim_steps"]
-    along = {"schedule": model.schedule, "batch_size": settings["batch_size"]}
+    along = {"batch_size": sampling.batch_size}
     image, noise, n_eval = item.image, None, 0
     if item.noise is not None:  # a generated image: its starting noise is known
         noise = _noise(item)[None]
@@ -79,13 +84,13 @@ def measure_item(
         n_eval += steps
     if model.is_exact:
         x = model.input(image)
-        est = model.word_information(item.id, image, item.caption, words, settings)
+        est = model.word_information(item.id, image, item.caption, words, sampling)
         cmi_maps = {w: est.map[0, k] for k, w in enumerate(words, start=1)}
         cmi = {w: est.entry(0, k) for k, w in enumerate(words, 1)}
         attention: dict[str, torch.Tensor] = {}
         n_eval += est.n_evaluations
     else:
-        res = model.explain(item.id, image, item.caption, words, settings)
+        res = model.explain(item.id, image, item.caption, words, sampling)
         x = model.denoiser.encode_image(res.image)
         cmi_maps = {w: res.heat_map(w, upsample=False) for w in words}
         cmi = {w: res.entry(w) for w in words}
@@ -169,7 +174,7 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     """Per model: image-level Pearson and Spearman correlations (over (item, word) pairs) of the
     change with the CMI and with the attention, and pixel-level correlations (mean over pairs),
     each with a bootstrap 95% interval; and the mean change."""
-    seed = settings["seed"]
+    seed = settings["sampling"]["seed"]
     out: dict[str, Any] = {"models": {}}
     if not rows:
         return out
@@ -233,9 +238,8 @@ def table(summary: dict[str, Any]) -> str:
         f"Prompt interventions: {summary['n_items']} images"
         + (" generated from recorded noise" if settings.get("generated") else "")
         + f" ({summary['n_skipped']} skipped), "
-        f"{settings['samples']} draws, {settings['ddim_steps']} DDIM steps, seed "
-        f"{settings['seed']}. Correlation of the change on removing a word with the word's "
-        "CMI / attention, 95% bootstrap interval.",
+        f"{sampling_line(settings)}, {settings['ddim_steps']} DDIM steps. Correlation of the "
+        "change on removing a word with the word's CMI / attention, 95% bootstrap interval.",
         f"{'':<44}{'Pearson':>22}{'Spearman':>22}",
     ]
     for m in models.values():

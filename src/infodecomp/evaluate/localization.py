@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from .. import ddim
 from ..report.datasets import map_pictures, small_mask, thumbnail
 from ..results import Estimate
+from ..sampling import Sampling
 from . import metrics
-from .common import EvalModel
+from .common import EvalModel, sampling_line
 from .items import LocalizationItem
 from .runner import PICTURES, Task
 
@@ -52,7 +53,10 @@ REPORT_MAPS = (CMI, ATTN_INFO, DAAM, EXACT)
 
 
 def make_task(
-    model: EvalModel, settings: dict[str, Any], reference: EvalModel | None = None
+    model: EvalModel,
+    sampling: Sampling,
+    settings: dict[str, Any],
+    reference: EvalModel | None = None,
 ) -> Task:
     """The localization evaluation of ``model`` (with the exact ``reference``'s CMI maps on the
     world's data)."""
@@ -60,9 +64,9 @@ def make_task(
     def measure(item: LocalizationItem) -> dict[str, Any]:
         image, masks = _image_and_masks(item, model.image_size)
         words = list(masks)
-        maps, numbers = _maps(model, item, image, words, settings)
+        maps, numbers = _maps(model, item, image, words, sampling, settings)
         if reference is not None:
-            ref_maps, ref_numbers = _maps(reference, item, image, words, settings)
+            ref_maps, ref_numbers = _maps(reference, item, image, words, sampling, settings)
             for w in words:
                 maps[w][EXACT] = ref_maps[w][CMI]
             numbers["reference"] = ref_numbers
@@ -82,7 +86,7 @@ def make_task(
         return row | {PICTURES: pictures}
 
     def denoiser_rows(item: LocalizationItem) -> int:
-        n = settings["samples"] * (2 + len(item.masks))
+        n = sampling.rows(2 + len(item.masks))
         return n + (0 if model.is_exact else 2 * settings["ddim_steps"] - 1)
 
     return Task("localization", measure, denoiser_rows)
@@ -101,17 +105,18 @@ def _maps(
     item: LocalizationItem,
     image: Any,
     words: list[str],
+    sampling: Sampling,
     settings: dict[str, Any],
 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
     """Each word's maps by method, and the numbers (MI, CMI with standard errors)."""
     if model.is_exact:
-        est = model.word_information(item.id, image, item.caption, words, settings)
+        est = model.word_information(item.id, image, item.caption, words, sampling)
         cmi = {w: est.map[0, k].float() for k, w in enumerate(words, start=1)}
         mi_map = est.map[0, 0].float()
         numbers = _numbers(est, words)
         maps = {w: {WHOLE: torch.ones_like(cmi[w]), CMI: cmi[w], MI: mi_map} for w in words}
         return maps, numbers
-    res = model.explain(item.id, image, item.caption, words, settings)
+    res = model.explain(item.id, image, item.caption, words, sampling)
     daam = daam_maps(model.denoiser, res.image, item.caption, words, settings["ddim_steps"])
     numbers = _numbers(res.estimate, words)
     maps = {
@@ -181,7 +186,7 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     """Per method: mIoU and pixel accuracy under the paper's and the honest threshold protocol
     (both at the threshold chosen by IoU), mAP, and the ImageNet-Segmentation metrics, each with
     a bootstrap 95% interval that resamples images (a caption's words share their image)."""
-    seed = settings["seed"]
+    seed = settings["sampling"]["seed"]
     pairs = [(r["id"], scores) for r in rows for scores in r["words"].values()]
     if not pairs:
         return {"methods": {}}
@@ -234,7 +239,7 @@ def table(summary: dict[str, Any]) -> str:
     first = max(len(m) for m in methods) + 2
     lines = [
         f"Localization: {summary['n_items']} images, {summary['n_words']} words "
-        f"({summary['n_skipped']} skipped), {settings['samples']} draws, seed {settings['seed']}."
+        f"({summary['n_skipped']} skipped), {sampling_line(settings)}."
         " Mean over words, 95% bootstrap interval resampling images.",
         f"{'':<{first}}" + "".join(f"{h:>23}" for h in heads),
     ]

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..explanation import denoiser_rows as explain_rows
 from ..explanation import explain
 from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..results import entry_warnings, format_entry, output_folder, versions
+from ..sampling import Sampling
 from ..words import distinct_words, occurrences
 from . import metrics
+from .common import sampling_line
 from .datasets import InvalidLine, json_object
 from .items import BadItemError
 from .runner import PICTURES, Task, run
@@ -221,9 +222,7 @@ def explain_prompts(
     out: str | Path,
     *,
     data: dict[str, Any],
-    n_samples: int = 256,
-    seed: int = 0,
-    batch_size: int | None = None,
+    sampling: Sampling | None = None,
     context: Literal["remove", "pad"] = "remove",
     attention: bool = True,
     progress: bool = True,
@@ -235,7 +234,8 @@ def explain_prompts(
     summary (``None`` on the processes other than the main one under Accelerate).
 
     ``model`` is a loaded :class:`~infodecomp.models.DiffusersModel`, ``data`` the settings
-    :func:`read_prompts` returned, ``seed`` the default seed (recorded); ``scale`` and ``fmt``
+    :func:`read_prompts` returned, ``sampling`` the draws of every item (its seed the default,
+    recorded; a line's own ``seed`` replaces it for that item); ``scale`` and ``fmt``
     the figures' (:meth:`~infodecomp.Explanation.save`; not settings of the numbers); the rest
     as for :func:`~infodecomp.explain`. Every prompt's length is checked before any is explained.
 
@@ -247,12 +247,12 @@ def explain_prompts(
             model.check_prompt(item.prompt)
         except ValueError as err:
             raise BadItemError(f"{item.source}: {err}") from None
+    # Sized once for the model, not probed again per prompt.
+    sampling = (sampling or Sampling()).resolve(model)
     settings = {
         "task": "prompts",
         **data,
-        "samples": n_samples,
-        "seed": seed,
-        "batch_size": batch_size or model.default_batch_size(),
+        "sampling": sampling.describe(),
         "context": context,
         "attention": attention,
         **model.describe(),
@@ -266,9 +266,7 @@ def explain_prompts(
             item.image,
             item.prompt,
             list(item.words) if item.words is not None else None,
-            n_samples=n_samples,
-            seed=item.seed,
-            batch_size=settings["batch_size"],  # sized once, not probed again per prompt
+            sampling=sampling.replace(seed=item.seed),
             context=context,
             attention=attention,
             progress=False,
@@ -292,7 +290,7 @@ def explain_prompts(
         }
 
     def denoiser_rows(item: PromptItem) -> int:
-        return explain_rows(n_samples, len(item.words or distinct_words(item.prompt)))
+        return sampling.rows(2 + len(item.words or distinct_words(item.prompt)))
 
     task = Task("prompts", measure, denoiser_rows)
     return run(task, items, out, settings, progress=progress, log=log)
@@ -311,7 +309,9 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     """The mean MI over prompts (bootstrap 95% interval), the evaluations spent, and per prompt
     its MI and the word with the largest CMI."""
     return {
-        "mean_mi": metrics.mean_with_ci([_value(r["mi"]) for r in rows], seed=settings["seed"]),
+        "mean_mi": metrics.mean_with_ci(
+            [_value(r["mi"]) for r in rows], seed=settings["sampling"]["seed"]
+        ),
         "n_evaluations": sum(r["n_evaluations"] for r in rows),
         "prompts": [
             {
@@ -345,7 +345,7 @@ def table(summary: dict[str, Any]) -> str:
     settings = summary["settings"]
     lines.append(
         f"{summary['n_items']} prompts ({summary['n_skipped']} skipped), mean MI "
-        f"{metrics.format_metric(summary['mean_mi'], 3)} nats; {settings['samples']} draws, "
+        f"{metrics.format_metric(summary['mean_mi'], 3)} nats; {sampling_line(settings)}, "
         f"{summary['n_evaluations']} denoiser evaluations"
     )
     return "\n".join(lines)

@@ -326,12 +326,13 @@ def _describe(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     else:
         data = Path(str(settings.get("data") or settings.get("prompts") or "?")).name
     steps = f", {settings['ddim_steps']} DDIM steps" if settings.get("ddim_steps") else ""
+    sampling = settings.get("sampling") or {"draws": "?", "seed": "?"}
     reference = settings.get("reference_label")
     beside = f", with the {html.escape(reference)} beside it" if reference else ""
     return (
         f"Model <b>{html.escape(str(model))}</b>{beside}, on {html.escape(data)}: "
         f"{summary.get('n_items', 0)} items measured, {summary.get('n_skipped', 0)} skipped; "
-        f"{settings.get('samples')} noise draws per item{steps}, seed {settings.get('seed')}. "
+        f"{sampling['draws']} noise draws per item{steps}, seed {sampling['seed']}. "
         "Numbers in nats unless stated, with 95% intervals in brackets."
     )
 

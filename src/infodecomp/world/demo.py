@@ -9,60 +9,53 @@ from typing import Any
 import torch
 
 from ..explanation import Explanation, explain, word_contexts
-from ..logsnr import TruncatedLogistic
-from ..models.diffusers import DiffusersModel
+from ..loading import load_model
 from ..report.pictures import image_png
-from ..results import Estimate, format_entry, output_folder
-from .model import WorldModel
+from ..results import format_entry, output_folder
+from ..sampling import Sampling
 from .scenes import assignment, parse, word_masks
-
-BUNDLED = Path(__file__).parent / "bundled"
-BUNDLED_NAME = "infodecomp/shapes-world-16px"
-
-
-def load_bundled(device: str | None = None, dtype: torch.dtype | None = None) -> DiffusersModel:
-    """The text-to-image model shipped with the package (trained by ``infodecomp train-world``)."""
-    if not (BUNDLED / "model_index.json").exists():
-        raise ValueError(f"the bundled model is missing from {BUNDLED}")
-    model = DiffusersModel.from_pretrained(BUNDLED, device=device, dtype=dtype)
-    model.name = BUNDLED_NAME
-    return model
 
 
 def run_demo(
     out: str | Path,
     caption: str = "a red circle left of a blue square",
     image: Any = None,
-    n_samples: int = 256,
-    seed: int = 0,
+    sampling: Sampling | None = None,
     progress: bool = True,
     scale: str = "word",
     fmt: str = "png",
 ) -> dict[str, Any]:
     """Explain ``caption`` on an image of the world that fits it (a seeded draw of a scene the
     caption describes, unless ``image`` is given), with the bundled model and with the exact world
-    model, with the same seed and log-SNR range (each model's adaptive draws are its own). Also
-    generate an image for the
-    caption with the bundled model and check it. Writes the heat-map outputs (figures on the
-    colour ``scale`` of :meth:`Explanation.save`, in ``fmt``), a side-by-side figure,
+    model, on the same settings (each model's adaptive draws are its own). Also generate an image
+    for the caption with the bundled model and check it. Writes the heat-map outputs (figures on
+    the colour ``scale`` of :meth:`Explanation.save`, in ``fmt``), a side-by-side figure,
     ``generated.png`` and the summary.
+
+    ``sampling``: the draws of both models (default ``Sampling()``: 256, seed 0, on the bundled
+    model's trained log-SNR range, which the exact model shares); its seed also draws the scene
+    and the generated image.
 
     Returns the summary written to ``out/result.json`` (plus ``"world_model"`` and
     ``"generated"`` sections).
     """
-    model, world = load_bundled(), WorldModel()
+    sampling = sampling or Sampling()
+    seed = sampling.seed
+    model, world = load_model("bundled"), load_model("exact")
     parse(caption)  # a word the world does not know fails here, in one line
     given = image is not None
     if image is None:
         drawn, _ = world.sample(1, seed=seed, cond=caption)
         image = drawn[0].float()
     generated = model.generate([caption], seed=seed)
-    res = explain(model, image, caption, n_samples=n_samples, seed=seed, progress=progress)
+    res = explain(model, image, caption, sampling=sampling, progress=progress)
     # The exact model scores what the world drew (float64, never clamped); a given image as the
     # bundled model saw it.
     x = drawn[:1] if not given else res.image[None].double()
 
-    exact = exact_cmi(world, x, res, n_samples, seed, model.logsnr_range, progress)
+    exact = explain(
+        world, x[0], caption, res.words, sampling=sampling, attention=False, progress=progress
+    ).estimate
     contexts = [None, *word_contexts(caption, res.words)]
     log_ratio = [
         (world.log_prob(x, caption) - world.log_prob(x, c)).item() for c in contexts
@@ -111,32 +104,6 @@ def run_demo(
         for name, data in figures.items():
             (folder / name.split(" ")[0]).write_bytes(data)
     return summary
-
-
-def exact_cmi(
-    world: WorldModel,
-    x: torch.Tensor,
-    res: Explanation,
-    n_samples: int,
-    seed: int,
-    logsnr_range: tuple[float, float],
-    progress: bool = False,
-) -> Estimate:
-    """The exact world model's estimates for the pairs of an explanation (the caption against
-    nothing, then against each word removed), with its maps, with the same seed and log-SNR range
-    as the bundled model. ``x``: the image, shape ``(1, 3, H, W)``."""
-    exact = explain(
-        world,
-        x[0],
-        res.prompt,
-        res.words,
-        n_samples=n_samples,
-        seed=seed,
-        logsnr=TruncatedLogistic.from_range(*logsnr_range),
-        attention=False,
-        progress=progress,
-    )
-    return exact.estimate
 
 
 def _comparison(res: Explanation, exact: Any, masks: dict[str, torch.Tensor]) -> Any:

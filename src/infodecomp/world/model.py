@@ -30,8 +30,12 @@ class WorldModel(GaussianMixture):
 
     name = "exact world model"
     image_size = 16
+    revision: str | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Any = None) -> None:
+        """``scheduler``: a diffusers scheduler whose training timesteps the model adopts as its
+        own (``logsnr_range``, the default range of its estimates, and the grid of its DDIM
+        inversions), e.g. the bundled model's, so that both world models are measured alike."""
         scenes = all_scenes()
         super().__init__(
             means=torch.stack([render(s) for s in scenes]),
@@ -40,6 +44,12 @@ class WorldModel(GaussianMixture):
             labels=list(scenes),
         )
         self._cache: dict[str, torch.Tensor] = {}
+        self.scheduler = scheduler
+        if scheduler is not None:
+            abar = scheduler.alphas_cumprod.to(torch.float64)
+            self.timestep_logsnr = abar.log() - (1 - abar).log()
+            grid = self.timestep_logsnr
+            self.logsnr_range = (grid.min().item(), grid.max().item())
 
     def components(self, cond: Any) -> torch.Tensor:
         """Indices of the scenes that could have produced the caption ``cond``."""

@@ -1,0 +1,102 @@
+"""One loader for every model a command can name: a diffusers folder, a Hugging Face id in the
+local cache, ``"bundled"`` (the shapes-world model shipped with the package) or ``"exact"`` (the
+world's exact model); and the device it runs on."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from .models.diffusers import DiffusersModel
+from .models.diffusers.load import check_dtype
+from .models.diffusers.transformer import FLUX_GUIDANCE
+from .results import versions
+from .world.bundled_model import BUNDLED, BUNDLED_NAME
+from .world.model import WorldModel
+
+DEVICES = ("cpu", "cuda", "mps")
+
+
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype | str | None = None,
+    variant: str | None = None,
+    image_size: int | None = None,
+    guidance_scale: float = FLUX_GUIDANCE,
+) -> DiffusersModel | WorldModel:
+    """The model called ``name``, ready to measure.
+
+    Args:
+        name: ``"bundled"``, ``"exact"``, a diffusers pipeline folder or a Hugging Face id
+            already in the local cache (nothing is downloaded; see the README for how weights get
+            into a folder or the cache).
+        device: ``"auto"`` (CUDA when torch sees a GPU, else the CPU), or a torch device.
+        dtype: weights dtype (default float32; the exact model computes in float64 and takes
+            none).
+        variant: weights variant, e.g. ``"fp16"`` (default: found when it is the only one).
+        image_size: image side in pixels (default: the model's own).
+        guidance_scale: the guidance value fed to a guidance-distilled model such as Flux-dev.
+
+    Returns a :class:`~infodecomp.models.DiffusersModel`, or for ``"exact"`` the
+    :class:`~infodecomp.world.model.WorldModel` on the bundled model's training schedule (its
+    log-SNR range and DDIM grid), so that the world's two models compare like for like. Raises
+    ``ValueError`` (or :class:`~infodecomp.models.ModelNotFoundError`) with one line naming what
+    is wrong.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(
+            f"model must be 'bundled', 'exact', a diffusers folder or a cached id, got {name!r}"
+        )
+    device = resolve_device(device)
+    if name == "exact":
+        if check_dtype(dtype) not in (None, torch.float64):
+            raise ValueError("the exact world model computes in float64: give no dtype")
+        from diffusers import DDPMScheduler
+
+        model = WorldModel(scheduler=DDPMScheduler.from_pretrained(BUNDLED / "scheduler"))
+        model.revision = versions()["infodecomp"]
+        return model
+    bundled = name == "bundled"
+    if bundled and not (BUNDLED / "model_index.json").exists():
+        raise ValueError(f"the bundled model is missing from {BUNDLED}: reinstall infodecomp")
+    model = DiffusersModel.from_pretrained(
+        BUNDLED if bundled else name,
+        torch_dtype=dtype,
+        device=device,
+        variant=variant,
+        image_size=image_size,
+        guidance_scale=guidance_scale,
+    )
+    if bundled:
+        weights = BUNDLED / "unet" / "diffusion_pytorch_model.safetensors"
+        model.name = BUNDLED_NAME
+        model.revision = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return model
+
+
+def resolve_device(device: Any) -> str:
+    """The torch device to run on: ``"auto"`` or ``None`` gives ``"cuda"`` when torch sees a
+    GPU, else ``"cpu"``; any other name is checked here, before slow loading (``ValueError``
+    with one line if this torch cannot run on it)."""
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {device!r} (e.g. auto, cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: this torch build sees no CUDA GPU")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) visible"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r}: MPS is not available here")
+    elif parsed.type not in DEVICES:
+        raise ValueError(f"device {str(device)!r} is not supported (cpu, cuda or mps)")
+    return str(device)
