@@ -26,3 +26,11 @@ def gaussian() -> Gaussian:
     a = torch.randn(6, 6, generator=g, dtype=torch.float64)
     cov = a @ a.T / 6 + 0.1 * torch.eye(6, dtype=torch.float64)
     return Gaussian(torch.randn(6, generator=g, dtype=torch.float64), cov)
+
+
+def error_line(err: str) -> str:
+    """The one line of a command's error on standard error (beside the line that says where it
+    runs, printed before the model loads)."""
+    lines = [line for line in err.splitlines() if not line.startswith("infodecomp: running on ")]
+    assert len(lines) == 1, err
+    return lines[0]

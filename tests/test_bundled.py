@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import error_line
 from PIL import Image
 
 from infodecomp.cli import main
@@ -118,7 +119,7 @@ def test_report_renders_in_a_browser(tmp_path):
 def test_demo_command_rejects_words_outside_the_world(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--caption", "a red dog"]) == 2
     err = capsys.readouterr().err
-    assert "no word 'dog'" in err and err.count("\n") == 1
+    assert "no word 'dog'" in err and error_line(err)
 
 
 def test_demo_writes_vector_figures_and_reruns_into_its_folder(tmp_path, capsys):

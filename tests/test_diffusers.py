@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import error_line
 from diffusers import DDPMScheduler
 from tiny_pipelines import sd_pipeline, sdxl_pipeline
 
@@ -337,4 +338,4 @@ def test_bad_inputs_exit_2_with_one_line(saved, image_file, tmp_path, change, me
         args["--image"] = str(bad)
     assert main(["heatmap", *[t for kv in args.items() for t in kv]]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("infodecomp: error:") and message in err and err.count("\n") == 1
+    assert error_line(err).startswith("infodecomp: error:") and message in err

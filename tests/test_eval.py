@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import error_line
 from PIL import Image
 
 from infodecomp import ddim
@@ -223,7 +224,7 @@ def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # refused by the parser, in one line
         main([*base, "--out", str(tmp_path / "o3"), "--samples", "1"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    assert error_line(capsys.readouterr().err)
     assert main(["eval", "summarize", str(tmp_path / "nothing")]) == 2
     assert not (tmp_path / "o1").exists()  # a run that failed before its work leaves no --out
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["n_skipped"] == 1

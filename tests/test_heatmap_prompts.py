@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import error_line
 from PIL import Image
 from tiny_pipelines import sd_pipeline
 
@@ -71,8 +72,8 @@ def test_text_file_explains_each_prompt_and_resumes(files, tmp_path, capsys):
     # Other settings into the same folder: refused with one line, nothing measured.
     assert heatmap(files, prompts, out, "--image", image, "--context", "pad") == 2
     err = capsys.readouterr().err
-    assert err.startswith("infodecomp: error:") and "other settings" in err
-    assert err.count("\n") == 1 and rows(out) == again
+    assert error_line(err).startswith("infodecomp: error:") and "other settings" in err
+    assert error_line(err) and rows(out) == again
 
 
 def test_jsonl_lines_take_their_image_seed_and_words_and_equal_a_single_heatmap(
@@ -143,7 +144,7 @@ def test_bad_files_stop_before_any_work_with_one_line(files, tmp_path, capsys, c
     out = tmp_path / "out"
     assert heatmap(files, prompts, out, "--image", str(files / "img0.png")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("infodecomp: error:") and message in err and err.count("\n") == 1
+    assert error_line(err).startswith("infodecomp: error:") and message in err
     assert not (out / "rows.jsonl").exists()
 
 
@@ -152,7 +153,7 @@ def test_a_line_without_an_image_needs_image(files, tmp_path, capsys):
     prompts.write_text("a red dog\n")
     assert heatmap(files, prompts, tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert "prompts.txt:1: no image" in err and err.count("\n") == 1
+    assert "prompts.txt:1: no image" in err and error_line(err)
     # --prompt still needs --image, and takes no --prompts beside it.
     argv = ["heatmap", "--model", str(files / "model"), "--out", str(tmp_path / "o")]
     assert main([*argv, "--prompt", "a dog"]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -196,11 +197,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except (ValueError, DenoiserOutputError, OSError) as err:
-        print(f"infodecomp: error: {err}", file=sys.stderr)
+        print(f"infodecomp: error: {_as_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infodecomp: interrupted", file=sys.stderr)
         return 130
+
+
+def _as_flags(message: str) -> str:
+    """A library message with its arguments (written `like_this`) named as this command's
+    options (--like-this)."""
+    return re.sub(r"`([a-z_]+)`", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def _eval_arguments(commands: Any) -> None:

@@ -164,7 +164,7 @@ def _items(
         items, bad = datasets.read_compositional(path, image_root, skip_bad=skip_bad)
     elif task == "compositional" and fmt == "aro":
         if image_root is None:
-            raise ValueError("ARO data needs --image-root (ARO's root_dir/images)")
+            raise ValueError("ARO data needs `image_root` (ARO's root_dir/images)")
         items, bad = datasets.read_aro(path, image_root, skip_bad=skip_bad)
         if items and all("_" in (item.type or "") for item in items):  # VG-Attribution pairs
             extra["macro_min_items"] = datasets.ARO_MIN_PAIR_ITEMS
@@ -172,7 +172,7 @@ def _items(
         items, bad = datasets.read_localization(path, image_root, skip_bad=skip_bad)
     elif task == "localization" and fmt == "coco":
         if coco_captions is None or image_root is None:
-            raise ValueError("COCO data needs --coco-captions and --image-root")
+            raise ValueError("COCO data needs `coco_captions` and `image_root`")
         items, bad = datasets.read_coco(path, coco_captions, image_root, skip_bad=skip_bad)
     elif task == "intervention" and fmt == "jsonl":
         items, bad = datasets.read_intervention(path, image_root, skip_bad=skip_bad)

@@ -104,9 +104,9 @@ def read_prompts(
     try:
         default_words = _words(words) if words is not None else None
     except InvalidLine as err:
-        raise ValueError(f"--words: {err}") from None
+        raise ValueError(f"`words`: {err}") from None
     if default_words is not None and not default_words:
-        raise ValueError("--words names no word")
+        raise ValueError("`words` names no word")
     checked: dict[Path, str] = {}  # image file -> content hash, each decoded once
     items: list[PromptItem] = []
     seen: dict[str, str] = {}  # lower-case id -> where it was first (folders may ignore case)
@@ -168,7 +168,7 @@ def _item(
         raise InvalidLine("'image' must be a non-empty string (a path)")
     image = folder / name if name is not None else default_image
     if image is None:
-        raise InvalidLine('no image: give the line an "image" or pass --image')
+        raise InvalidLine('no image: give the line an "image" or pass `image`')
     if image not in checked:
         try:
             load_image(image, 8)
