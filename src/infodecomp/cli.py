@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -12,17 +12,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from safetensors import SafetensorError
 
 from . import __version__
 from .estimators import DenoiserOutputError, conditional_mutual_info, log_likelihood
 from .explanation import explain
+from .files import temporary
 from .images import load_image
 from .models import example_mixture
 from .models.diffusers import DiffusersModel
 from .models.diffusers.transformer import FLUX_GUIDANCE
-from .results import check_output_folder, entry_warnings, format_entry, output_folder
+from .results import OUR_FILES, check_output_folder, entry_warnings, format_entry, output_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The (marker, files) of the folders `generate` and `reference` write whole (images: figures).
+GENERATED = ("generate.json", ("generate.json",))
+REFERENCE = ("nll.json", ("nll.json", "standard.json", "orthogonal.json"))
 
 
 def _integer_type(low: int, what: str) -> Any:
@@ -205,12 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return run(args)
-    except (ValueError, DenoiserOutputError, OSError) as err:
-        print(f"infodecomp: error: {err}", file=sys.stderr)
+    except (ValueError, DenoiserOutputError, OSError, SafetensorError) as err:
+        print(f"infodecomp: error: {_error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infodecomp: interrupted", file=sys.stderr)
         return 130
+
+
+def _error_line(err: Exception) -> str:
+    """The message of an error, an ``OSError`` as ``file: reason`` (a full disk: what to do)."""
+    if not isinstance(err, OSError) or err.errno is None:
+        return str(err)
+    line = f"{err.filename}: {err.strerror}" if err.filename else str(err.strerror)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        line += " (free some space, then run the same command again)"
+    return line
 
 
 def _eval_arguments(commands: Any) -> None:
@@ -312,7 +327,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     device = None if args.evaluation == "summarize" else check_device(args.device)
     if args.evaluation != "summarize":
-        writable_folder(args.out, marker="settings.json")
+        writable_folder(args.out, marker="settings.json", files=None)
     _quiet_libraries()
     if args.evaluation == "summarize":
         summarize(args.out, log=print)
@@ -458,17 +473,19 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def writable_folder(path: Path, marker: str = "result.json") -> Path:
-    """Check --out before the computation, not after it: new, empty or ours (holding
-    ``marker``), and writable."""
-    check_output_folder(path, marker)
+def writable_folder(
+    path: Path, marker: str = "result.json", files: Sequence[str] | None = OUR_FILES
+) -> Path:
+    """Check --out before the computation, not after it: new, empty or ours
+    (:func:`~infodecomp.results.check_output_folder`), and writable."""
+    check_output_folder(path, marker, files)
     # Probed where the folder is or would be created, creating nothing: a run that fails later
     # leaves no empty --out (and processes under Accelerate do not race on it).
     where = next(p for p in (path, *path.parents) if p.exists())
     try:
         if not where.is_dir():
             raise NotADirectoryError(20, "not a folder", str(where))
-        probe = where / f".write-test-{os.getpid()}"
+        probe = temporary(where / "write-test")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
@@ -516,7 +533,7 @@ def run_heatmap_prompts(args: argparse.Namespace) -> int:
     from .evaluate.prompts import explain_prompts, read_prompts, table
 
     items, data = read_prompts(args.prompts, image=args.image, seed=args.seed, words=args.words)
-    writable_folder(args.out, marker="settings.json")
+    writable_folder(args.out, marker="settings.json", files=None)
     summary = explain_prompts(
         _load_model(args),
         items,
@@ -590,7 +607,7 @@ def run_generate(args: argparse.Namespace) -> int:
     prompts = [p.strip() for p in args.prompt]
     if not all(prompts):
         raise ValueError("a prompt is empty")
-    writable_folder(args.out, marker="generate.json")
+    writable_folder(args.out, *GENERATED)
     model = _load_model(args)
     for p in prompts:
         model.check_prompt(p)
@@ -610,7 +627,7 @@ def run_generate(args: argparse.Namespace) -> int:
             for i, p in enumerate(prompts)
         ],
     }
-    with output_folder(args.out, marker="generate.json") as folder:  # whole or not at all
+    with output_folder(args.out, *GENERATED) as folder:  # whole or not at all
         for i, image in enumerate(images):
             (folder / f"image_{i:03d}.png").write_bytes(image_png(image, image.shape[-1]))
         (folder / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -725,6 +742,8 @@ def _print_entry(
 
 
 def run_reference(args: argparse.Namespace) -> int:
+    if args.out:
+        writable_folder(args.out, *REFERENCE)
     model = example_mixture()
     x, (label,) = model.sample(1, seed=args.seed)
     shape_only = {"shape": label["shape"]}
@@ -747,8 +766,9 @@ def run_reference(args: argparse.Namespace) -> int:
     ]
     results = {"nll": nll, "standard": standard, "orthogonal": orthogonal}
     if args.out:
-        for name, est in results.items():
-            est.save(args.out / name)
+        with output_folder(args.out, *REFERENCE) as folder:  # whole or not at all
+            for name, est in results.items():
+                est.save(folder / name)
 
     if args.json:
         table = [
