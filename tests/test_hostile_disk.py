@@ -200,7 +200,7 @@ def test_reference_out_is_checked_first_and_written_whole(tmp_path, capsys, disk
     out = tmp_path / "out"
     disk.free = 0
     assert main([*argv, str(out)]) == 2
-    assert "nll.json: No space left on device" in error_line(capsys)
+    assert f"{out.resolve() / 'nll.json'}: No space left on device" in error_line(capsys)
     assert names(tmp_path) == ["file"]  # no folder, no truncated nll.json, no temporary
     disk.free = None
     assert main([*argv, str(out)]) == 0
@@ -215,7 +215,7 @@ def test_full_disk_while_writing_maps_is_one_line_and_leaves_nothing(tiny, tmp_p
     argv += ["--prompt", "a red dog", "--samples", "4", "--no-attention", "--out", str(out)]
     disk.free = 0
     assert main(argv) == 2  # was a SafetensorError traceback, exit 1
-    assert "maps.safetensors: No space left on device" in error_line(capsys)
+    assert f"{out.resolve() / 'maps.safetensors'}: No space left on device" in error_line(capsys)
     assert names(tmp_path) == []
 
 

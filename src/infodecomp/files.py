@@ -1,8 +1,10 @@
 """Files written whole or not at all, and the temporary files that make them so.
 
-Every file infodecomp writes goes through :func:`write_atomic`: a temporary file beside it,
-then a rename, so that a full or read-only disk, an error or a kill never leaves half a file
-under the real name (and the temporary file is removed on any error). Temporary names are
+A file infodecomp writes goes through :func:`write_atomic` (a temporary file beside it, then a
+rename) or, a line at a time, :func:`appending`; or it is written into a temporary folder
+that replaces its output folder whole (:func:`~infodecomp.results.output_folder`). So a full
+or read-only disk, an error or a kill never leaves half a file under the real name, and the
+temporary file is removed on any error. Temporary names are
 ``.<name>.<pid>.tmp`` (``.<name>.<pid>.old`` for a folder being replaced): only a kill can
 leave one behind; :func:`remove_leftovers` removes those whose process is gone, and
 :func:`is_leftover` lets an output folder holding nothing else count as empty.
@@ -83,15 +85,22 @@ def _write_all(f: Any, view: memoryview) -> None:
 
 
 @contextlib.contextmanager
-def naming(path: str | Path) -> Iterator[None]:
+def naming(path: str | Path, inside: Path | None = None) -> Iterator[None]:
     """An ``OSError`` in the block names ``path`` (the file the user knows of, not a
-    temporary one nor none)."""
+    temporary one nor none); with ``inside`` (a temporary folder that becomes ``path``), only
+    one about a file in ``inside`` does, as the same file in ``path``."""
     try:
         yield
     except OSError as err:
+        name = str(path)
+        if inside is not None:
+            where = Path(err.filename) if isinstance(err.filename, str) else None
+            if where is None or not where.is_relative_to(inside):
+                raise
+            name = str(Path(path) / where.relative_to(inside))
         if err.errno is None:
             raise
-        raise type(err)(err.errno, err.strerror, str(path)) from None
+        raise type(err)(err.errno, err.strerror, name) from None
 
 
 def is_leftover(name: str) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save
 
-from .files import is_leftover, remove_leftovers, temporary, write_atomic
+from .files import is_leftover, naming, remove_leftovers, temporary, write_atomic
 
 OUR_FILES = ("result.json", "maps.safetensors", "report.html")  # a result folder's files
 FIGURES = (".png", ".pdf", ".svg")
@@ -70,7 +70,8 @@ def output_folder(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        yield tmp
+        with naming(path, inside=tmp):  # an error names the file where it was going
+            yield tmp
         if path.exists():
             path.rename(old)
         try:
