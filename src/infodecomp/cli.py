@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -13,17 +14,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from safetensors import SafetensorError
 
 from ._version import __version__
 from .estimators import DenoiserOutputError
 from .explanation import explain
+from .files import temporary
 from .images import load_image
 from .loading import load_model, resolve_device
 from .models.diffusers.transformer import FLUX_GUIDANCE
-from .results import check_output_folder, entry_warnings, format_entry, output_folder
+from .results import OUR_FILES, check_output_folder, entry_warnings, format_entry, output_folder
 from .sampling import DEFAULT_DRAWS, MAX_SEED, Sampling
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The (marker, files) of the folders `generate` and `reference` write whole (images: figures).
+GENERATED = ("generate.json", ("generate.json",))
+REFERENCE = ("nll.json", ("nll.json", "standard.json", "orthogonal.json"))
 
 
 def _integer_type(low: int, what: str, high: float = float("inf")) -> Any:
@@ -196,8 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return run(args)
-    except (ValueError, DenoiserOutputError, OSError) as err:
-        print(f"infodecomp: error: {_as_flags(str(err))}", file=sys.stderr)
+    except (ValueError, DenoiserOutputError, OSError, SafetensorError) as err:
+        print(f"infodecomp: error: {_as_flags(_error_line(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infodecomp: interrupted", file=sys.stderr)
@@ -208,6 +214,16 @@ def _as_flags(message: str) -> str:
     """A library message with its arguments (written `like_this`) named as this command's
     options (--like-this)."""
     return re.sub(r"`([a-z_]+)`", lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def _error_line(err: Exception) -> str:
+    """The message of an error, an ``OSError`` as ``file: reason`` (a full disk: what to do)."""
+    if not isinstance(err, OSError) or err.errno is None:
+        return str(err)
+    line = f"{err.filename}: {err.strerror}" if err.filename else str(err.strerror)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        line += " (free some space, then run the same command again)"
+    return line
 
 
 def _eval_arguments(commands: Any) -> None:
@@ -302,7 +318,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"report: {args.out / 'report.html'}")
         return 0
     _announce_device(args.device)
-    writable_folder(args.out, marker="settings.json")
+    writable_folder(args.out, marker="settings.json", files=None)
     _quiet_libraries()
     summary = evaluate(
         args.evaluation,
@@ -458,17 +474,19 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def writable_folder(path: Path, marker: str = "result.json") -> Path:
-    """Check --out before the computation, not after it: new, empty or ours (holding
-    ``marker``), and writable."""
-    check_output_folder(path, marker)
+def writable_folder(
+    path: Path, marker: str = "result.json", files: Sequence[str] | None = OUR_FILES
+) -> Path:
+    """Check --out before the computation, not after it: new, empty or ours
+    (:func:`~infodecomp.results.check_output_folder`), and writable."""
+    check_output_folder(path, marker, files)
     # Probed where the folder is or would be created, creating nothing: a run that fails later
     # leaves no empty --out (and processes under Accelerate do not race on it).
     where = next(p for p in (path, *path.parents) if p.exists())
     try:
         if not where.is_dir():
             raise NotADirectoryError(20, "not a folder", str(where))
-        probe = where / f".write-test-{os.getpid()}"
+        probe = temporary(where / "write-test")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
@@ -514,7 +532,7 @@ def run_heatmap_prompts(args: argparse.Namespace) -> int:
     from .evaluate.prompts import explain_prompts, read_prompts, table
 
     items, data = read_prompts(args.prompts, image=args.image, seed=args.seed, words=args.words)
-    writable_folder(args.out, marker="settings.json")
+    writable_folder(args.out, marker="settings.json", files=None)
     summary = explain_prompts(
         _load_model(args),
         items,
@@ -585,7 +603,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if not all(p.strip() for p in args.prompt):
         raise ValueError("a prompt is empty")
-    writable_folder(args.out, marker="generate.json")
+    writable_folder(args.out, *GENERATED)
     model = _load_model(args)
     records = generate_images(
         model,
@@ -671,10 +689,10 @@ def run_reference(args: argparse.Namespace) -> int:
     from .models.reference import reference_check
 
     if args.out is not None:
-        writable_folder(args.out, marker="nll.json")
+        writable_folder(args.out, *REFERENCE)
     check = reference_check(_sampling(args))
     if args.out:
-        with output_folder(args.out, marker="nll.json") as folder:
+        with output_folder(args.out, *REFERENCE) as folder:  # whole or not at all
             for name, est in check.estimates.items():
                 est.save(folder / name)
     if args.json:

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .estimators import conditional_mutual_info
+from .files import write_atomic
 from .images import prepare_image
 from .models.diffusers.text import PaddedPrompt
 from .results import Estimate, format_entry, versions
@@ -175,13 +176,14 @@ class Explanation:
         interactive viewer ``report.html`` (:func:`~infodecomp.report.viewer.viewer_html`,
         with ``figures``, name to PNG bytes, and extra number ``columns``, one value or entry
         per row: prompt, then words). ``grid``: a matplotlib figure written as ``grid.<fmt>``
-        instead of the default comparison (and shown in the report). Returns its path."""
+        instead of the default comparison (and shown in the report). Each file is written
+        whole or not at all (:func:`~infodecomp.files.write_atomic`). Returns the report's
+        path."""
         from .report.figures import explanation_figures
         from .report.viewer import viewer_html
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(self.to_json() + "\n")
         est = self.estimate
         tensors = {"image": self.image.contiguous(), "mi_map": self.heat_map(upsample=False)}
         tensors["mi_map_stderr"] = est.map_stderr[0, 0].float().contiguous()
@@ -196,16 +198,15 @@ class Explanation:
                     tensors[f"{name}_map/{word}"] = maps[word].float().contiguous()
         for name, t in est.diagnostics.items():
             tensors[f"diagnostics/{name}"] = t.contiguous()
-        save_file(tensors, str(out / "maps.safetensors"))
+        write_atomic(out / "maps.safetensors", save(tensors))
+        write_atomic(out / "result.json", self.to_json() + "\n")  # after its maps
 
         files = explanation_figures(self, scale, fmt, grid)
         for name, data in files.items():
-            (out / name).write_bytes(data)
+            write_atomic(out / name, data)
         if grid is not None:
             figures = {f"grid.{fmt}": files[f"grid.{fmt}"], **(figures or {})}
-        report = out / "report.html"
-        report.write_text(viewer_html(self, figures, columns), encoding="utf-8")
-        return report
+        return write_atomic(out / "report.html", viewer_html(self, figures, columns))
 
     @classmethod
     def load(cls, path: str | Path) -> Explanation:

@@ -5,36 +5,41 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-OUR_FILES = ("result.json", "maps.safetensors", "report.html")
+from .files import is_leftover, naming, remove_leftovers, temporary, write_atomic
+
+OUR_FILES = ("result.json", "maps.safetensors", "report.html")  # a result folder's files
+FIGURES = (".png", ".pdf", ".svg")
 
 
-def check_output_folder(path: str | Path, marker: str = "result.json") -> Path:
-    """``path`` if it is new, empty, or an output folder of ours (it holds ``marker``, and for a
-    result folder nothing but the files a result writes); otherwise ``ValueError``: we never
-    write into, nor replace, a folder of other files, nor the current folder."""
+def check_output_folder(
+    path: str | Path, marker: str = "result.json", files: Sequence[str] | None = OUR_FILES
+) -> Path:
+    """``path`` if it is new, empty, or an output folder of ours: it holds ``marker`` and, for
+    a folder replaced whole (``files`` given), nothing but ``files`` and figures (``None``: a
+    folder written into, that may hold other files). Otherwise ``ValueError``: we never write
+    into, nor replace, a folder of other files, nor the current folder. Our temporary and
+    lock files (of a run that failed at once, or was killed) count as nothing."""
     path = Path(path)
     if path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise ValueError(f"--out {str(path)!r} is the current folder (or above it): name a new one")
     if not path.exists():
         return path
-    entries = list(path.iterdir()) if path.is_dir() else None
-    ours = entries is not None and (
+    if not path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a file, not a folder: name a new folder")
+    entries = [e for e in path.iterdir() if not is_leftover(e.name)]
+    ours = (
         not entries
         or (path / marker).exists()
-        and (
-            marker != "result.json"
-            or all(e.name in OUR_FILES or e.suffix in (".png", ".pdf", ".svg") for e in entries)
-        )
+        and (files is None or all(e.name in files or e.suffix in FIGURES for e in entries))
     )
     if not ours:
         raise ValueError(
@@ -45,26 +50,36 @@ def check_output_folder(path: str | Path, marker: str = "result.json") -> Path:
 
 
 @contextlib.contextmanager
-def output_folder(path: str | Path, marker: str = "result.json") -> Iterator[Path]:
+def output_folder(
+    path: str | Path, marker: str = "result.json", files: Sequence[str] = OUR_FILES
+) -> Iterator[Path]:
     """Write a result folder whole or not at all: yields an empty temporary folder beside
     ``path``; when the block ends without error it replaces ``path`` (so no file of an earlier
     run stays, and two runs at once leave one whole result, the last to finish); on an error or
-    Ctrl-C it is removed and ``path`` is left as it was.
+    Ctrl-C it is removed and ``path`` is left as it was. Temporary folders of ``path`` that
+    killed runs left are removed.
 
     An existing ``path`` is replaced only if it is empty or holds an earlier result (its
-    ``marker`` file): a folder of other files is refused with ``ValueError``.
+    ``marker`` file, and nothing but ``files`` and figures): a folder of other files is refused
+    with ``ValueError``.
     """
-    path = check_output_folder(path, marker).resolve()
+    path = check_output_folder(path, marker, files).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    remove_leftovers(path.parent, path.name)
+    tmp, old = temporary(path), temporary(path, "old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        yield tmp
+        with naming(path, inside=tmp):  # an error names the file where it was going
+            yield tmp
         if path.exists():
             path.rename(old)
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except BaseException:  # the earlier result back in its place
+            if old.exists():
+                old.rename(path)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -177,20 +192,18 @@ class Estimate:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``<path>.json`` and, if there are maps, ``<path>.safetensors`` beside it.
+        """Write ``<path>.json`` and, if there are maps, ``<path>.safetensors`` beside it, each
+        whole or not at all (:func:`~infodecomp.files.write_atomic`; maps first, so a JSON
+        file always has its maps).
 
         Returns the path of the JSON file.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        json_path = path.with_suffix(".json")
-        json_path.write_text(self.to_json() + "\n")
         if self.map is not None:
-            save_file(
-                {"map": self.map.contiguous(), "map_stderr": self.map_stderr.contiguous()},
-                str(path.with_suffix(".safetensors")),
-            )
-        return json_path
+            maps = {"map": self.map.contiguous(), "map_stderr": self.map_stderr.contiguous()}
+            write_atomic(path.with_suffix(".safetensors"), save(maps))
+        return write_atomic(path.with_suffix(".json"), self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Estimate:

@@ -39,7 +39,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..report.datasets import write_item_pictures, write_report
+from ..files import appending, remove_leftovers, write_atomic
+from ..report.datasets import ITEMS, write_item_pictures, write_report
 from .items import BadItemError
 
 # The key under which a task's measure returns the item's pictures for the report: written to
@@ -108,7 +109,7 @@ def run(
     the error and the item counts as done).
     """
     out = Path(out)
-    rank, n_proc, barrier, all_ok = process_state()
+    rank, n_proc, _, all_ok = process_state()
     log = log or _stderr
     quiet = log if rank == 0 else (lambda message: None)  # one voice for the whole run
     ids = [item.id for item in items]
@@ -117,27 +118,33 @@ def run(
     with contextlib.ExitStack() as locks:
         # Every process runs the same checks on the same files, so all stop alike (one line
         # each) instead of one stopping and the others waiting for it.
-        error: ValueError | None = None
+        error: Exception | None = None
+        new_folder, locked = not out.exists(), False
         try:
             out.mkdir(parents=True, exist_ok=True)
             if rank == 0:  # held for the whole run: a second run into this folder is refused
                 locks.enter_context(_lock(out / ".lock"))
+                locked = True
+                _remove_leftovers(out)  # before the other processes write any
             _check_settings(out, settings)
             done = {row["id"]: row for row in read_rows(out) if "skipped" not in row}
             _check_unchanged(items, done, out)
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             error = err
-        if not all_ok(error is None):
-            raise error or ValueError("another process stopped (see its message)")
-        if rank == 0:
-            _write_json(out / "settings.json", settings)
-            skipped = out / "skipped_data.jsonl"
-            lines = [json.dumps({"source": src, "error": msg}) + "\n" for src, msg in bad_data]
-            if lines:
-                skipped.write_text("".join(lines))
-            else:
-                skipped.unlink(missing_ok=True)
-        barrier()
+        if all_ok(error is None) and rank == 0:  # then written once, by one process
+            try:
+                _write_json(out / "settings.json", settings)
+                skipped = out / "skipped_data.jsonl"
+                lines = [json.dumps({"source": src, "error": msg}) + "\n" for src, msg in bad_data]
+                if lines:
+                    write_atomic(skipped, "".join(lines))
+                else:
+                    skipped.unlink(missing_ok=True)
+            except OSError as err:
+                error = err
+        if error and locked and new_folder and not (out / "settings.json").exists():
+            _remove_new_folder(out)  # e.g. a full disk: a rerun starts as the first did
+        _all_or_none(all_ok, error)
         rows_path = out / ("rows.jsonl" if n_proc == 1 else f"rows.{rank}.jsonl")
         locks.enter_context(_lock(out / f".lock.{rows_path.stem}"))
         _drop_partial_line(rows_path)
@@ -151,11 +158,30 @@ def run(
         )
         try:
             _measure_all(task, todo, rows_path, settings, skip_bad, progress and rank == 0, quiet)
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             error = err
-        if not all_ok(error is None):
-            raise error or ValueError("another process stopped (see its message)")
+        _all_or_none(all_ok, error)
         return summarize(out) if rank == 0 else None
+
+
+def _all_or_none(all_ok: Callable[[bool], bool], error: Exception | None) -> None:
+    """Go on together, or stop together: this process's error, or one line saying that
+    another process stopped (it says why)."""
+    if not all_ok(error is None):
+        raise error or ValueError("another process stopped (see its message)")
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporary files that killed processes left in ``out`` and its items."""
+    for folder in (out, out / ITEMS):
+        remove_leftovers(folder)
+
+
+def _remove_new_folder(out: Path) -> None:
+    """Remove the folder this run created (its lock, then the folder if that left it empty)."""
+    with contextlib.suppress(OSError):
+        (out / ".lock").unlink(missing_ok=True)
+        out.rmdir()
 
 
 def _stderr(message: str) -> None:
@@ -165,13 +191,8 @@ def _stderr(message: str) -> None:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``path`` whole or not at all (a temporary file, then a rename)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
-        tmp.replace(path)
-    finally:  # a full disk leaves no partial file behind
-        tmp.unlink(missing_ok=True)
+    """Write ``path`` whole or not at all (strict JSON: NaN written as null)."""
+    write_atomic(path, json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
 
 
 def fingerprint(item: Any) -> str:
@@ -237,7 +258,7 @@ def _measure_all(
     on_terminal = progress and sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="item", disable=not on_terminal, leave=False)
     start = last_log = time.monotonic()
-    with rows_path.open("a") as f:
+    with appending(rows_path) as append:
         for n_done, (index, item) in enumerate(todo, start=1):
             try:
                 result = task.measure(item)
@@ -252,9 +273,7 @@ def _measure_all(
             row = {"index": index, "id": item.id, "source": item.source}
             row |= {"fingerprint": fingerprint(item), **result}
             row["settings"] = {k: v for k, v in settings.items() if k != "limit"}  # not the row's
-            f.write(json.dumps(_plain(row), allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            append(json.dumps(_plain(row), allow_nan=False))
             bar.update(1)
             now = time.monotonic()
             left = (now - start) / n_done * (len(todo) - n_done)
@@ -302,14 +321,20 @@ def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict
         settings = json.loads(settings_path.read_text())
     except json.JSONDecodeError:
         raise ValueError(f"{settings_path}: damaged (not JSON)") from None
+    task = settings.get("task") if isinstance(settings, dict) else None
+    if task not in TASKS:
+        known = ", ".join(TASKS)
+        what = "missing" if task is None else f"unknown task {task!r}"
+        raise ValueError(f"{settings_path}: field 'task': {what} (known: {known})")
+    _remove_leftovers(out)
     rows = read_rows(out)
     skipped = [r for r in rows if "skipped" in r]
     data_skipped = out / "skipped_data.jsonl"
     n_bad_data = len(data_skipped.read_text().splitlines()) if data_skipped.exists() else 0
-    evaluation = TASKS[settings["task"]]
+    evaluation = TASKS[task]
     summary = evaluation.summarize([r for r in rows if "skipped" not in r], settings)
     summary = {
-        "task": settings["task"],
+        "task": task,
         "n_items": len(rows) - len(skipped),
         "n_skipped": len(skipped) + n_bad_data,  # bad items, and bad lines of the data
         **summary,
@@ -323,6 +348,10 @@ def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict
         # and summary are written), nor leave an older report that looks current.
         (out / "report.html").unlink(missing_ok=True)
         (log or _stderr)(f"report.html not written ({type(err).__name__}: {err})")
+    except OSError:  # e.g. a full disk: said, and no older report left to look current
+        with contextlib.suppress(OSError):
+            (out / "report.html").unlink(missing_ok=True)
+        raise
     if log is not None:
         log(evaluation.table(summary))
     return summary

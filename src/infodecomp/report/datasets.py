@@ -27,7 +27,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 import zipfile
 from collections.abc import Callable
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from ..files import write_atomic
 from ..results import format_entry
 from .pictures import colour_table, image_rgb
 
@@ -65,16 +65,12 @@ def item_path(out: str | Path, item_id: str) -> Path:
 
 def write_item_pictures(out: str | Path, item_id: str, pictures: Pictures) -> None:
     """Write an item's pictures (name: array; uint8 or float32) whole or not at all: a
-    compressed ``.npz`` (no pickled objects) written to a temporary file, then renamed."""
+    compressed ``.npz`` (no pickled objects), :func:`~infodecomp.files.write_atomic`."""
     path = item_path(out, item_id)
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            np.savez_compressed(f, **pictures)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **pictures)
+    write_atomic(path, buffer.getvalue())
 
 
 def read_item_pictures(out: str | Path, item_id: str) -> Pictures | None:
@@ -150,17 +146,11 @@ def _double(values: Any) -> torch.Tensor:
 
 def write_report(out: str | Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
     """Build ``out/report.html`` from the summary and the rows (skipped ones included) and the
-    items' picture files; written whole (a temporary file, then a rename). Returns its path."""
+    items' picture files; written whole (:func:`~infodecomp.files.write_atomic`). Returns its
+    path."""
     out = Path(out)
     text = report_html(summary, rows, lambda item_id: read_item_pictures(out, item_id))
-    path = out / "report.html"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(out / "report.html", text)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from ..files import write_atomic
 from ..results import entry_flags, format_entry
 
 if TYPE_CHECKING:
@@ -360,7 +361,7 @@ def save_figure(
 
         plt.close(fig)
     if path is not None:
-        Path(path).write_bytes(data)
+        write_atomic(path, data)
     return data
 
 
