@@ -48,6 +48,7 @@ def make_task(
     data, so every table shows what a perfect model gets)."""
 
     def measure(item: CompositionalItem) -> dict[str, Any]:
+        check_captions(model, item)
         row: dict[str, Any] = {
             "captions": list(item.captions),
             "true_index": item.true_index,
@@ -115,6 +116,20 @@ def score(model: EvalModel, item: CompositionalItem, sampling: Sampling) -> dict
         exact = [lp - log_p[0] for lp in log_p[1:]]
         out["exact"] = {"scores": exact, "credit": metrics.ranking_credit(exact, k)}
     return out
+
+
+def check_captions(model: EvalModel, item: CompositionalItem) -> None:
+    """``ValueError`` naming the caption if the model cannot take one of the item's captions
+    whole: the token-limit rule of ``heatmap``, ``explain`` and the other evaluations (its
+    ``check_prompt``), not a silent truncation that could make two captions one."""
+    check = getattr(model.denoiser, "check_prompt", None)
+    if check is None:  # the exact world model: no tokenizer, no limit
+        return
+    for k, caption in enumerate(item.captions):
+        try:
+            check(caption)
+        except ValueError as err:
+            raise ValueError(f"caption {k}: {err}") from None
 
 
 def _image(item: CompositionalItem) -> Any:

@@ -17,8 +17,11 @@ only when evaluated (``load_item_image_and_masks``, ``load_mask``, ``crop_box``)
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import io
 import json
+import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,11 +138,21 @@ def _integer(record: dict[str, Any], key: str) -> int:
 
 
 def _number(record: dict[str, Any], key: str) -> float:
-    """A number field (booleans refused)."""
+    """A finite number field (booleans, ``NaN`` and ``Infinity`` refused)."""
     value = _require(record, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidLine(f"{key!r} must be a number, got {_kind(value)}")
+    if not _finite(value):
+        raise InvalidLine(f"{key!r} must be a finite number, got {json.dumps(value)[:20]}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    """Whether a JSON number is finite as a float (a 400-digit integer is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _strings(record: dict[str, Any], key: str) -> list[str]:
@@ -161,9 +174,27 @@ def _captions(record: dict[str, Any], key: str = "captions") -> tuple[str, ...]:
     for k, caption in enumerate(captions):
         if not caption.strip():
             raise InvalidLine(f"caption {k} is empty")
-    if len({c.strip() for c in captions}) < len(captions):
-        raise InvalidLine("two captions are the same: the test could not be passed")
+    _check_distinct(captions)
     return tuple(captions)
+
+
+def _check_distinct(captions: list[str] | tuple[str, ...]) -> None:
+    """``InvalidLine`` if two captions differ only in case or spacing.
+
+    CLIP's tokenizer (the text encoder of SD, SDXL and SD3, and of the bundled model) lowercases
+    and collapses whitespace, as does the exact world model, so such captions get equal scores
+    and the test is a coin toss (credit 0.5); for a case-sensitive encoder (T5) it would test
+    spelling, not composition. The check is the same for every model.
+    """
+    seen: dict[str, int] = {}
+    for k, caption in enumerate(captions):
+        key = " ".join(caption.casefold().split())
+        if key in seen:
+            raise InvalidLine(
+                f"captions {seen[key]} and {k} are the same text (ignoring case and spacing, as "
+                "CLIP's tokenizer does): the test could not be passed"
+            )
+        seen[key] = k
 
 
 def _item_id(record: dict[str, Any], default: str) -> str:
@@ -181,9 +212,18 @@ def _item_id(record: dict[str, Any], default: str) -> str:
 def _existing(root: Path, name: str, what: str) -> Path:
     """``root / name`` (``name`` as is when absolute), which must be a file."""
     path = root / name
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as err:  # a name over the system's limit, say
+        raise InvalidLine(f"{what} file unusable ({err.strerror}): {path}") from None
+    if not found:
         raise InvalidLine(f"{what} file missing: {path}")
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing files are one file, or hold the same bytes."""
+    return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
 
 
 def _read_text(path: Path) -> str:
@@ -291,6 +331,11 @@ def read_compositional(
             if len(captions) != 2:
                 raise InvalidLine(f"a 2x2 line needs exactly two captions, got {len(captions)}")
             images = [_existing(root, name, "image") for name in names]
+            if _same_file(*images):
+                raise InvalidLine(
+                    f"'images' are the same image ({names[0]}, {names[1]}): the group's two "
+                    "items would differ only in their noise"
+                )
             return [
                 CompositionalItem(
                     id=f"{item_id}/{k}",
@@ -367,8 +412,9 @@ def read_aro(
     "bbox_h", "true_caption", "false_caption"}`` plus ``"relation_name"`` (VG-Relation) or
     ``"attributes": [a, b]`` (VG-Attribution). Each entry gives an item with
     ``captions=(true_caption, false_caption)``, ``true_index=0``, ``box=(x, y, w, h)`` (crop
-    it with ``crop_box``, as ARO does) and ``type`` what ARO macro-averages over: the relation
-    name, or ``"{a}_{b}"`` for the attribute pair.
+    it with ``crop_box``, as ARO does; finite numbers, checked against the image when cropped)
+    and ``type`` what ARO macro-averages over: the relation name, or ``"{a}_{b}"`` for the
+    attribute pair. Captions that differ only in case or spacing are refused.
 
     ``image_root`` is the folder holding ARO's images (ARO's ``root_dir/images``). Ids are the
     entry's ``"id"`` if any, else ``"entry{i}"`` with ``i`` its index in the array: they key
@@ -403,6 +449,7 @@ def read_aro(
             raise InvalidLine(f"empty box: width {w:g}, height {h:g}")
         true_caption = _string(entry, "true_caption") or ""
         false_caption = _string(entry, "false_caption") or ""
+        _check_distinct((true_caption, false_caption))
         image = _existing(root, _string(entry, "image_path") or "", "image")
         return [
             CompositionalItem(
@@ -431,8 +478,18 @@ def crop_box(
     """The RGB crop of ``image`` to ``box = (x, y, w, h)``, as ARO crops: PIL's
     ``crop((x, y, x + w, y + h))`` of the image converted to RGB.
 
-    Raises ``ValueError`` with one line for a file that is missing or not an image.
+    A box partly off the image is clipped to it (where PIL's crop, hence ARO, pads it black).
+    Raises ``ValueError`` with one line for a box that is not four finite numbers with a
+    positive width and height, a box more than half of whose area lies off the image (wholly
+    off it, or a misplaced or runaway box), and a file that is missing or not an image.
     """
+    try:
+        x, y, w, h = (float(v) for v in box)
+        finite = all(map(math.isfinite, (x, y, w, h)))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"a box is four numbers (x, y, w, h), got {box!r}") from None
+    if not finite or w <= 0 or h <= 0:
+        raise ValueError(f"box (x, y, w, h) = ({x:g}, {y:g}, {w:g}, {h:g}) is not a box")
     if isinstance(image, (str, Path)):
         try:
             with Image.open(image) as opened:
@@ -440,8 +497,19 @@ def crop_box(
         except (OSError, UnidentifiedImageError) as err:
             reason = "not an image" if isinstance(err, UnidentifiedImageError) else err.strerror
             raise ValueError(f"cannot read image {str(image)!r}: {reason}") from None
-    x, y, w, h = box
-    return image.convert("RGB").crop((x, y, x + w, y + h))
+    width, height = image.size
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    inside = max(x1 - x0, 0) * max(y1 - y0, 0)
+    left, top, right, bottom = (int(round(v)) for v in (x0, y0, x1, y1))  # as PIL's crop
+    if inside < w * h / 2:
+        where = "off" if inside == 0 else "mostly off"
+        raise ValueError(
+            f"box (x, y, w, h) = ({x:g}, {y:g}, {w:g}, {h:g}) lies {where} the "
+            f"{width}x{height} image"
+        )
+    if right <= left or bottom <= top:
+        raise ValueError(f"box (x, y, w, h) = ({x:g}, {y:g}, {w:g}, {h:g}) holds no whole pixel")
+    return image.convert("RGB").crop((left, top, right, bottom))
 
 
 # --------------------------------------------------------------------------------- localization
@@ -557,13 +625,18 @@ class CocoMask:
 
     def array(self) -> np.ndarray:
         """The mask, a bool array ``(height, width)``, as pycocotools' ``annToMask`` builds
-        each instance's (polygons with fewer than three points are left out)."""
+        each instance's (polygons with fewer than three points are left out). Raises
+        ``ValueError`` for a segmentation that ``read_coco`` would refuse."""
         from pycocotools import mask as mask_utils
 
         h, w = self.height, self.width
         union = np.zeros((h, w), dtype=bool)
         for text in self.segmentations:
             segmentation = json.loads(text)
+            try:
+                _segmentation({"segmentation": segmentation}, h, w)
+            except InvalidLine as err:
+                raise ValueError(str(err)) from None
             if isinstance(segmentation, list):
                 polygons = [p for p in segmentation if len(p) >= 6]
                 if not polygons:
@@ -576,7 +649,10 @@ class CocoMask:
             with warnings.catch_warnings():
                 # pycocotools' decode trips a NumPy 2 DeprecationWarning (no copy keyword).
                 warnings.simplefilter("ignore", DeprecationWarning)
-                union |= mask_utils.decode(rle).astype(bool)
+                try:
+                    union |= mask_utils.decode(rle).astype(bool)
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"a segmentation cannot be decoded ({err})") from None
         return union
 
 
@@ -596,6 +672,53 @@ def _load_coco(path: Path) -> Any:
         what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
         raise BadItemError(f"{path}: not a COCO annotation file ({what})") from None
     return coco
+
+
+def _segmentation(instance: dict[str, Any], height: int, width: int) -> str:
+    """An instance annotation's ``"segmentation"`` as JSON text, checked (``InvalidLine`` saying
+    what is wrong): polygons (arrays of finite numbers, each point within the image give or take
+    its size: pycocotools' time and memory grow with the coordinates) or RLE (``"size"``
+    ``[height, width]``, ``"counts"`` a non-empty string or run lengths summing to
+    ``height * width``)."""
+    value = _require(instance, "segmentation")
+    if isinstance(value, list):
+        for k, polygon in enumerate(value):
+            if not isinstance(polygon, list) or not all(_is_finite_number(v) for v in polygon):
+                raise InvalidLine(f"'segmentation'[{k}] must be a polygon (an array of numbers)")
+            xs, ys = polygon[0::2], polygon[1::2]
+            if not all(-width <= v <= 2 * width for v in xs) or not all(
+                -height <= v <= 2 * height for v in ys
+            ):
+                raise InvalidLine(
+                    f"'segmentation'[{k}] has a point far off the {width}x{height} image"
+                )
+        return json.dumps(value)
+    if not isinstance(value, dict):
+        raise InvalidLine(
+            f"'segmentation' must be polygons (an array) or RLE (an object), got {_kind(value)}"
+        )
+    size, counts = value.get("size"), value.get("counts")
+    if size != [height, width]:
+        raise InvalidLine(
+            f"'segmentation' RLE 'size' must be the image's [{height}, {width}], got "
+            f"{json.dumps(size)[:40]}"
+        )
+    if isinstance(counts, list):
+        runs = all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        if not runs or sum(counts) != height * width:
+            raise InvalidLine(
+                f"'segmentation' RLE 'counts' must be run lengths summing to {height * width} "
+                "(height x width)"
+            )
+    elif not isinstance(counts, str) or not counts:
+        raise InvalidLine(
+            "'segmentation' RLE 'counts' must be a compressed string or an array of run lengths"
+        )
+    return json.dumps(value)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
 
 
 def _is_form(token: str, word: str) -> bool:
@@ -655,6 +778,7 @@ def _coco_item(
     phrases: list[tuple[tuple[str, ...], int]],
     by_category: dict[int, list[dict[str, Any]]],
     root: Path,
+    instances_json: str | Path,
 ) -> Callable[[], list[LocalizationItem]]:
     """A maker of the item (if any) of one caption annotation ``ann`` of image ``info``."""
 
@@ -669,14 +793,21 @@ def _coco_item(
         if "id" not in ann:
             raise InvalidLine("caption annotation has no 'id'")
         image = _existing(root, str(info["file_name"]), "image")
-        height, width = int(info["height"]), int(info["width"])
+        try:
+            height, width = _integer(info, "height"), _integer(info, "width")
+        except InvalidLine as err:
+            raise InvalidLine(f"image {info['id']} of {instances_json}: {err}") from None
+        if height < 1 or width < 1:
+            raise InvalidLine(f"image {info['id']} of {instances_json} is {height}x{width}")
         masks: dict[str, Any] = {}
         for category, (_, text) in sorted(found.items(), key=lambda kv: kv[1][0]):
             parts = []
             for instance in by_category[category]:
-                if "segmentation" not in instance:
-                    raise InvalidLine(f"instance {instance.get('id')} has no segmentation")
-                parts.append(json.dumps(instance["segmentation"]))
+                try:
+                    parts.append(_segmentation(instance, height, width))
+                except InvalidLine as err:
+                    where = f"instance {instance.get('id')} of {instances_json}"
+                    raise InvalidLine(f"{where}: {err}") from None
             masks[text] = CocoMask(height, width, tuple(parts))
         item_id = f"{info['id']}/{ann['id']}"
         return [LocalizationItem(item_id, image, caption, masks, source)]
@@ -747,7 +878,7 @@ def read_coco(
             if info is None:
                 make = _missing_image(image_id, instances_json)
             else:
-                make = _coco_item(ann, source, info, present, by_category, root)
+                make = _coco_item(ann, source, info, present, by_category, root, instances_json)
             collector.take(source, make)
     return collector.items, collector.bad
 
@@ -812,7 +943,8 @@ def load_mask(mask: Any, size: int) -> torch.Tensor:
     ``mask`` is a path (any image; non-zero inside, 16-bit and palette PNGs included), a PIL
     image, an array or tensor ``(H, W)`` (non-zero inside) or a ``CocoMask``. It is transformed
     as ``load_image`` transforms its image, shorter side to ``size`` then the centre crop, with
-    nearest-neighbour resampling. Raises ``ValueError`` for a mask that is unreadable or not 2-D.
+    nearest-neighbour resampling. Raises ``ValueError`` for a mask that is unreadable, not 2-D
+    or holds NaN.
     """
     if isinstance(mask, (str, Path)):
         array = _open_mask(mask)
@@ -821,8 +953,13 @@ def load_mask(mask: Any, size: int) -> torch.Tensor:
     elif isinstance(mask, CocoMask):
         array = mask.array()
     elif isinstance(mask, torch.Tensor):
-        array = (mask.detach().cpu() != 0).numpy()
+        mask = mask.detach().cpu()
+        if mask.is_floating_point() and mask.isnan().any():
+            raise ValueError("a mask must not hold NaN (neither inside nor outside)")
+        array = (mask != 0).numpy()
     elif isinstance(mask, np.ndarray):
+        if mask.dtype.kind in "fc" and np.isnan(mask).any():
+            raise ValueError("a mask must not hold NaN (neither inside nor outside)")
         array = mask != 0
     else:
         raise ValueError(
@@ -877,8 +1014,10 @@ def load_item_image_and_masks(
     """The item's image ``(3, size, size)`` in [-1, 1] (``images.load_image``) and its masks
     ``{word: bool (size, size)}`` (``load_mask``), aligned.
 
-    Raises ``BadItemError`` naming the item's source if a file cannot be read or a mask's size
-    is not the image's.
+    Raises ``BadItemError`` naming the item's source if a file cannot be read, a mask's size
+    is not the image's, or a mask is empty where the model sees the image (all zero, or inside
+    only in the margin the centre crop cuts off): a word with no region cannot be localized,
+    and its IoU (0) and average precision (undefined) would disagree about it.
     """
     source = item.source or item.id
     try:
@@ -897,4 +1036,9 @@ def load_item_image_and_masks(
             masks[word] = load_mask(mask, size)
         except ValueError as err:
             raise BadItemError(f"{source}: mask of {word!r}: {err}") from None
+        if not masks[word].any():
+            raise BadItemError(
+                f"{source}: mask of {word!r} is empty in the model's {size}x{size} view of the "
+                "image (all zero, or inside only where the centre crop cuts): nothing to localize"
+            )
     return image, masks

@@ -50,6 +50,9 @@ PICTURES = "_pictures"
 # Settings that may differ between runs into one folder: a larger limit (more items), how they
 # are batched (rows agree to float rounding), and package versions (each row records its own).
 RESUMABLE_KEYS = ("limit", "batch_size", "versions")
+# The item fields that hold files (by the items' schemas: images, masks, recorded noise): a
+# fingerprint reads these by content; every other string is text, never probed as a path.
+FILE_FIELDS = ("image", "masks", "noise")
 
 
 @dataclass
@@ -198,10 +201,10 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 def fingerprint(item: Any) -> str:
     """A short hash of everything an item holds (captions, words, pixels or the size and first
     MiB of image and mask files, masks), stored in its row so that a resumed run notices an item
-    that changed under its id."""
+    that changed under its id. Only :data:`FILE_FIELDS` are read as files."""
     digest = hashlib.sha256()
 
-    def feed(value: Any) -> None:
+    def feed(value: Any, files: bool = False) -> None:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
         if isinstance(value, np.ndarray):
@@ -209,14 +212,14 @@ def fingerprint(item: Any) -> str:
         elif isinstance(value, dict):
             for key in sorted(value, key=str):
                 feed(str(key))
-                feed(value[key])
+                feed(value[key], files)
         elif isinstance(value, (list, tuple)):
             digest.update(f"seq{len(value)}".encode())
             for v in value:
-                feed(v)
+                feed(v, files)
         elif isinstance(value, Image.Image):
             digest.update(f"image{value.mode}{value.size}".encode() + value.tobytes())
-        elif isinstance(value, (str, Path)) and Path(value).is_file():  # by content, not name
+        elif files and isinstance(value, (str, Path)) and _is_file(value):  # by content
             try:
                 with Path(value).open("rb") as f:
                     digest.update(f"file{Path(value).stat().st_size}:".encode() + f.read(1 << 20))
@@ -225,8 +228,18 @@ def fingerprint(item: Any) -> str:
         else:
             digest.update(f"{type(value).__name__}:{value!s};".encode())
 
-    feed({f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "source"})
+    fields = {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "source"}
+    for name in sorted(fields):  # as feed(fields) would, with the file fields read as files
+        feed(name)
+        feed(fields[name], files=name in FILE_FIELDS)
     return digest.hexdigest()[:16]
+
+
+def _is_file(path: str | Path) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name over the system's limit, say: not a file we can read
+        return False
 
 
 def _check_unchanged(items: Sequence[Any], done: dict[str, dict[str, Any]], out: Path) -> None:
@@ -293,14 +306,14 @@ def read_rows(out: str | Path) -> list[dict[str, Any]]:
     skipped one), in item order. A damaged line is named (file and line)."""
     rows: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(out).glob("rows*.jsonl")):
-        with path.open() as f:
+        with path.open("rb") as f:
             for number, line in enumerate(f, start=1):
-                if not line.endswith("\n"):
+                if not line.endswith(b"\n"):
                     break  # a half-written last line
                 try:
                     row = json.loads(line)
                     key, _ = row["id"], row["index"]
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
                     raise ValueError(f"{path}:{number}: damaged row (not a row of ours)") from None
                 # A measured row replaces a skipped one (the item was fixed and rerun).
                 if key not in rows or "skipped" in rows[key]:
@@ -319,7 +332,7 @@ def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict
         raise ValueError(f"{out} holds no evaluation (no settings.json)")
     try:
         settings = json.loads(settings_path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{settings_path}: damaged (not JSON)") from None
     task = settings.get("task") if isinstance(settings, dict) else None
     if task not in TASKS:
@@ -365,7 +378,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         return
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path}: damaged (not JSON): use another --out") from None
     if not isinstance(old, dict) or "task" not in old:
         raise ValueError(f"{out} is not an evaluation's folder ({path} is not ours)")
