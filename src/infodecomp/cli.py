@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -18,30 +19,45 @@ from .estimators import DenoiserOutputError, conditional_mutual_info, log_likeli
 from .explanation import explain
 from .images import load_image
 from .models import example_mixture
+from .models.checks import MAX_SEED
+from .models.checks import check_device as _check_device
 from .models.diffusers import DiffusersModel
 from .models.diffusers.transformer import FLUX_GUIDANCE
 from .results import check_output_folder, entry_warnings, format_entry, output_folder
+from .words import check_text, words_to_explain
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _integer_type(low: int, what: str) -> Any:
+def _integer_type(low: int, what: str, high: int | None = None) -> Any:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < low:
+        if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
         return value
 
     return parse
 
 
-# argparse types: counts and sizes, noise draws (a standard error needs two), seeds.
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``inf`` and ``nan`` refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# argparse types: counts and sizes, noise draws (a standard error needs two), seeds (what
+# every generator takes: torch's below 2**64).
 positive_int = _integer_type(1, "a positive integer")
 draws_int = _integer_type(2, "an integer >= 2 (a standard error needs two draws)")
-seed_int = _integer_type(0, "a non-negative integer")
+seed_int = _integer_type(0, "an integer from 0 to 2**64 - 1", high=MAX_SEED)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     gen.add_argument("--steps", type=positive_int, help="sampling steps (default: pipeline's)")
     gen.add_argument(
-        "--guidance-scale", type=float, help="classifier-free guidance (default: pipeline's)"
+        "--guidance-scale", type=finite_float, help="classifier-free guidance (default: pipeline's)"
     )
     gen.add_argument("--out", type=Path, required=True, help="output folder")
 
@@ -388,7 +404,7 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
     )
     sub.add_argument(
         "--guidance",
-        type=float,
+        type=finite_float,
         default=FLUX_GUIDANCE,
         help="guidance value fed to a guidance-distilled model such as Flux-dev "
         f"(default {FLUX_GUIDANCE:g})",
@@ -429,22 +445,7 @@ def _load_model(args: argparse.Namespace) -> DiffusersModel:
 def check_device(name: str | None) -> str | None:
     """``name`` if this torch can run on it, else ``ValueError`` with one line (before any slow
     loading)."""
-    if name is None:
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {name!r} (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: this torch build sees no CUDA GPU")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: MPS is not available here")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r} is not supported (cpu, cuda or mps)")
-    return name
+    return _check_device(name)  # the library's check (infodecomp.models.checks)
 
 
 def _quiet_libraries() -> None:
@@ -485,6 +486,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
     words = None if args.words is None else [w for w in args.words.split(",") if w.strip()]
     if words == []:
         raise ValueError("--words names no word (leave it out to explain every word)")
+    words_to_explain(check_text(args.prompt.strip()), words)  # before the (slow) model load
     model = _load_model(args)
     result = explain(
         model,
@@ -587,7 +589,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from .report.pictures import image_png
 
-    prompts = [p.strip() for p in args.prompt]
+    prompts = [check_text(p.strip()) for p in args.prompt]
     if not all(prompts):
         raise ValueError("a prompt is empty")
     writable_folder(args.out, marker="generate.json")
@@ -613,7 +615,7 @@ def run_generate(args: argparse.Namespace) -> int:
     with output_folder(args.out, marker="generate.json") as folder:  # whole or not at all
         for i, image in enumerate(images):
             (folder / f"image_{i:03d}.png").write_bytes(image_png(image, image.shape[-1]))
-        (folder / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (folder / "generate.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return 0
 
 
@@ -634,7 +636,7 @@ def run_train_world(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    prompts = [p.strip() for p in args.prompt]
+    prompts = [check_text(p.strip()) for p in args.prompt]
     if not all(prompts):
         raise ValueError("a prompt is empty")
     model = _load_model(args)

@@ -81,7 +81,9 @@ def evaluate(
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
