@@ -50,6 +50,8 @@ def words_to_explain(prompt: str, words: list[str] | None = None) -> list[str]:
     """The words (or phrases) of ``prompt`` to explain: ``words`` stripped and lower-cased, or
     by default every distinct word of the prompt. ``ValueError`` with one line if there are none
     (a prompt of punctuation only has no words: letters or digits)."""
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
     if words is None:
         chosen = distinct_words(prompt)
         if not chosen:
