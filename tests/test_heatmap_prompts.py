@@ -129,7 +129,7 @@ def test_ids_are_stable_when_the_file_is_reordered(files, tmp_path):
         ('{"prompt": "a dog"}\n{"prompt": "a cat", "image": "bad.png"}\n', ":2: cannot read"),
         ('{"prompt": "a dog", "image": "none.png"}\n', ":1: cannot read image"),
         ('{"prompt": "a dog"}\n{"prompt": "a cat", "words": "bird"}\n', ":2: word 'bird' is"),
-        ('{"prompt": "a dog", "seed": -1}\n', ":1: 'seed' must be a non-negative"),
+        ('{"prompt": "a dog", "seed": -1}\n', ":1: 'seed' must be an integer from 0 to 2"),
         ('{"prompt": "a dog", "sed": 1}\n', ":1: unknown key 'sed'"),
         ('{"prompt": "a dog", "id": "../x"}\n', ":1: id '../x' cannot name a folder"),
         ("a dog\na cat\na dog\n", ":3: repeats"),

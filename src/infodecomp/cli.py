@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import os
+import math
 import re
 import sys
 import warnings
@@ -25,6 +25,7 @@ from .loading import load_model, resolve_device
 from .models.diffusers.transformer import FLUX_GUIDANCE
 from .results import OUR_FILES, check_output_folder, entry_warnings, format_entry, output_folder
 from .sampling import DEFAULT_DRAWS, MAX_SEED, Sampling
+from .words import check_text, words_to_explain
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The (marker, files) of the folders `generate` and `reference` write whole (images: figures).
@@ -45,7 +46,19 @@ def _integer_type(low: int, what: str, high: float = float("inf")) -> Any:
     return parse
 
 
-# argparse types: counts and sizes, noise draws (a standard error needs two), seeds.
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``inf`` and ``nan`` refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# argparse types: counts and sizes, noise draws (a standard error needs two), seeds (what
+# every generator takes: torch's below 2**64).
 positive_int = _integer_type(1, "a positive integer")
 draws_int = _integer_type(2, "an integer >= 2 (a standard error needs two draws)")
 seed_int = _integer_type(0, "an integer from 0 to 2**64 - 1", MAX_SEED)
@@ -147,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     gen.add_argument("--steps", type=positive_int, help="sampling steps (default: pipeline's)")
     gen.add_argument(
-        "--guidance-scale", type=float, help="classifier-free guidance (default: pipeline's)"
+        "--guidance-scale", type=finite_float, help="classifier-free guidance (default: pipeline's)"
     )
     gen.add_argument("--out", type=Path, required=True, help="output folder")
 
@@ -387,7 +400,7 @@ def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required
     )
     sub.add_argument(
         "--guidance",
-        type=float,
+        type=finite_float,
         default=FLUX_GUIDANCE,
         help="guidance value fed to a guidance-distilled model such as Flux-dev "
         f"(default {FLUX_GUIDANCE:g})",
@@ -503,6 +516,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
     words = None if args.words is None else [w for w in args.words.split(",") if w.strip()]
     if words == []:
         raise ValueError("--words names no word (leave it out to explain every word)")
+    words_to_explain(check_text(args.prompt.strip()), words)  # before the (slow) model load
     model = _load_model(args)
     result = explain(
         model,
@@ -601,13 +615,14 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from .generation import generate_images
 
-    if not all(p.strip() for p in args.prompt):
+    prompts = [check_text(p.strip()) for p in args.prompt]
+    if not all(prompts):
         raise ValueError("a prompt is empty")
     writable_folder(args.out, *GENERATED)
     model = _load_model(args)
     records = generate_images(
         model,
-        args.prompt,
+        prompts,
         args.out,
         seed=args.seed,
         steps=args.steps,
@@ -637,7 +652,8 @@ def run_train_world(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     from .ranking import rank_captions
 
-    if not all(p.strip() for p in args.prompt):
+    prompts = [check_text(p.strip()) for p in args.prompt]
+    if not all(prompts):
         raise ValueError("a prompt is empty")
     model = _load_model(args)
     ranked = rank_captions(

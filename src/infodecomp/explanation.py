@@ -21,7 +21,7 @@ from .images import prepare_image
 from .models.diffusers.text import PaddedPrompt
 from .results import Estimate, format_entry, versions
 from .sampling import Sampling
-from .words import distinct_words, occurrences, remove_spans
+from .words import check_text, occurrences, remove_spans, words_to_explain
 
 
 @dataclass
@@ -367,12 +367,13 @@ def explain(
         raise TypeError(f"words must be a list of words or phrases, e.g. [{words!r}], not a str")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty")
-    prompt = prompt.strip()
+    prompt = check_text(prompt.strip())  # one line of valid text, whatever the model
     if hasattr(model, "check_prompt"):
         model.check_prompt(prompt)  # fails early, with one line, on a prompt over the limit
-    chosen = distinct_words(prompt) if words is None else [w.strip().lower() for w in words]
-    if not chosen or not all(chosen):
-        raise ValueError(f"no words to explain in {words!r}")
+    chosen = words_to_explain(prompt, words)
+    if x is not None and (not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) != 1):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be one image's model input, (1, *data_shape), got {shape}")
     contexts = [None, *word_contexts(prompt, chosen, context)]
     pixels, image_note = prepare_image(image, model.image_size)
     x = model.encode_image(image) if x is None else x

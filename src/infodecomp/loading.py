@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 
+from .models.checks import check_device
 from .models.diffusers import DiffusersModel
 from .models.diffusers.load import check_dtype
 from .models.diffusers.transformer import FLUX_GUIDANCE
 from .results import versions
 from .world.bundled_model import BUNDLED, BUNDLED_NAME
 from .world.model import WorldModel
-
-DEVICES = ("cpu", "cuda", "mps")
 
 
 def load_model(
@@ -84,19 +83,5 @@ def resolve_device(device: Any) -> str:
     with one line if this torch cannot run on it)."""
     if device is None or device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"unknown device {device!r} (e.g. auto, cpu, cuda, cuda:1)") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r}: this torch build sees no CUDA GPU")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) visible"
-            )
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {str(device)!r}: MPS is not available here")
-    elif parsed.type not in DEVICES:
-        raise ValueError(f"device {str(device)!r} is not supported (cpu, cuda or mps)")
+    check_device(device)  # one line if this torch cannot run on it
     return str(device)

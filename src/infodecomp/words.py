@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 # A word: letters or digits, with inner hyphens or apostrophes ("dog-like", "cat's").
@@ -16,6 +17,50 @@ class Word:
     text: str
     start: int
     end: int
+
+
+def check_text(text: object, what: str = "prompt") -> str:
+    """``text`` if a model can take it as a caption, else one line saying why: ``TypeError`` if
+    it is not a str; ``ValueError`` if it is not valid UTF-8 text (a lone surrogate, as Python
+    gives an undecodable byte of a command line or file name), holds a line break (a caption is
+    one line: join its lines with spaces) or another control character."""
+    if not isinstance(text, str):
+        raise TypeError(f"the {what} must be a str, got {type(text).__name__}")
+    for i, char in enumerate(text):
+        kind = unicodedata.category(char)
+        if kind == "Cs":
+            code = ord(char)  # U+DC80..U+DCFF: the byte (code - 0xDC00) that did not decode
+            found = f"the byte 0x{code - 0xDC00:02x}" if code >= 0xDC80 else f"U+{code:04X}"
+            raise ValueError(
+                f"the {what} is not valid UTF-8 text: character {i + 1} is {found}: {text!r}"
+            )
+        if kind in ("Cc", "Zl", "Zp"):
+            line_break = len(f"a{char}b".splitlines()) > 1
+            raise ValueError(
+                f"the {what} holds a line break ({char!r} at character {i + 1}): a caption is one "
+                f"line (join its lines with spaces): {text!r}"
+                if line_break
+                else f"the {what} holds the control character {char!r} at character {i + 1}: "
+                f"{text!r}"
+            )
+    return text
+
+
+def words_to_explain(prompt: str, words: list[str] | None = None) -> list[str]:
+    """The words (or phrases) of ``prompt`` to explain: ``words`` stripped and lower-cased, or
+    by default every distinct word of the prompt. ``ValueError`` with one line if there are none
+    (a prompt of punctuation only has no words: letters or digits)."""
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
+    if words is None:
+        chosen = distinct_words(prompt)
+        if not chosen:
+            raise ValueError(f"the prompt {prompt!r} has no words (letters or digits) to explain")
+        return chosen
+    chosen = [w.strip().lower() for w in words]
+    if not chosen or not all(chosen):
+        raise ValueError(f"no words to explain in {words!r} (an empty word, or none)")
+    return chosen
 
 
 def split_words(prompt: str) -> list[Word]:

@@ -27,8 +27,8 @@ from ..explanation import explain
 from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..results import entry_warnings, format_entry, output_folder, versions
-from ..sampling import Sampling
-from ..words import distinct_words, occurrences
+from ..sampling import MAX_SEED, Sampling
+from ..words import check_text, distinct_words, occurrences
 from . import metrics
 from .common import sampling_line
 from .datasets import InvalidLine, json_object
@@ -160,8 +160,12 @@ def _item(
     prompt = prompt.strip()
     if not prompt:
         raise InvalidLine("the prompt is empty")
+    try:
+        check_text(prompt)
+    except ValueError as err:
+        raise InvalidLine(str(err)) from None
     if not distinct_words(prompt):
-        raise InvalidLine(f"the prompt {prompt!r} has no words")
+        raise InvalidLine(f"the prompt {prompt!r} has no words (letters or digits) to explain")
 
     name = record.get("image")
     if name is not None and (not isinstance(name, str) or not name.strip()):
@@ -177,8 +181,8 @@ def _item(
         checked[image] = hashlib.sha256(image.read_bytes()).hexdigest()
 
     seed = record.get("seed", default_seed)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InvalidLine(f"'seed' must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidLine(f"'seed' must be an integer from 0 to 2**64 - 1, got {seed!r}")
 
     words = default_words
     if record.get("words") is not None:

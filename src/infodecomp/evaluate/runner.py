@@ -75,8 +75,16 @@ class Task:
 def process_state() -> tuple[int, int, Callable[[], None], Callable[[bool], bool]]:
     """``(rank, n_processes, barrier, all_ok)`` from Accelerate when launched by ``accelerate
     launch``, else a single process. ``all_ok(flag)`` is true when every process's flag is
-    (a barrier too)."""
+    (a barrier too). ``ValueError`` if ``accelerate launch`` was asked for several processes
+    but started this one alone (see :func:`lone_accelerate_process`)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if lone_accelerate_process():
+            raise ValueError(
+                "`accelerate launch` was asked for several processes but started one (it shards "
+                "only with --multi_gpu; --cpu or no flag runs a single process): run `accelerate "
+                "launch --multi_gpu --num_processes N -m infodecomp eval ...` (GPUs, or CPU "
+                "processes when torch sees no GPU), or `infodecomp eval ...` for one process"
+            )
         return 0, 1, lambda: None, lambda ok: ok
     from accelerate import PartialState
 
@@ -90,6 +98,15 @@ def process_state() -> tuple[int, int, Callable[[], None], Callable[[bool], bool
         return bool(flag.item())
 
     return state.process_index, state.num_processes, state.wait_for_everyone, all_ok
+
+
+def lone_accelerate_process() -> bool:
+    """Whether ``accelerate launch`` started this process alone although asked for several:
+    its single-process launcher (no ``--multi_gpu``; with or without ``--cpu``) sets
+    ``ACCELERATE_USE_CPU``, and ``MASTER_ADDR`` only for ``--num_processes`` above 1, but no
+    ``WORLD_SIZE`` (which ``--multi_gpu``'s torchrun sets, with ``RANK``)."""
+    env = os.environ
+    return "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env and "WORLD_SIZE" not in env
 
 
 def run(

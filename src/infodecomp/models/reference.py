@@ -14,16 +14,10 @@ import torch
 
 from ..results import Estimate
 from ..sampling import Sampling
+from .checks import check_batch
 
 # Log-SNR margin beyond the data's scales; the integrand decays like exp(-margin) outside it.
 _MARGIN = 12.0
-
-
-def _check_shape(x_noisy: torch.Tensor, data_shape: tuple[int, ...]) -> None:
-    if tuple(x_noisy.shape[1:]) != data_shape:
-        raise ValueError(
-            f"inputs have data shape {tuple(x_noisy.shape[1:])}, the model expects {data_shape}"
-        )
 
 
 def _covering_range(min_var: float, max_second_moment: float) -> tuple[float, float]:
@@ -56,7 +50,7 @@ class Gaussian:
         )
 
     def __call__(self, x_noisy: torch.Tensor, logsnr: torch.Tensor, conds: Sequence[Any]):
-        _check_shape(x_noisy, self.data_shape)
+        check_batch(x_noisy, logsnr, conds, self.data_shape)
         if any(c is not None for c in conds):
             raise ValueError("Gaussian is unconditional: its only condition is None")
         z = x_noisy.to(torch.float64).flatten(1)
@@ -190,7 +184,7 @@ class GaussianMixture:
     def __call__(
         self, x_noisy: torch.Tensor, logsnr: torch.Tensor, conds: Sequence[Any]
     ) -> torch.Tensor:
-        _check_shape(x_noisy, self.data_shape)
+        check_batch(x_noisy, logsnr, conds, self.data_shape)
         z = x_noisy.to(torch.float64).flatten(1)
         alpha = logsnr.to(torch.float64)
         out = torch.empty_like(z)

@@ -40,9 +40,10 @@ def load_pipeline(
     folder, commit = _resolve(source, revision, cache_dir)
     index = _read_index(folder, source)
     _check_components(folder, index, source)
+    _check_not_custom(index, source)
     variant = variant or _only_variant(folder, index)
     # Components saved as null (e.g. no VAE for a pixel-space model) are passed as None.
-    absent = {k: None for k, v in index.items() if _component(v) and v[0] is None}
+    absent = {k: None for k, v in _components(index).items() if v[0] is None}
     try:
         pipe = DiffusionPipeline.from_pretrained(
             folder,
@@ -129,17 +130,23 @@ def _component(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2
 
 
+def _components(index: dict[str, Any]) -> dict[str, list[Any]]:
+    """The index's components: ``name: [library, class]`` entries. Keys starting with ``_``
+    are the pipeline's own (``_class_name``, which a custom pipeline gives as ``[module,
+    class]``; ``_diffusers_version``), not components."""
+    return {k: v for k, v in index.items() if not k.startswith("_") and _component(v)}
+
+
 def _check_components(folder: str, index: dict[str, Any], source: str) -> None:
     """One line naming what a text-to-image pipeline needs and the folder lacks."""
-    if not any(_component(index.get(n)) and index[n][0] for n in _NETWORKS):
+    components = _components(index)
+    if not any(components.get(n, [None])[0] for n in _NETWORKS):
         raise ValueError(f"{source!r}: model_index.json names no unet or transformer")
     for needed in ("scheduler", "text_encoder", "tokenizer"):
-        if not any(_component(v) and v[0] for k, v in index.items() if k.startswith(needed)):
+        if not any(v[0] for k, v in components.items() if k.startswith(needed)):
             raise ValueError(f"{source!r}: model_index.json names no {needed}")
     missing = [
-        k
-        for k, v in index.items()
-        if _component(v) and v[0] is not None and not (Path(folder) / k).is_dir()
+        k for k, v in components.items() if v[0] is not None and not (Path(folder) / k).is_dir()
     ]
     if missing:
         raise ValueError(
@@ -148,15 +155,28 @@ def _check_components(folder: str, index: dict[str, Any], source: str) -> None:
         )
     weightless = [
         k
-        for k, v in index.items()
-        if _component(v)
-        and v[0] is not None
+        for k, v in components.items()
+        if v[0] is not None
         and k.split("_")[0] in ("unet", "transformer", "vae", "text")
         and not any(p.suffix in (".safetensors", ".bin") for p in (Path(folder) / k).iterdir())
     ]
     if weightless:
         raise ValueError(
             f"{source!r}: no weights (*.safetensors or *.bin) in {', '.join(weightless)}"
+        )
+
+
+def _check_not_custom(index: dict[str, Any], source: str) -> None:
+    """A custom pipeline (``_class_name`` ``[module, class]``) runs its folder's own code:
+    refused with one line saying how to load it."""
+    custom = index["_class_name"]
+    if not isinstance(custom, str):
+        module = custom[0] if isinstance(custom, list) and custom else custom
+        raise ValueError(
+            f"{source!r} is a custom pipeline (model_index.json's _class_name is {custom!r}, "
+            f"code in {module}.py): infodecomp does not run a model folder's code; load it with "
+            "DiffusionPipeline.from_pretrained(..., trust_remote_code=True) and wrap it with "
+            "DiffusersModel.from_pipeline"
         )
 
 

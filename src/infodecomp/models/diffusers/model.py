@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ...images import load_image
+from ..checks import check_batch, check_device, check_finite, check_seed
 from .attention import AttentionCollector, capture
 from .load import ModelNotFoundError, check_dtype, load_pipeline
 from .text import PaddedPrompt, execution_device
@@ -61,6 +62,8 @@ class DiffusersModel:
         max_sequence_length: int | None = None,
     ) -> None:
         self.pipeline = pipeline
+        check_device(device)
+        guidance_scale = check_finite(guidance_scale, "guidance_scale")
         if device is not None or dtype is not None:
             pipeline.to(device=device, dtype=check_dtype(dtype))
         self.vae = getattr(pipeline, "vae", None)
@@ -133,6 +136,7 @@ class DiffusersModel:
         """
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree: give one")
+        check_device(device)  # before the (slow) load
         pipe, provenance = load_pipeline(
             path_or_id,
             torch_dtype=check_dtype(torch_dtype or dtype),
@@ -189,10 +193,7 @@ class DiffusersModel:
     ) -> torch.Tensor:
         """eps_hat for noisy inputs ``(B, *data_shape)`` at log-SNRs ``(B,)``, conditioned on
         ``conds`` (one per row), in the dtype and device of ``x_noisy``."""
-        if tuple(x_noisy.shape[1:]) != self.data_shape:
-            raise ValueError(
-                f"inputs have shape {tuple(x_noisy.shape[1:])}, the model takes {self.data_shape}"
-            )
+        check_batch(x_noisy, logsnr, conds, self.data_shape)
         if self._collector is not None:
             self._collector.rows = torch.tensor([c == self._collect_prompt for c in conds])
             self._collector.n_rows += int(self._collector.rows.sum())
@@ -256,7 +257,8 @@ class DiffusersModel:
         For the pipeline's own sampler use :meth:`generate_with_pipeline`."""
         from ...ddim import guided, sample
 
-        g = torch.Generator().manual_seed(seed)
+        check_finite(guidance_scale, "guidance_scale")
+        g = torch.Generator().manual_seed(check_seed(seed))
         noise = torch.randn(len(prompts), *self.data_shape, generator=g)
         x0 = sample(guided(self, guidance_scale), noise, prompts, steps)
         return self.decode(x0.to(torch.float32))
@@ -273,6 +275,8 @@ class DiffusersModel:
         :attr:`image_size`. Deterministic by ``seed`` (a CPU generator). A pixel-space pipeline
         without a VAE, which diffusers' ``__call__`` cannot run, goes through :meth:`generate`
         (50 DDIM steps, guidance 3 unless given)."""
+        check_seed(seed)
+        self.check_prompt(prompt)
         used = self.sampling_settings(steps, guidance_scale)
         if self.vae is None:
             return self.generate([prompt], seed, used["steps"], used["guidance_scale"])[0]
@@ -292,6 +296,7 @@ class DiffusersModel:
         """What :meth:`generate_with_pipeline` samples with: ``{"sampler", "steps",
         "guidance_scale"}``, given values or the pipeline's defaults (a Flux that is not
         guidance-distilled takes no guidance: None)."""
+        check_finite(guidance_scale, "guidance_scale")
         if self.vae is None:
             return {
                 "sampler": "DDIM (no VAE)",

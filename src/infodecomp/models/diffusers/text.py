@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ...words import check_text
+
 # Embeddings kept per model, least recently used dropped first (a heat map uses 2 + words).
 CACHED_CONDITIONS = 64
 
@@ -79,6 +81,8 @@ class PromptEncoder:
             if c in self._cache:
                 self._cache.move_to_end(c)
             else:
+                if c is not None:  # checked once, when first encoded
+                    check_text(c.text if isinstance(c, PaddedPrompt) else c)
                 self._cache[c] = self._encode(c, device)
         while len(self._cache) > max(CACHED_CONDITIONS, len(set(conds))):
             self._cache.popitem(last=False)  # bounded: a T5 embedding is megabytes
@@ -89,7 +93,9 @@ class PromptEncoder:
 
     def check(self, prompt: str) -> None:
         """``ValueError`` with one line if ``prompt`` is longer than the text window that sees
-        every token (CLIP's 77 for SD / SDXL; T5's for SD3 with T5 and Flux)."""
+        every token (CLIP's 77 for SD / SDXL; T5's for SD3 with T5 and Flux), or is not one line
+        of valid text (:func:`~infodecomp.words.check_text`)."""
+        check_text(prompt)
         segment = self.segments[-1]
         tok = getattr(self.pipeline, segment.tokenizer)
         n = len(tok(prompt).input_ids)
