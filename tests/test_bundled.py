@@ -26,6 +26,7 @@ def test_shipped_weights_are_safetensors_and_small():
     assert not list(BUNDLED.rglob("*.bin")) and not list(BUNDLED.rglob("*.pt"))
 
 
+@pytest.mark.slow
 def test_shipped_model_draws_what_it_is_told(bundled):
     captions = [
         "a red circle",
@@ -41,6 +42,7 @@ def test_shipped_model_draws_what_it_is_told(bundled):
     assert fits.sum() >= 5, fits
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     summary = run_demo(
         tmp_path, "a green triangle above a red square", progress=False, sampling=Sampling(draws=8)
@@ -76,6 +78,7 @@ def test_demo_runs_end_to_end(tmp_path):
         assert key in summary["cmi"]["green"] and key in exact["green"]
 
 
+@pytest.mark.slow
 def test_demo_on_an_image_that_does_not_fit_the_caption(tmp_path, capsys):
     black = tmp_path / "black.png"
     Image.new("RGB", (16, 16)).save(black)
@@ -85,6 +88,7 @@ def test_demo_on_an_image_that_does_not_fit_the_caption(tmp_path, capsys):
     assert (tmp_path / "out" / "grid.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_report_renders_in_a_browser(tmp_path):
     """The demo's report as a user sees it: a headless Chromium screenshot that is not blank."""
     import shutil
@@ -122,6 +126,7 @@ def test_demo_command_rejects_words_outside_the_world(tmp_path, capsys):
     assert "no word 'dog'" in err and error_line(err)
 
 
+@pytest.mark.slow
 def test_demo_writes_vector_figures_and_reruns_into_its_folder(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["demo", "--caption", "a red circle", "--samples", "4", "--out", str(out)]

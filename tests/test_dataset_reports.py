@@ -133,6 +133,7 @@ def test_intervention_report_before_after_and_change(tmp_path):
     assert correlations == sorted(correlations)
 
 
+@pytest.mark.slow
 def test_latent_model_reports_prompts_and_interventions(tmp_path):
     """A latent (VAE) model: ``heatmap --prompts`` links each prompt's own report; an
     intervention's regenerations are decoded to pictures."""
@@ -227,6 +228,7 @@ def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, monkeypat
     assert "report.html not written (KeyError: 'scores')" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dataset_report_in_a_browser(tmp_path):
     """A compositional report as a user opens it: sorting by the margin column (click, then
     the keyboard) reorders the rows; no console error, no network request."""

@@ -187,6 +187,7 @@ def test_word_to_token_mapping(saved):
 
 
 @pytest.mark.parametrize("name", ["sd-eps", "sdxl"])
+@pytest.mark.slow
 def test_explain_maps_sum_to_the_estimates_and_ignore_batch_size(saved, name):
     model = DiffusersModel.from_pretrained(saved / name)
     image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1

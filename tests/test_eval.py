@@ -49,6 +49,7 @@ def test_world_compositional_items_have_known_truth():
     assert not torch.equal(compositional_items("validation", 1)[0].image, items[0].image)
 
 
+@pytest.mark.slow
 def test_compositional_on_the_exact_model(tmp_path, capsys):
     out = tmp_path / "comp"
     args = ["eval", "compositional", "--model", "exact", "--limit", "6", "--samples", "64"]
@@ -88,6 +89,7 @@ def test_compositional_on_the_exact_model(tmp_path, capsys):
     assert again["headline"] == "model/orthogonal" and again["columns"] == cols
 
 
+@pytest.mark.slow
 def test_each_command_runs_on_the_bundled_model(tmp_path, capsys):
     for name in ("compositional", "localization", "intervention"):
         extra = FAST if name != "compositional" else ["--samples", "16"]
@@ -306,6 +308,7 @@ def cli(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "infodecomp", *args], env=env, **kwargs)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_uninterrupted_rows(tmp_path):
     args = ["eval", "compositional", "--limit", "8", "--samples", "32"]
     killed = tmp_path / "killed"
@@ -323,6 +326,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_rows(tmp_path):
     assert read_rows(killed) == read_rows(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_rows_of_one(tmp_path):
     pytest.importorskip("accelerate")
     args = ["eval", "compositional", "--model", "exact", "--limit", "5", "--samples", "16"]
@@ -362,6 +366,7 @@ def test_two_processes_give_the_rows_of_one(tmp_path):
     assert "gloo" not in done.stderr and "Connection closed" not in done.stderr
 
 
+@pytest.mark.slow
 def test_ddim_inversion_reconstructs_on_an_exact_model():
     model = example_mixture()
     x, labels = model.sample(4, seed=3)
@@ -390,6 +395,7 @@ def world_png(tmp_path, name, image):
     return path
 
 
+@pytest.mark.slow
 def test_user_files_through_every_command(tmp_path, capsys):
     comp = compositional_items("test", 2)
     a, b = (world_png(tmp_path, f"{k}.png", it.image) for k, it in enumerate(comp))
@@ -479,6 +485,7 @@ def test_aro_macro_rules(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["localization", "intervention"])
+@pytest.mark.slow
 def test_extending_a_run_gives_the_rows_of_one_run(tmp_path, name):
     base = ["eval", name, "--model", "exact", *FAST]
     assert main([*base, "--limit", "1", "--out", str(tmp_path / "grown")]) == 0
@@ -488,6 +495,7 @@ def test_extending_a_run_gives_the_rows_of_one_run(tmp_path, name):
     assert len(read_rows(tmp_path / "once")) == 3
 
 
+@pytest.mark.slow
 def test_generated_interventions_start_from_the_recorded_noise(tmp_path, capsys):
     out = tmp_path / "gen"
     argv = ["eval", "intervention", "--generated", "--model", "exact", "--limit", "2", *FAST]

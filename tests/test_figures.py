@@ -162,6 +162,7 @@ def test_colour_ticks_are_exact_and_distinct():
             assert low - 1e-9 <= t <= high + 1e-9
 
 
+@pytest.mark.slow
 def test_grid_and_files_in_every_format(tmp_path):
     res = latent_result()
     fig, _ = res.plot_grid()
@@ -221,6 +222,7 @@ def test_orthogonal_intervals_never_below_zero_and_profile_adds_up():
     assert (standard.ci95[..., 0] < 0).any()  # a pointwise log-ratio may be negative
 
 
+@pytest.mark.slow
 def test_profile_stderr_matches_the_spread_over_rows():
     """Each bin of the profile is a mean of draws: its SE matches its spread over rows."""
     model = example_mixture()
@@ -244,6 +246,7 @@ def test_profile_stderr_matches_the_spread_over_rows():
     assert ratio.median().item() == pytest.approx(1.0, abs=0.35)
 
 
+@pytest.mark.slow
 def test_explanation_round_trip_repr_and_numpy(tmp_path, world_result):
     res = world_result
     res.save(tmp_path / "out")

@@ -115,6 +115,7 @@ def test_the_network_is_called_as_the_pipeline_calls_it(family):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.slow
 def test_heatmap_and_attention_on_every_family(family):
     kwargs = {"image_size": 16, "max_sequence_length": 16} if family in ("sd3", "flux") else {}
     model = DiffusersModel.from_pipeline(FAMILIES[family](), **kwargs)
@@ -227,6 +228,7 @@ def test_missing_components_are_named(saved, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["sd3-fp16", "flux"])
+@pytest.mark.slow
 def test_heatmap_and_generate_commands(saved, tmp_path, name, capsys):
     from PIL import Image
 

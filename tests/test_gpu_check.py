@@ -59,6 +59,7 @@ def small_run() -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_small_prints_a_finite_row_per_pipeline_and_dtype(small_run: str) -> None:
     lines = small_run.splitlines()
     assert lines[0].startswith("gpu_check: torch ") and "diffusers" in lines[0]
@@ -81,11 +82,13 @@ def test_small_prints_a_finite_row_per_pipeline_and_dtype(small_run: str) -> Non
     assert "not supported" not in small_run
 
 
+@pytest.mark.slow
 def test_small_traces_a_generation_of_each_pipeline(small_run: str) -> None:
     traced = {m[1] for line in small_run.splitlines() if (m := TRACE.match(line))}
     assert traced == set(FAMILIES), small_run
 
 
+@pytest.mark.slow
 def test_small_explains_under_cpu_offload_as_without(small_run: str) -> None:
     found = [m for line in small_run.splitlines() if (m := OFFLOAD.match(line))]
     assert len(found) == 1, small_run
@@ -94,6 +97,7 @@ def test_small_explains_under_cpu_offload_as_without(small_run: str) -> None:
     assert abs(diff) <= 1e-5
 
 
+@pytest.mark.slow
 def test_small_prints_the_float32_agreement(small_run: str) -> None:
     found = {(m[1], m[3]): m for line in small_run.splitlines() if (m := AGREEMENT.match(line))}
     assert {name for name, _ in found} == set(FAMILIES), small_run
@@ -110,6 +114,7 @@ def test_small_prints_the_float32_agreement(small_run: str) -> None:
     assert re.search(r"^wall time \d+\.\d s$", small_run, re.M)
 
 
+@pytest.mark.slow
 def test_bfloat16_is_the_reference_where_float32_does_not_fit(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +135,7 @@ def test_bfloat16_is_the_reference_where_float32_does_not_fit(
         assert int(m[4]) == 8 and abs(float(m.groups()[-1])) < 1, m[0]
 
 
+@pytest.mark.slow
 def test_real_size_configs_fit_together() -> None:
     """The real-size pipelines, on the meta device: the published parameter counts, and one
     denoiser call of each (every width and token count agreeing) at the real input size."""

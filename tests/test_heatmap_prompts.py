@@ -34,6 +34,7 @@ def rows(out):
     return [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_text_file_explains_each_prompt_and_resumes(files, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# captions\na red dog\n\n  a blue cat left of a dog  \n")

@@ -30,6 +30,7 @@ def score(image, prompts, *extra):
     assert main([*argv, *extra]) == 0
 
 
+@pytest.mark.slow
 def test_winner_first_and_its_paired_differences(world_image, capsys):
     prompts = [WRONG, TRUE, "a blue square"]
     score(world_image, prompts, "--json")

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from infodecomp.world import train
 
 
+@pytest.mark.slow
 def test_training_resumes_after_a_kill_without_repeating_work(tmp_path, monkeypatch):
     settings = dict(steps=3, batch_size=4, checkpoint_every=1, progress=False)
     straight = train.train_world(tmp_path / "straight", **settings)
