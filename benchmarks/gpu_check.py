@@ -38,7 +38,6 @@ from typing import Any
 import torch
 
 from infodecomp.estimators import (
-    EDGE_FRACTION,
     MIN_ADAPTIVE_SAMPLES,
     PILOT_FRACTION,
     _stage_sizes,
@@ -489,8 +488,8 @@ def rate_rows(model: DiffusersModel, batch: int) -> int:
 
 def draw_units(draws: int) -> int:
     """Draws an estimate evaluates for ``draws`` asked for: the estimator adds
-    max(4, draws // EDGE_FRACTION) at each end of the log-SNR range."""
-    return draws + 2 * max(4, draws // EDGE_FRACTION)
+    ``Sampling.edge_draws`` at each end of the log-SNR range."""
+    return Sampling(draws=draws).rows(1)
 
 
 def fitted_draws(draws: int, rows_per_draw: int, rate: float, cap: float) -> int:

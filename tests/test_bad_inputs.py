@@ -7,12 +7,13 @@ from PIL import Image
 
 import infodecomp as idc
 from infodecomp.cli import main
-from infodecomp.explanation import explain, file_name
+from infodecomp.explanation import explain
 from infodecomp.images import load_image
 from infodecomp.loading import resolve_device
 from infodecomp.models import example_mixture
 from infodecomp.models.diffusers import DiffusersModel
 from infodecomp.models.diffusers.load import check_dtype as _dtype
+from infodecomp.words import file_name
 
 
 def test_sixteen_bit_greyscale_keeps_its_levels(tmp_path):

@@ -56,7 +56,7 @@ def test_non_utf8_prompt_refused_everywhere(model, image, tmp_path, capsys):
     assert not (tmp_path / "h").exists() and not (tmp_path / "g").exists()
     # The library: explain, the model's prompt check, and any condition of the denoiser.
     for call in (
-        lambda: explain(model, image, NON_UTF8, n_samples=4, progress=False),
+        lambda: explain(model, image, NON_UTF8, progress=False, sampling=Sampling(draws=4)),
         lambda: model.check_prompt(NON_UTF8),
         lambda: model(torch.zeros(1, *model.data_shape), torch.zeros(1), [NON_UTF8]),
         lambda: model.generate_with_pipeline(NON_UTF8, steps=2),
@@ -72,7 +72,7 @@ def test_prompt_without_words(model, image, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     _one_error_line(capsys, "has no words (letters or digits) to explain")
     with pytest.raises(ValueError, match="has no words"):
-        explain(model, image, "!!! ... ???", n_samples=4, progress=False)
+        explain(model, image, "!!! ... ???", progress=False, sampling=Sampling(draws=4))
     with pytest.raises(ValueError, match="no words to explain in"):
         words_to_explain("a cat", [" "])
 
@@ -86,7 +86,7 @@ def test_multiline_prompt_refused_before_computing(model, image, tmp_path, capsy
     assert not (tmp_path / "o").exists()
     for text in ("a red\r\ncircle", "a red\u2028circle", "a red\x85circle"):
         with pytest.raises(ValueError, match="line break"):
-            explain(model, image, text, n_samples=4, progress=False)
+            explain(model, image, text, progress=False, sampling=Sampling(draws=4))
     with pytest.raises(ValueError, match="control character"):
         check_text("a red\x00circle")
     assert check_text("a red circle\n".strip()) == "a red circle"  # ends are stripped first

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -461,10 +459,3 @@ def word_token_positions(model: Any, prompt: str, word: str) -> list[int]:
     for o in occurrences(prompt, word):
         positions += model.token_positions(prompt, (o.start, o.end))
     return positions
-
-
-def file_name(word: str) -> str:
-    """A file name for ``word``; words that needed characters replaced get a short hash of the
-    word, so that "cat's" and "cat’s" do not share a file."""
-    safe = re.sub(r"[^\w-]", "_", word)
-    return safe if safe == word else f"{safe}-{hashlib.sha1(word.encode()).hexdigest()[:6]}"

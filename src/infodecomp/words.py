@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -105,3 +106,10 @@ def remove_spans(prompt: str, spans: list[tuple[int, int]]) -> str:
     kept.append(prompt[last:])
     text = re.sub(r"\s+", " ", "".join(kept))
     return re.sub(r"\s+([,.;:!?])", r"\1", text).strip()
+
+
+def file_name(word: str) -> str:
+    """A file name for ``word``; words that needed characters replaced get a short hash of the
+    word, so that "cat's" and "cat’s" do not share a file."""
+    safe = re.sub(r"[^\w-]", "_", word)
+    return safe if safe == word else f"{safe}-{hashlib.sha1(word.encode()).hexdigest()[:6]}"

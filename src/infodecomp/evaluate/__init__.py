@@ -7,16 +7,13 @@ item), ``summarize(rows, settings)`` and ``table(summary)``; :mod:`.runner` writ
 kind of run whose summary and table the runner rebuilds.
 """
 
-from . import compositional, intervention, localization, prompts
+from . import prompts, runner
+from .evaluation import EVALUATIONS, evaluate
 from .items import BadItemError, CompositionalItem, InterventionItem, LocalizationItem
 from .runner import read_rows, run, summarize
 
-EVALUATIONS = {
-    "compositional": compositional,
-    "localization": localization,
-    "intervention": intervention,
-}
 TASKS = {**EVALUATIONS, "prompts": prompts}
+runner.TASKS.update(TASKS)  # what summarize(out) rebuilds, by name
 
 __all__ = [
     "EVALUATIONS",
@@ -25,6 +22,7 @@ __all__ = [
     "InterventionItem",
     "LocalizationItem",
     "TASKS",
+    "evaluate",
     "read_rows",
     "run",
     "summarize",

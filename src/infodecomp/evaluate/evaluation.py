@@ -11,13 +11,18 @@ import torch
 from .. import ddim
 from ..results import versions
 from ..sampling import Sampling
-from . import EVALUATIONS, datasets, world_data
+from . import compositional, datasets, intervention, localization, world_data
 from .common import load_evaluated
 from .runner import _stderr, process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.
 WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24}
 FORMATS = ("jsonl", "aro", "coco")
+EVALUATIONS = {
+    "compositional": compositional,
+    "localization": localization,
+    "intervention": intervention,
+}
 
 
 def evaluate(

@@ -210,20 +210,6 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     return out
 
 
-def correlations(model: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """A model's summary as rows ``(name, Pearson, Spearman)``: image and pixel level, CMI and
-    attention (those measured)."""
-    rows = []
-    for level, title in (("image_level", "image level"), ("pixel_level", "pixel level")):
-        for what in ("cmi", "attention"):
-            if f"pearson_{what}" in model[level]:
-                name = f"{model['label']}, {title}, {'CMI' if what == 'cmi' else 'attention'}"
-                rows.append(
-                    (name, model[level][f"pearson_{what}"], model[level][f"spearman_{what}"])
-                )
-    return rows
-
-
 def table(summary: dict[str, Any]) -> str:
     """Correlations of the change on removing a word with its CMI and its attention."""
     models = summary.get("models", {})
@@ -243,7 +229,7 @@ def table(summary: dict[str, Any]) -> str:
         f"{'':<44}{'Pearson':>22}{'Spearman':>22}",
     ]
     for m in models.values():
-        for name, pearson, spearman in correlations(m):
+        for name, pearson, spearman in metrics.correlations(m):
             lines.append(f"{name:<44}{fmt(pearson):>22}{fmt(spearman):>22}")
         lines.append(
             f"{m['label']}: {m['n_pairs']} (image, word) pairs, mean change "

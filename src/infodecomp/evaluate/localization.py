@@ -37,19 +37,8 @@ from ..sampling import Sampling
 from . import metrics
 from .common import EvalModel, sampling_line
 from .items import LocalizationItem
+from .metrics import ATTN_INFO, CMI, COMBINED, DAAM, EXACT, MI, REPORT_MAPS, WHOLE
 from .runner import PICTURES, Task
-
-WHOLE, CMI, ATTN_INFO, DAAM, COMBINED, MI, EXACT = (
-    "whole image",
-    "information (CMI)",
-    "attention + information",
-    "DAAM (DDIM inversion)",
-    "combined (ours)",
-    "caption MI",
-    "exact world model CMI",
-)
-# The maps each item keeps for the report (the others are in its summary alone).
-REPORT_MAPS = (CMI, ATTN_INFO, DAAM, EXACT)
 
 
 def make_task(

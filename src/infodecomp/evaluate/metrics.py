@@ -560,3 +560,31 @@ def correlation(
         rows = np.concatenate([members[g] for g in draw])
         reps.append(corr(a[rows], b[rows]))
     return _result(corr(a, b), np.array(reps) if len(members) >= 2 else None, n)
+
+
+# Localization's methods, by the names its rows and tables give them.
+WHOLE, CMI, ATTN_INFO, DAAM, COMBINED, MI, EXACT = (
+    "whole image",
+    "information (CMI)",
+    "attention + information",
+    "DAAM (DDIM inversion)",
+    "combined (ours)",
+    "caption MI",
+    "exact world model CMI",
+)
+# The maps each localization item keeps for the report (the others are in its summary alone).
+REPORT_MAPS = (CMI, ATTN_INFO, DAAM, EXACT)
+
+
+def correlations(model: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """A model's summary as rows ``(name, Pearson, Spearman)``: image and pixel level, CMI and
+    attention (those measured)."""
+    rows = []
+    for level, title in (("image_level", "image level"), ("pixel_level", "pixel level")):
+        for what in ("cmi", "attention"):
+            if f"pearson_{what}" in model[level]:
+                name = f"{model['label']}, {title}, {'CMI' if what == 'cmi' else 'attention'}"
+                rows.append(
+                    (name, model[level][f"pearson_{what}"], model[level][f"spearman_{what}"])
+                )
+    return rows

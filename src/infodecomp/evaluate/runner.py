@@ -53,6 +53,9 @@ RESUMABLE_KEYS = ("limit", "batch_size", "versions")
 # The item fields that hold files (by the items' schemas: images, masks, recorded noise): a
 # fingerprint reads these by content; every other string is text, never probed as a path.
 FILE_FIELDS = ("image", "masks", "noise")
+# Each kind of run by the name its settings.json gives: the module with its summarize(rows,
+# settings) and table(summary). Filled by the package (evaluate/__init__.py), which imports them.
+TASKS: dict[str, Any] = {}
 
 
 @dataclass
@@ -341,8 +344,6 @@ def read_rows(out: str | Path) -> list[dict[str, Any]]:
 def summarize(out: str | Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Rebuild ``out/summary.json`` and ``out/report.html`` from the rows (and the items'
     pictures) and return the summary (``log`` gets the table)."""
-    from . import TASKS
-
     out = Path(out)
     settings_path = out / "settings.json"
     if not settings_path.exists():

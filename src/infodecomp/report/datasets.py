@@ -707,8 +707,7 @@ def _localization_summary(summary: dict[str, Any]) -> str:
 def _localization_browser(
     summary: dict[str, Any], rows: list[dict[str, Any]], pictures: Callable[[str], Any]
 ) -> Browser:
-    from ..evaluate.localization import CMI, REPORT_MAPS
-    from ..evaluate.metrics import PAPER_THRESHOLDS
+    from ..evaluate.metrics import CMI, PAPER_THRESHOLDS, REPORT_MAPS
 
     methods = summary.get("methods", {})
     shown = [m for m in REPORT_MAPS if m in methods]
@@ -767,7 +766,7 @@ def _localization_browser(
 
 
 def _intervention_summary(summary: dict[str, Any]) -> str:
-    from ..evaluate.intervention import correlations
+    from ..evaluate.metrics import correlations
 
     models = summary.get("models", {})
     if not models:

@@ -544,7 +544,7 @@ def explanation_figures(
     information when collected and the generation's attention when traced), the prompt's
     ``prompt_mi.heat_map.<fmt>``, and ``grid.<fmt>``, the comparison on shared scales (or the
     figure ``grid``)."""
-    from ..explanation import file_name
+    from ..words import file_name
 
     note = f"input {res.image_note}" if res.image_note else None
     mi = res.entry()
