@@ -478,7 +478,8 @@ def test_aro_macro_rules(tmp_path):
         }
 
     rows = [row("big_small", 1.0)] * 25 + [row("red_blue", 0.0)] * 3
-    settings = {"seed": 0, "model_label": "m", "estimator": "standard", "macro_min_items": 25}
+    settings = {"sampling": {"seed": 0}, "model_label": "m", "estimator": "standard"}
+    settings["macro_min_items"] = 25
     col = comp_summary(rows, settings)["columns"]["model/standard"]
     assert col["macro_accuracy"]["value"] == 1.0  # the 3-item pair is left out of the macro
     assert col["per_type"]["red_blue"]["value"] == 0.0 and col["accuracy"]["n"] == 28

@@ -136,9 +136,10 @@ def test_word_figure_text_inside_ticks_distinct_and_scale_is_the_words(kind_of, 
             assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
             if heat.max() > 0:
                 assert any(float(t) != 0 for t in labels), labels
-        # The word's own scale: its maximum is the map's maximum.
+        # The word's own scale: its maximum is the map's maximum (a map of exact zeros, a word
+        # the exact model ignores, keeps a unit scale).
         _, vmax = axes[2].get_images()[0].get_clim()
-        assert vmax == pytest.approx(heat.max().item(), rel=1e-6)
+        assert vmax == pytest.approx(heat.max().item() if heat.max() > 0 else 1.0, rel=1e-6)
         matplotlib.pyplot.close(fig)
 
 

@@ -28,6 +28,7 @@ from infodecomp.evaluate.datasets import (
 from infodecomp.evaluate.items import BadItemError, CompositionalItem, LocalizationItem
 from infodecomp.evaluate.prompts import PromptItem
 from infodecomp.evaluate.runner import fingerprint
+from infodecomp.sampling import Sampling
 
 TRUE, FALSE = "a red circle left of a blue square", "a blue square left of a red circle"
 
@@ -126,7 +127,7 @@ def test_bundled_tokenizer_ignores_case_and_spacing() -> None:
     gives such captions the same tokens."""
     from transformers import CLIPTokenizer
 
-    from infodecomp.world.demo import BUNDLED
+    from infodecomp.world.bundled_model import BUNDLED
 
     tokenizer = CLIPTokenizer.from_pretrained(BUNDLED / "tokenizer")
     ids = {tuple(tokenizer(c).input_ids) for c in (TRUE, TRUE.upper(), TRUE.replace(" ", "  "))}
@@ -152,7 +153,7 @@ def test_compositional_captions_over_the_token_limit_are_bad_items(tmp_path: Pat
 
     model = SimpleNamespace(denoiser=SimpleNamespace(check_prompt=check_prompt))
     item = CompositionalItem("long", "x.png", ("a red circle", f"{TRUE} {TRUE}"), 0, source="d:1")
-    task = compositional.make_task(model, {"samples": 2})
+    task = compositional.make_task(model, Sampling(draws=2), {})
     with pytest.raises(ValueError, match="^caption 1: prompt is 16 tokens long"):
         task.measure(item)
     settings = {"task": "compositional", "samples": 2}

@@ -189,12 +189,12 @@ def test_summarize_names_an_unknown_task_in_settings(tmp_path, capsys):
 
 
 def test_reference_out_is_checked_first_and_written_whole(tmp_path, capsys, disk, monkeypatch):
-    import infodecomp.cli as cli
+    import infodecomp.models.reference as reference
 
     argv = ["reference", "--samples", "50", "--out"]
     (tmp_path / "file").write_text("mine")
     with monkeypatch.context() as m:  # refused before anything is computed
-        m.setattr(cli, "example_mixture", lambda: pytest.fail("computed before the check"))
+        m.setattr(reference, "example_mixture", lambda: pytest.fail("computed before the check"))
         assert main([*argv, str(tmp_path / "file")]) == 2
     assert "is a file, not a folder" in error_line(capsys)
     out = tmp_path / "out"

@@ -15,20 +15,20 @@ from infodecomp.evaluate.items import BadItemError
 from infodecomp.evaluate.prompts import read_prompts
 from infodecomp.evaluate.runner import lone_accelerate_process, process_state
 from infodecomp.explanation import explain
-from infodecomp.loading import resolve_device
+from infodecomp.loading import load_model, resolve_device
 from infodecomp.models import example_mixture
 from infodecomp.models.checks import MAX_SEED, check_device, check_seed
 from infodecomp.models.diffusers import DiffusersModel
 from infodecomp.sampling import Sampling
 from infodecomp.words import check_text, words_to_explain
-from infodecomp.world.demo import BUNDLED, load_bundled
+from infodecomp.world.bundled_model import BUNDLED
 
 NON_UTF8 = "a red \udcff circle"  # what Python's argv holds for bash's $'a red \xff circle'
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_bundled()
+    return load_model("bundled")
 
 
 @pytest.fixture(scope="module")
