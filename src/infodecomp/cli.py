@@ -461,7 +461,7 @@ def _load_model(args: argparse.Namespace) -> Any:
         model = load_model(
             args.model,
             device=device,
-            dtype=DTYPES[args.dtype or "float32"],
+            dtype=DTYPES.get(args.dtype),
             variant=args.variant,
             image_size=args.image_size,
             guidance_scale=args.guidance,

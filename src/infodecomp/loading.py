@@ -64,7 +64,7 @@ def load_model(
         raise ValueError(f"the bundled model is missing from {BUNDLED}: reinstall infodecomp")
     model = DiffusersModel.from_pretrained(
         BUNDLED if bundled else name,
-        torch_dtype=dtype,
+        torch_dtype=dtype or torch.float32,
         device=device,
         variant=variant,
         image_size=image_size,
