@@ -28,8 +28,7 @@ from .sampling import DEFAULT_DRAWS, MAX_SEED, Sampling
 from .words import check_text, words_to_explain
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# The (marker, files) of the folders `generate` and `reference` write whole (images: figures).
-GENERATED = ("generate.json", ("generate.json",))
+# The (marker, files) of the folder `reference` writes whole.
 REFERENCE = ("nll.json", ("nll.json", "standard.json", "orthogonal.json"))
 
 
@@ -613,7 +612,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .generation import generate_images
+    from .generation import GENERATED, generate_images
 
     prompts = [check_text(p.strip()) for p in args.prompt]
     if not all(prompts):
@@ -657,7 +656,7 @@ def run_score(args: argparse.Namespace) -> int:
         raise ValueError("a prompt is empty")
     model = _load_model(args)
     ranked = rank_captions(
-        model, args.image, args.prompt, estimator=args.estimator, sampling=_sampling(args)
+        model, args.image, prompts, estimator=args.estimator, sampling=_sampling(args)
     )
     est, prompts = ranked.estimate, ranked.captions
     if args.json:

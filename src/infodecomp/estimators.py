@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import intervals
 from .logsnr import Piecewise, TruncatedLogistic, fit_proposal
 from .results import Estimate
-from .sampling import Sampling
+from .sampling import Sampling, check_sampling
 from .tails import Tails, exponential_tails, likelihood_tails
 
 ESTIMATORS = ("orthogonal", "standard")
@@ -122,7 +122,7 @@ def log_likelihood(
         progress: show a progress bar (only on a terminal).
         levels: the number of levels discrete data was quantized to (see above), or None.
     """
-    sampling = _check_sampling(sampling)
+    sampling = check_sampling(sampling)
     offset = 0.0
     if levels is not None:
         x = _check_inputs(x, sum_channels, keys)
@@ -276,7 +276,7 @@ def conditional_mutual_info(
         contexts,
         estimators=names,
         many=isinstance(cond, list) or isinstance(context, list),
-        sampling=_check_sampling(sampling),
+        sampling=check_sampling(sampling),
         per_dim=per_dim,
         sum_channels=sum_channels,
         keys=keys,
@@ -378,6 +378,7 @@ def _estimate(
     stages, maps = _run_stages(draws, plan, sampling, alpha_rngs, ends, fit_kind, per_dim)
     draws.close()
 
+    profile_edges = np.linspace(logsnr.low, logsnr.high, PROFILE_BINS + 1)
     settings = {
         "estimator": None,
         **sampling.describe(),
@@ -392,9 +393,8 @@ def _estimate(
         "sum_channels": sum_channels,
         "model": type(model).__name__,
         "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
-        "profile_edges": np.linspace(logsnr.low, logsnr.high, PROFILE_BINS + 1).tolist(),
+        "profile_edges": profile_edges.tolist(),
     }
-    profile_edges = np.array(settings["profile_edges"])
     out = {}
     for kind in [quantity] if likelihood else estimators:
         # The tails are measured with the orthogonal integrand for information (the same mean as
@@ -807,17 +807,6 @@ def _denoise(
             )
         outputs.append(out)
     return torch.cat(outputs)
-
-
-def _check_sampling(sampling: Any) -> Sampling:
-    if sampling is None:
-        return Sampling()
-    if not isinstance(sampling, Sampling):
-        raise TypeError(
-            f"sampling must be an infodecomp.Sampling, e.g. Sampling(draws=256, seed=0), got "
-            f"{type(sampling).__name__}"
-        )
-    return sampling
 
 
 def _check_inputs(

@@ -18,7 +18,7 @@ from .files import write_atomic
 from .images import prepare_image
 from .models.diffusers.text import PaddedPrompt
 from .results import Estimate, format_entry, versions
-from .sampling import Sampling
+from .sampling import Sampling, check_sampling
 from .words import check_text, occurrences, remove_spans, words_to_explain
 
 
@@ -376,7 +376,7 @@ def explain(
     pixels, image_note = prepare_image(image, model.image_size)
     x = model.encode_image(image) if x is None else x
     run = {
-        "sampling": (sampling or Sampling()).resolve(model),
+        "sampling": check_sampling(sampling).resolve(model),
         "progress": progress,
         "per_dim": True,
         "sum_channels": True,

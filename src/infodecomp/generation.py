@@ -9,6 +9,9 @@ from typing import Any
 from .report.pictures import image_png
 from .results import output_folder
 
+# The folder generate_images writes whole: its marker and its files (beside the images).
+GENERATED = ("generate.json", ("generate.json",))
+
 
 def generate_images(
     model: Any,
@@ -41,7 +44,7 @@ def generate_images(
         **model.sampling_settings(steps, guidance_scale),
         "images": records,
     }
-    with output_folder(out, "generate.json", ("generate.json",)) as folder:  # whole or not at all
+    with output_folder(out, *GENERATED) as folder:  # whole or not at all
         for record, image in zip(records, images, strict=True):
             (folder / record["file"]).write_bytes(image_png(image, image.shape[-1]))
         (folder / "generate.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")

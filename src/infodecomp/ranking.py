@@ -9,7 +9,7 @@ from typing import Any
 from .estimators import conditional_mutual_info
 from .explanation import as_text_denoiser
 from .results import Estimate
-from .sampling import Sampling
+from .sampling import Sampling, check_sampling
 
 
 @dataclass
@@ -61,7 +61,7 @@ def rank_captions(
         conds,
         contexts,
         estimator=tuple(dict.fromkeys((estimator, "standard"))),
-        sampling=(sampling or Sampling()).resolve(model),
+        sampling=check_sampling(sampling).resolve(model),
         progress=progress,
     )
     est, standard = estimates[estimator], estimates["standard"]

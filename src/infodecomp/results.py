@@ -30,11 +30,11 @@ def check_output_folder(
     lock files (of a run that failed at once, or was killed) count as nothing."""
     path = Path(path)
     if path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
-        raise ValueError(f"--out {str(path)!r} is the current folder (or above it): name a new one")
+        raise ValueError(f"`out` {str(path)!r} is the current folder (or above it): name a new one")
     if not path.exists():
         return path
     if not path.is_dir():
-        raise ValueError(f"--out {str(path)!r} is a file, not a folder: name a new folder")
+        raise ValueError(f"`out` {str(path)!r} is a file, not a folder: name a new folder")
     entries = [e for e in path.iterdir() if not is_leftover(e.name)]
     ours = (
         not entries
@@ -43,7 +43,7 @@ def check_output_folder(
     )
     if not ours:
         raise ValueError(
-            f"--out {str(path)!r} exists and is not an output folder of ours (it holds other "
+            f"`out` {str(path)!r} exists and is not an output folder of ours (it holds other "
             "files): give a new or empty folder"
         )
     return path

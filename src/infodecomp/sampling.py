@@ -54,8 +54,7 @@ class Sampling:
             raise ValueError(
                 f"draws must be an integer >= 2 (a standard error needs two), got {self.draws!r}"
             )
-        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {self.seed!r}")
+        check_seed(self.seed)
         if self.logsnr is not None and not isinstance(self.logsnr, TruncatedLogistic):
             raise TypeError(f"logsnr must be a TruncatedLogistic or None, got {self.logsnr!r}")
         for name in ("stratified", "adaptive"):
@@ -110,6 +109,27 @@ class Sampling:
             logsnr = TruncatedLogistic(logsnr["loc"], logsnr["scale"], logsnr["clip"])
         fields = {f.name for f in dataclasses.fields(cls)} - {"logsnr"}
         return cls(logsnr=logsnr, **{k: v for k, v in described.items() if k in fields})
+
+
+def check_sampling(sampling: Any) -> Sampling:
+    """``sampling`` itself, ``Sampling()`` for ``None``, else ``TypeError`` with one line (what
+    every function taking ``sampling=`` does first)."""
+    if sampling is None:
+        return Sampling()
+    if not isinstance(sampling, Sampling):
+        raise TypeError(
+            f"sampling must be an infodecomp.Sampling, e.g. Sampling(draws=256, seed=0), got "
+            f"{type(sampling).__name__}"
+        )
+    return sampling
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` if it is an integer in ``[0, 2**64)`` (what every random generator here takes),
+    else ``ValueError``."""
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
+    return seed
 
 
 def _is_int(value: Any) -> bool:

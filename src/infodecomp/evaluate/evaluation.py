@@ -10,7 +10,7 @@ import torch
 
 from .. import ddim
 from ..results import versions
-from ..sampling import Sampling
+from ..sampling import Sampling, check_sampling
 from . import compositional, datasets, intervention, localization, world_data
 from .common import load_evaluated
 from .runner import _stderr, process_state, run
@@ -85,8 +85,7 @@ def evaluate(
         raise ValueError(f"ddim_steps must be an integer >= 2, got {ddim_steps!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    if sampling is not None and not isinstance(sampling, Sampling):
-        raise TypeError(f"sampling must be an infodecomp.Sampling, got {type(sampling).__name__}")
+    sampling = check_sampling(sampling)
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if generated and (task != "intervention" or data != "world"):
@@ -109,7 +108,7 @@ def evaluate(
     if data == "world" and not evaluated.is_exact:
         reference = load_evaluated("exact")
     # Resolved once for the evaluated model; the exact reference takes the same draws.
-    sampling = (sampling or Sampling()).resolve(evaluated.denoiser)
+    sampling = sampling.resolve(evaluated.denoiser)
     settings = {
         "task": task,
         **data_settings,

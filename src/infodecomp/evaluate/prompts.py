@@ -27,7 +27,7 @@ from ..explanation import explain
 from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..results import entry_warnings, format_entry, output_folder, versions
-from ..sampling import MAX_SEED, Sampling
+from ..sampling import MAX_SEED, Sampling, check_sampling
 from ..words import check_text, distinct_words, occurrences
 from . import metrics
 from .common import sampling_line
@@ -252,7 +252,7 @@ def explain_prompts(
         except ValueError as err:
             raise BadItemError(f"{item.source}: {err}") from None
     # Sized once for the model, not probed again per prompt.
-    sampling = (sampling or Sampling()).resolve(model)
+    sampling = check_sampling(sampling).resolve(model)
     settings = {
         "task": "prompts",
         **data,

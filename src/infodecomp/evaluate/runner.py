@@ -268,14 +268,14 @@ def _check_unchanged(items: Sequence[Any], done: dict[str, dict[str, Any]], out:
     if extra:
         raise ValueError(
             f"{out} holds rows of {len(extra)} items that this run does not have (a smaller "
-            "--limit, or other data): use another --out, or the same items to resume"
+            "`limit`, or other data): use another `out`, or the same items to resume"
         )
     for item in items:
         row = done.get(item.id)
         if row is not None and row.get("fingerprint") != fingerprint(item):
             raise ValueError(
                 f"item {item.id!r} ({item.source}) is not the item whose row {out} holds "
-                "(the data changed under its id): use another --out"
+                "(the data changed under its id): use another `out`"
             )
 
 
@@ -397,7 +397,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     try:
         old = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{path}: damaged (not JSON): use another --out") from None
+        raise ValueError(f"{path}: damaged (not JSON): use another `out`") from None
     if not isinstance(old, dict) or "task" not in old:
         raise ValueError(f"{out} is not an evaluation's folder ({path} is not ours)")
     if not any(p.stat().st_size for p in out.glob("rows*.jsonl")):
@@ -410,7 +410,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     if changed:
         raise ValueError(
             f"{out} holds a run with other settings ({'; '.join(changed)}): "
-            "use another --out, or the same settings to resume"
+            "use another `out`, or the same settings to resume"
         )
 
 
@@ -432,7 +432,7 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(
-                f"another run is writing into {path.parent}: wait for it or use another --out"
+                f"another run is writing into {path.parent}: wait for it or use another `out`"
             ) from None
         yield
 

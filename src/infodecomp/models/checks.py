@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ..sampling import MAX_SEED
+from ..sampling import MAX_SEED as MAX_SEED
+from ..sampling import check_seed as check_seed
 
 
 def check_device(device: str | torch.device | None) -> str | torch.device | None:
@@ -34,14 +35,6 @@ def check_device(device: str | torch.device | None) -> str | torch.device | None
     elif found.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {str(device)!r} is not supported (cpu, cuda or mps)")
     return device
-
-
-def check_seed(seed: Any) -> int:
-    """``seed`` if it is an integer in ``[0, 2**64)`` (what every random generator here takes),
-    else ``ValueError``."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
-    return seed
 
 
 def check_finite(value: Any, name: str) -> float | None:

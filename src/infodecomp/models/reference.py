@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..results import Estimate
-from ..sampling import Sampling
+from ..sampling import Sampling, check_sampling
 from .checks import check_batch
 
 # Log-SNR margin beyond the data's scales; the integrand decays like exp(-margin) outside it.
@@ -301,7 +301,7 @@ def reference_check(sampling: Sampling | None = None, progress: bool = True) -> 
     exact values. The information pairs share one pass of denoiser calls."""
     from ..estimators import conditional_mutual_info, log_likelihood
 
-    sampling = sampling or Sampling()
+    sampling = check_sampling(sampling)
     model = example_mixture()
     x, (label,) = model.sample(1, seed=sampling.seed)
     shape_only = {"shape": label["shape"]}

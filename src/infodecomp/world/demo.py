@@ -12,7 +12,7 @@ from ..explanation import Explanation, explain, word_contexts
 from ..loading import load_model
 from ..report.pictures import image_png
 from ..results import format_entry, output_folder
-from ..sampling import Sampling
+from ..sampling import Sampling, check_sampling
 from .scenes import assignment, parse, word_masks
 
 
@@ -39,7 +39,7 @@ def run_demo(
     Returns the summary written to ``out/result.json`` (plus ``"world_model"`` and
     ``"generated"`` sections).
     """
-    sampling = sampling or Sampling()
+    sampling = check_sampling(sampling)
     seed = sampling.seed
     model, world = load_model("bundled"), load_model("exact")
     parse(caption)  # a word the world does not know fails here, in one line

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..images import load_image
+from ..models.diffusers.schedules import VPSchedule
 from ..models.reference import GaussianMixture
 from .scenes import (
     PIXEL_NOISE,
@@ -46,10 +47,11 @@ class WorldModel(GaussianMixture):
         self._cache: dict[str, torch.Tensor] = {}
         self.scheduler = scheduler
         if scheduler is not None:
-            abar = scheduler.alphas_cumprod.to(torch.float64)
-            self.timestep_logsnr = abar.log() - (1 - abar).log()
-            grid = self.timestep_logsnr
-            self.logsnr_range = (grid.min().item(), grid.max().item())
+            schedule = VPSchedule(scheduler.alphas_cumprod, "epsilon")
+            self.timestep_logsnr, self.logsnr_range = (
+                schedule.timestep_logsnr,
+                schedule.logsnr_range,
+            )
 
     def components(self, cond: Any) -> torch.Tensor:
         """Indices of the scenes that could have produced the caption ``cond``."""

@@ -151,7 +151,7 @@ def train_world(
         if changed:
             raise ValueError(
                 f"{out} holds a training with other settings ({'; '.join(changed)}): "
-                "use another --out, or the same settings to resume"
+                "use another `out`, or the same settings to resume"
             )
     else:
         recorded.write_text(json.dumps(settings, indent=2) + "\n")
