@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# How an evaluation is scored: "ours" (the default; its departures from the published protocols
+# are stated in every table) or "paper" (the published protocol point by point).
+PROTOCOLS = ("ours", "paper")
+
 
 class BadItemError(ValueError):
     """An item of a dataset cannot be used; the message names the file and line."""
@@ -32,6 +36,9 @@ class CompositionalItem:
             captions, image ``k`` true for caption ``k``; ``None`` if not grouped.
         box: ARO crop ``(x, y, w, h)`` in pixels of the image, or ``None``.
         source: where the item came from, for messages.
+        cluster: what the bootstrap resamples whole: items sharing an image (COCO's five
+            captions, ARO's boxes of one photo, a Winoground group) share it; ``None``: the
+            item is its own cluster.
     """
 
     id: str
@@ -42,6 +49,7 @@ class CompositionalItem:
     group: str | None = None
     box: tuple[float, float, float, float] | None = None
     source: str = ""
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class LocalizationItem:
         caption: its caption.
         masks: ``{word or phrase: mask}``; every word occurs in ``caption``.
         source: where the item came from.
+        cluster: items sharing an image share it (see ``CompositionalItem``).
     """
 
     id: str
@@ -61,6 +70,7 @@ class LocalizationItem:
     caption: str
     masks: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class InterventionItem:
         noise: recorded starting noise ``(*data_shape)`` (the model's input space), or ``None``:
             the image is then DDIM-generated from it under the caption and the edits start from
             it, with no inversion.
+        cluster: items sharing an image share it (see ``CompositionalItem``).
     """
 
     id: str
@@ -84,3 +95,4 @@ class InterventionItem:
     words: tuple[str, ...]
     source: str = ""
     noise: Any = None
+    cluster: str | None = None

@@ -248,7 +248,9 @@ def fingerprint(item: Any) -> str:
         else:
             digest.update(f"{type(value).__name__}:{value!s};".encode())
 
-    fields = {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "source"}
+    # Neither where the item was read nor how the bootstrap groups it changes its numbers.
+    skip = ("source", "cluster")
+    fields = {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name not in skip}
     for name in sorted(fields):  # as feed(fields) would, with the file fields read as files
         feed(name)
         feed(fields[name], files=name in FILE_FIELDS)
@@ -303,7 +305,8 @@ def _measure_all(
             pictures = result.pop(PICTURES, None)
             if pictures:  # before the row: a row on disk always has its pictures
                 write_item_pictures(rows_path.parent, item.id, pictures)
-            row = {"index": index, "id": item.id, "source": item.source}
+            cluster = getattr(item, "cluster", None) or item.id  # what the bootstrap resamples
+            row = {"index": index, "id": item.id, "source": item.source, "cluster": cluster}
             row |= {"fingerprint": fingerprint(item), **result}
             row["settings"] = {k: v for k, v in settings.items() if k != "limit"}  # not the row's
             append(json.dumps(_plain(row), allow_nan=False))
