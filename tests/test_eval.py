@@ -466,10 +466,12 @@ def test_aro_macro_rules(tmp_path):
     items, bad = read_aro(tmp_path / "rel.json", tmp_path)
     assert [it.type for it in items] == ["on"] and items[0].id == "entry0" and not bad
 
-    def row(kind, credit):
-        score = {"scores": [1.0, 0.0], "credit": credit, "margin": {"verdict": "not significant"}}
+    def row(kind, credit, k):
+        scores = [1.0, 0.0] if credit else [0.0, 1.0]
+        score = {"scores": scores, "credit": credit, "margin": {"verdict": "not significant"}}
         cols = {"standard": score, "orthogonal": score}
         return {
+            "id": f"{kind}{k}",
             "type": kind,
             "captions": ["a", "b"],
             "true_index": 0,
@@ -477,7 +479,9 @@ def test_aro_macro_rules(tmp_path):
             "scores": {"model": cols},
         }
 
-    rows = [row("big_small", 1.0)] * 25 + [row("red_blue", 0.0)] * 3
+    rows = [row("big_small", 1.0, k) for k in range(25)] + [
+        row("red_blue", 0.0, k) for k in range(3)
+    ]
     settings = {"sampling": {"seed": 0}, "model_label": "m", "estimator": "standard"}
     settings["macro_min_items"] = 25
     col = comp_summary(rows, settings)["columns"]["model/standard"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..explanation import Explanation, explain
 from ..loading import load_model
@@ -37,9 +40,17 @@ class EvalModel:
     def is_exact(self) -> bool:
         return isinstance(self.denoiser, WorldModel)
 
-    def input(self, image: Any) -> torch.Tensor:
+    def input(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """The model's input for an image, ``(1, *data_shape)``: the image as given for the exact
-        model (float64, never clamped), VAE latents or pixels for a diffusers model."""
+        model (float64, never clamped), VAE latents or pixels for a diffusers model. ``fit``:
+        ``"crop"`` (shorter side to the model's size, centre crop) or ``"squash"`` (resized to
+        the square, the aspect ratio lost: the paper's preprocessing)."""
+        if fit == "squash" and isinstance(image, (str, Path, Image.Image)):
+            opened = image if isinstance(image, Image.Image) else Image.open(image)
+            with nullcontext(opened) if opened is image else opened as im:
+                image = im.convert("RGB").resize(
+                    (self.image_size, self.image_size), Image.Resampling.BICUBIC
+                )
         return self.denoiser.encode_image(image)
 
     def describe(self) -> dict[str, Any]:
