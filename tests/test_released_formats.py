@@ -462,3 +462,17 @@ def test_parquet_image_str_is_cheap_and_content_based(aro_root: Path, tmp_path: 
     first, _ = read_aro_parquet(a)
     second, _ = read_aro_parquet(b)
     assert [str(it.image) for it in first] == [str(it.image) for it in second]
+
+
+def test_missing_libraries_are_named_in_one_line(monkeypatch, karpathy: Path) -> None:
+    import sys
+
+    from infodecomp.evaluate import perturbations
+
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails
+    with pytest.raises(ImportError, match=r"^reading parquet files needs pyarrow: pip install"):
+        read_aro_parquet(karpathy)
+    monkeypatch.setitem(sys.modules, "spacy", None)
+    monkeypatch.setattr(perturbations, "_SPACY", [])
+    with pytest.raises(ImportError, match=r"pip install spacy && python -m spacy download en_"):
+        read_aro_order(karpathy)
