@@ -270,7 +270,10 @@ def _eval_arguments(commands: Any) -> None:
             "--data", default="world", help="'world' (default; answers known) or a data file"
         )
         formats = {
-            "compositional": "jsonl or aro (ARO's VG-Relation / VG-Attribution JSON)",
+            "compositional": "jsonl, aro (ARO's VG-Relation / VG-Attribution JSON), "
+            "aro-parquet (a parquet copy of them), aro-order (COCO-/Flickr30k-Order from "
+            "BLIP's Karpathy test JSON) or winoground (examples.jsonl); default: from the "
+            "file's content",
             "localization": "jsonl or coco (instances JSON; with --coco-captions)",
             "intervention": "jsonl",
         }[name]

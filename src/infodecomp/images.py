@@ -19,7 +19,10 @@ def load_image(image: Any, size: int) -> torch.Tensor:
 def prepare_image(image: Any, size: int) -> tuple[torch.Tensor, str | None]:
     """An RGB image as a tensor ``(3, size, size)`` in [-1, 1].
 
-    ``image`` is a path, a PIL image, or a float tensor ``(3, H, W)`` already in [-1, 1]. The
+    ``image`` is a path, a PIL image, a lazy image (an object whose ``open()`` gives a PIL
+    image and raises ``ValueError`` with one line when it cannot, as an image stored in a
+    parquet file: ``evaluate.released.ParquetImage``), or a float tensor ``(3, H, W)`` already
+    in [-1, 1]. The
     shorter side is resized to ``size`` (bicubic) and the centre cropped. A tensor is never
     clamped: values a little outside [-1, 1] (up to +-2, e.g. pixel noise) are kept as they are;
     integer, non-finite or far out-of-range tensors are refused. Raises ``ValueError`` with one
@@ -36,6 +39,8 @@ def prepare_image(image: Any, size: int) -> tuple[torch.Tensor, str | None]:
     else:
         if isinstance(image, (str, Path)):
             image = _open(Path(image))
+        elif is_lazy_image(image):
+            image = image.open()
         if not isinstance(image, Image.Image):
             raise ValueError(
                 f"expected an image path, PIL image or tensor, got {type(image).__name__}"
@@ -59,6 +64,14 @@ def prepare_image(image: Any, size: int) -> tuple[torch.Tensor, str | None]:
     note = ", ".join(steps) or None
     # Files are 8-bit: clamp the resampling overshoot. Tensors are taken as given, never clamped.
     return (pixels if is_tensor else pixels.clamp(-1, 1)), note
+
+
+def is_lazy_image(image: Any) -> bool:
+    """Whether ``image`` is a lazy image: not a path, PIL image or tensor, but an object with an
+    ``open()`` method giving a PIL image."""
+    if isinstance(image, (str, Path, Image.Image, torch.Tensor)):
+        return False
+    return callable(getattr(image, "open", None))
 
 
 def _open(path: Path) -> Image.Image:

@@ -12,14 +12,14 @@ import torch
 from .. import ddim
 from ..results import versions
 from ..sampling import Sampling, check_sampling
-from . import compositional, datasets, intervention, localization, world_data
+from . import compositional, datasets, intervention, localization, released, world_data
 from .common import load_evaluated
 from .items import PROTOCOLS
 from .runner import _stderr, process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.
 WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24}
-FORMATS = ("jsonl", "aro", "coco")
+FORMATS = ("jsonl", "aro", "aro-order", "aro-parquet", "winoground", "coco")
 EVALUATIONS = {
     "compositional": compositional,
     "localization": localization,
@@ -62,10 +62,14 @@ def evaluate(
             or cached hub id.
         data: ``"world"`` (built with known answers) or a data file.
         split: the world's split (``"train"``, ``"validation"``, ``"test"``).
-        data_format: ``"jsonl"``, ``"aro"`` (ARO's VG-Relation / VG-Attribution JSON) or
-            ``"coco"`` (instances JSON; captions in ``coco_captions``); default from the file:
-            ``.jsonl`` is JSONL, ``.json`` is ARO for compositional tests and COCO otherwise.
-        image_root: folder that image paths are relative to (default: the data file's folder).
+        data_format: ``"jsonl"``, ``"aro"`` (ARO's VG-Relation / VG-Attribution JSON),
+            ``"aro-parquet"`` (a parquet copy of them, images inside; a file or a folder of
+            shards), ``"aro-order"`` (COCO-Order / Flickr30k-Order from BLIP's Karpathy test
+            JSON), ``"winoground"`` (``examples.jsonl``) or ``"coco"`` (instances JSON;
+            captions in ``coco_captions``); default: told from the file's content
+            (``released.detect_format``).
+        image_root: folder that image paths are relative to (default: the data file's folder;
+            for ARO and Winoground its ``images`` folder if there is one).
         coco_captions: COCO captions JSON (with ``data_format="coco"``).
         limit: at most this many items (the first ones; the world's items do not change with it).
         sample: this many items drawn at random (seeded by the sampling seed, by a hash of
@@ -188,21 +192,16 @@ def _items(
         }[task]
         return build(split, n), [], {"data": "world", "split": split}
     path = Path(data)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():  # a folder: a parquet copy's shards
         raise ValueError(f"data {data!r} is neither 'world' nor a file")
     extra: dict[str, Any] = {}
-    fmt = data_format or (
-        "jsonl" if path.suffix == ".jsonl" else "aro" if task == "compositional" else "coco"
-    )
+    fmt = data_format or released.detect_format(path, task)
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; choose one of {FORMATS}")
-    if task == "compositional" and fmt == "jsonl":
-        items, bad = datasets.read_compositional(path, image_root, skip_bad=skip_bad)
-    elif task == "compositional" and fmt == "aro":
-        if image_root is None:
-            raise ValueError("ARO data needs `image_root` (ARO's root_dir/images)")
-        items, bad = datasets.read_aro(path, image_root, skip_bad=skip_bad)
-        if items and all("_" in (item.type or "") for item in items):  # VG-Attribution pairs
+    if task == "compositional" and fmt in released.TASK_FORMATS[task]:
+        items, bad = released.read(fmt, path, image_root, skip_bad)
+        pairs = items and all("_" in (item.type or "") for item in items)
+        if fmt in ("aro", "aro-parquet") and pairs:  # VG-Attribution pairs
             extra["macro_min_items"] = datasets.ARO_MIN_PAIR_ITEMS
     elif task == "localization" and fmt == "jsonl":
         items, bad = datasets.read_localization(path, image_root, skip_bad=skip_bad)
