@@ -112,6 +112,32 @@ def test_winoground_bad_lines(winoground: Path, change: dict, message: str) -> N
     assert len(items) == 2 and bad == [(f"{winoground}:2", text)]
 
 
+def test_winoground_parquet_gives_the_jsonl_items(winoground: Path, tmp_path: Path) -> None:
+    """The hub's parquet copy (data/test-*.parquet: id, image_0, image_1 as {bytes, path},
+    caption_0, caption_1, tag, ...) reads as examples.jsonl + images/ does."""
+    from infodecomp.evaluate.released import detect_format, read_winoground_parquet
+
+    from_jsonl, _ = read_winoground(winoground)
+    records = [json.loads(line) for line in winoground.read_text().splitlines()]
+    for record in records:
+        for k in range(2):
+            name = f"{record[f'image_{k}']}.png"
+            data = (winoground.parent / "images" / name).read_bytes()
+            record[f"image_{k}"] = {"bytes": data, "path": name}
+    shards = tmp_path / "hub" / "data"
+    shards.mkdir(parents=True)
+    for k, record in enumerate(records):  # two shards, one row each
+        pq.write_table(pa.Table.from_pylist([record]), shards / f"test-0000{k}-of-00002.parquet")
+    assert detect_format(shards, "compositional") == "winoground-parquet"
+    items, bad = read_winoground_parquet(shards)
+    assert not bad and [it.id for it in items] == [it.id for it in from_jsonl]
+    for a, b in zip(items, from_jsonl, strict=True):
+        assert (a.captions, a.true_index, a.type, a.group, a.cluster) == (
+            b.captions, b.true_index, b.type, b.group, b.cluster
+        )  # fmt: skip
+        assert np.array_equal(np.asarray(a.image.open()), np.asarray(Image.open(b.image)))
+
+
 # ------------------------------------------------------------------------------------ ARO JSON
 
 
@@ -416,7 +442,10 @@ def test_detect_format_by_content(tmp_path: Path, winoground, aro_root, karpathy
             detect_format(odd, "compositional")
         message = str(err.value)
         assert str(odd) in message and "\n" not in message
-        assert "--format (jsonl, aro, aro-order, aro-parquet, winoground)" in message
+        assert (
+            "--format (jsonl, aro, aro-order, aro-parquet, winoground, winoground-parquet)"
+            in message
+        )
 
 
 # ----------------------------------------------------------------------------------- end to end

@@ -272,8 +272,8 @@ def _eval_arguments(commands: Any) -> None:
         formats = {
             "compositional": "jsonl, aro (ARO's VG-Relation / VG-Attribution JSON), "
             "aro-parquet (a parquet copy of them), aro-order (COCO-/Flickr30k-Order from "
-            "BLIP's Karpathy test JSON) or winoground (examples.jsonl); default: from the "
-            "file's content",
+            "BLIP's Karpathy test JSON), winoground (examples.jsonl) or winoground-parquet (the "
+            "hub's copy); default: from the file's content",
             "localization": "jsonl or coco (instances JSON; with --coco-captions)",
             "intervention": "jsonl",
         }[name]

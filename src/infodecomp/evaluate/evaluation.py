@@ -19,7 +19,7 @@ from .runner import _stderr, process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.
 WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24}
-FORMATS = ("jsonl", "aro", "aro-order", "aro-parquet", "winoground", "coco")
+FORMATS = tuple(dict.fromkeys(f for formats in released.TASK_FORMATS.values() for f in formats))
 EVALUATIONS = {
     "compositional": compositional,
     "localization": localization,
@@ -65,7 +65,8 @@ def evaluate(
         data_format: ``"jsonl"``, ``"aro"`` (ARO's VG-Relation / VG-Attribution JSON),
             ``"aro-parquet"`` (a parquet copy of them, images inside; a file or a folder of
             shards), ``"aro-order"`` (COCO-Order / Flickr30k-Order from BLIP's Karpathy test
-            JSON), ``"winoground"`` (``examples.jsonl``) or ``"coco"`` (instances JSON;
+            JSON), ``"winoground"`` (``examples.jsonl``), ``"winoground-parquet"`` (the hub's
+            parquet copy) or ``"coco"`` (instances JSON;
             captions in ``coco_captions``); default: told from the file's content
             (``released.detect_format``).
         image_root: folder that image paths are relative to (default: the data file's folder;

@@ -56,7 +56,14 @@ from .items import BadItemError, CompositionalItem
 
 # The data formats each evaluation reads (``--format``).
 TASK_FORMATS = {
-    "compositional": ("jsonl", "aro", "aro-order", "aro-parquet", "winoground"),
+    "compositional": (
+        "jsonl",
+        "aro",
+        "aro-order",
+        "aro-parquet",
+        "winoground",
+        "winoground-parquet",
+    ),
     "localization": ("jsonl", "coco"),
     "intervention": ("jsonl",),
 }
@@ -109,6 +116,75 @@ def read_winoground(
         ]
 
     return _read_jsonl(path, parse, skip_bad)
+
+
+def read_winoground_parquet(
+    path: str | Path, skip_bad: bool = False
+) -> tuple[list[CompositionalItem], Bad]:
+    """Winoground as the hub serves it now (``facebook/winoground``, ``data/test-*.parquet``):
+    columns ``id``, ``image_0``, ``image_1`` (images stored as ``{bytes, path}``),
+    ``caption_0``, ``caption_1``, ``tag``, ...; ``path`` a file or a folder of shards. The items
+    are those :func:`read_winoground` gives for the same lines (ids ``"{id}/{k}"``, group and
+    cluster the id, type the tag), each image a :class:`ParquetImage`. Sources are
+    ``"{file}[{row}]"``. Returns ``(items, bad)``.
+    """
+    pq = _pyarrow()
+    collector = _Collector(skip_bad)
+    for file in _parquet_files(Path(path)):
+        try:
+            parquet = pq.ParquetFile(file)
+        except Exception as err:  # pyarrow's errors: ArrowInvalid, OSError
+            raise BadItemError(f"{file}: not a parquet file ({str(err).splitlines()[0]})") from None
+        names = parquet.schema_arrow.names
+        missing = [n for n in ("image_0", "image_1", "caption_0", "caption_1") if n not in names]
+        if missing:
+            raise BadItemError(
+                f"{file}: not Winoground: no column {', '.join(map(repr, missing))} "
+                f"(it has {', '.join(names)})"
+            )
+        text = [n for n in names if n not in ("image_0", "image_1")]
+        starts = _row_group_starts(file)
+        for group in range(parquet.num_row_groups):
+            rows = parquet.read_row_group(group, columns=text).to_pylist()
+            stored = parquet.read_row_group(group, columns=["image_0", "image_1"]).to_pylist()
+            for k, (row, images) in enumerate(zip(rows, stored, strict=True)):
+                number = starts[group] + k
+                source = f"{file}[{number}]"
+                make = functools.partial(
+                    _winoground_parquet_items, row, images, file, number, source
+                )
+                collector.take(source, make)
+    return collector.items, collector.bad
+
+
+def _winoground_parquet_items(
+    row: dict[str, Any], images: dict[str, Any], file: Path, number: int, source: str
+) -> list[CompositionalItem]:
+    record = {k: v for k, v in row.items() if v is not None}
+    group = _item_id(record, f"row{number}")
+    pair = [_string(record, f"caption_{k}") for k in range(2)]
+    captions = _captions({"captions": pair})
+    kind = _string(record, "tag", optional=True)
+    stored = []
+    for k in range(2):
+        data, _ = _image_bytes_of(images[f"image_{k}"])
+        if data is None:
+            raise InvalidLine(f"image_{k} missing: no image bytes")
+        digest = hashlib.sha256(data).hexdigest()
+        stored.append(ParquetImage(file, number, f"image_{k}", digest))
+    return [
+        CompositionalItem(
+            id=f"{group}/{k}",
+            image=stored[k],
+            captions=captions,
+            true_index=k,
+            type=kind,
+            group=group,
+            source=source,
+            cluster=group,
+        )
+        for k in range(2)
+    ]
 
 
 # ------------------------------------------------------------------------------- ARO in parquet
@@ -400,7 +476,8 @@ def _order_item(
 
 def detect_format(path: Path, task: str) -> str:
     """The format of data file ``path`` by its content, not its name: a parquet file (or a
-    folder of them) is ``"aro-parquet"``; a JSON array whose first entry has
+    folder of them) is ``"winoground-parquet"`` with a ``caption_0`` column, else
+    ``"aro-parquet"``; a JSON array whose first entry has
     ``"relation_name"`` or ``"attributes"`` is ``"aro"``, one whose first entry has ``"image"``
     and a ``"caption"`` list ``"aro-order"``; a JSON object with ``"images"`` or
     ``"annotations"`` is ``"coco"``; JSON lines whose first record has ``"caption_0"`` and
@@ -428,7 +505,13 @@ def detect_format(path: Path, task: str) -> str:
     except OSError as err:
         raise ValueError(f"cannot read {path}: {err.strerror}") from None
     if head[:4] == b"PAR1":
-        return "aro-parquet"
+        try:
+            names = _pyarrow().ParquetFile(path_head).schema_arrow.names
+        except ImportError:
+            raise
+        except Exception:  # pyarrow's errors: the reader names them
+            return "aro-parquet"
+        return "winoground-parquet" if "caption_0" in names else "aro-parquet"
     if path.is_dir():
         raise unknown(f"{path_head.name} is not parquet")
     text = head.decode("utf-8-sig", errors="replace").lstrip()
@@ -491,8 +574,10 @@ def read(
         return read_aro_order(path, image_root, skip_bad=skip_bad)
     if fmt == "winoground":
         return read_winoground(path, image_root, skip_bad=skip_bad)
-    if fmt == "aro-parquet":
+    if fmt in ("aro-parquet", "winoground-parquet"):
         if image_root is not None:
-            raise ValueError("an ARO parquet copy holds its images: image_root does not apply")
+            raise ValueError("a parquet copy holds its images: image_root does not apply")
+        if fmt == "winoground-parquet":
+            return read_winoground_parquet(path, skip_bad=skip_bad)
         return read_aro_parquet(path, skip_bad=skip_bad)
     raise ValueError(f"the compositional evaluation does not read {fmt!r} data")
