@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..explanation import Explanation, explain
+from ..images import check_fit
 from ..loading import load_model
 from ..results import Estimate
 from ..sampling import Sampling
@@ -37,10 +38,14 @@ class EvalModel:
     def is_exact(self) -> bool:
         return isinstance(self.denoiser, WorldModel)
 
-    def input(self, image: Any) -> torch.Tensor:
+    def input(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """The model's input for an image, ``(1, *data_shape)``: the image as given for the exact
-        model (float64, never clamped), VAE latents or pixels for a diffusers model."""
-        return self.denoiser.encode_image(image)
+        model (float64, never clamped), VAE latents or pixels for a diffusers model. ``fit``:
+        how an image of another size is brought to the model's (``"crop"`` or ``"squash"``, see
+        :func:`~infodecomp.images.prepare_image`)."""
+        if fit == "crop":  # every denoiser's default
+            return self.denoiser.encode_image(image)
+        return self.denoiser.encode_image(image, fit=check_fit(fit))
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "model_label": self.label, "model_revision": self.revision}
