@@ -143,6 +143,7 @@ def _items(
     limit: int | None,
     skip_bad: bool,
     generated: bool = False,
+    protocol: str = "ours",
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
     if data == "world":
         n = limit or WORLD_ITEMS[task]
@@ -174,10 +175,11 @@ def _items(
             extra["macro_min_items"] = datasets.ARO_MIN_PAIR_ITEMS
     elif task == "localization" and fmt == "jsonl":
         items, bad = datasets.read_localization(path, image_root, skip_bad=skip_bad)
-    elif task == "localization" and fmt == "coco":
+    elif task in ("localization", "intervention") and fmt == "coco":
         if coco_captions is None or image_root is None:
             raise ValueError("COCO data needs `coco_captions` and `image_root`")
-        items, bad = datasets.read_coco(path, coco_captions, image_root, skip_bad=skip_bad)
+        read = datasets.read_coco if task == "localization" else datasets.read_coco_interventions
+        items, bad = read(path, coco_captions, image_root, skip_bad=skip_bad, protocol=protocol)
     elif task == "intervention" and fmt == "jsonl":
         items, bad = datasets.read_intervention(path, image_root, skip_bad=skip_bad)
     else:

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from .. import ddim
 from ..explanation import word_contexts
+from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..sampling import Sampling
 from . import metrics
@@ -75,6 +76,8 @@ def measure_item(
     steps = settings["ddim_steps"]
     along = {"batch_size": sampling.batch_size}
     image, noise, n_eval = item.image, None, 0
+    if settings.get("protocol") == "paper" and image is not None:  # as the paper: squashed
+        image = load_image(image, model.image_size, fit="squash")
     if item.noise is not None:  # a generated image: its starting noise is known
         noise = _noise(item)[None]
         generated = ddim.sample(model.denoiser, noise, [item.caption], steps, **along)
