@@ -23,6 +23,7 @@ from typing import Any
 import safetensors
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
 from .. import ddim
@@ -76,8 +77,8 @@ def measure_item(
     steps = settings["ddim_steps"]
     along = {"batch_size": sampling.batch_size}
     image, noise, n_eval = item.image, None, 0
-    if settings.get("protocol") == "paper" and image is not None:  # as the paper: squashed
-        image = load_image(image, model.image_size, fit="squash")
+    if settings.get("protocol") == "paper" and isinstance(image, (str, Path, Image.Image)):
+        image = load_image(image, model.image_size, fit="squash")  # as the paper: squashed
     if item.noise is not None:  # a generated image: its starting noise is known
         noise = _noise(item)[None]
         generated = ddim.sample(model.denoiser, noise, [item.caption], steps, **along)
