@@ -453,10 +453,10 @@ def test_user_files_through_every_command(tmp_path, capsys):
 
 
 def test_aro_macro_rules(tmp_path):
-    """ARO leaves symmetric relations out of VG-Relation and averages VG-Attribution over pairs
-    with at least 25 items."""
+    """The reader keeps ARO's symmetric relations (the summary decides); VG-Attribution is
+    averaged over pairs with at least 25 items."""
     from infodecomp.evaluate.compositional import summarize as comp_summary
-    from infodecomp.evaluate.datasets import read_aro
+    from infodecomp.evaluate.datasets import ARO_SYMMETRIC_RELATIONS, read_aro
 
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     entry = {"image_path": "a.png", "bbox_x": 0, "bbox_y": 0, "bbox_w": 8, "bbox_h": 8}
@@ -464,12 +464,15 @@ def test_aro_macro_rules(tmp_path):
     entries = [entry | {"relation_name": "on"}, entry | {"relation_name": "next to"}]
     (tmp_path / "rel.json").write_text(json.dumps(entries))
     items, bad = read_aro(tmp_path / "rel.json", tmp_path)
-    assert [it.type for it in items] == ["on"] and items[0].id == "entry0" and not bad
+    assert [it.type for it in items] == ["on", "next to"] and items[0].id == "entry0" and not bad
+    assert "next to" in ARO_SYMMETRIC_RELATIONS
 
-    def row(kind, credit):
-        score = {"scores": [1.0, 0.0], "credit": credit, "margin": {"verdict": "not significant"}}
+    def row(kind, credit, k):
+        scores = [1.0, 0.0] if credit else [0.0, 1.0]
+        score = {"scores": scores, "credit": credit, "margin": {"verdict": "not significant"}}
         cols = {"standard": score, "orthogonal": score}
         return {
+            "id": f"{kind}{k}",
             "type": kind,
             "captions": ["a", "b"],
             "true_index": 0,
@@ -477,7 +480,9 @@ def test_aro_macro_rules(tmp_path):
             "scores": {"model": cols},
         }
 
-    rows = [row("big_small", 1.0)] * 25 + [row("red_blue", 0.0)] * 3
+    rows = [row("big_small", 1.0, k) for k in range(25)] + [
+        row("red_blue", 0.0, k) for k in range(3)
+    ]
     settings = {"sampling": {"seed": 0}, "model_label": "m", "estimator": "standard"}
     settings["macro_min_items"] = 25
     col = comp_summary(rows, settings)["columns"]["model/standard"]

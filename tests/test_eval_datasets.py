@@ -167,14 +167,15 @@ def test_read_aro_relation_and_attribution(folder: Path) -> None:
     path.write_text(json.dumps([aro_entry(), attribution]))
     items, bad = read_aro(path, image_root=folder)
     assert bad == []
-    assert items[0] == CompositionalItem(
+    assert items[0] == CompositionalItem(  # ARO's order: the false caption first
         id="entry0",
         image=folder / "a.png",
-        captions=("the cup is on the table", "the table is on the cup"),
-        true_index=0,
+        captions=("the table is on the cup", "the cup is on the table"),
+        true_index=1,
         type="on",
         box=(1.0, 2.0, 4.0, 3.0),
         source=f"{path}[0]",
+        cluster="a.png",
     )
     assert items[1].type == "white_black" and items[1].source == f"{path}[1]"
 

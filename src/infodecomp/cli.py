@@ -270,7 +270,10 @@ def _eval_arguments(commands: Any) -> None:
             "--data", default="world", help="'world' (default; answers known) or a data file"
         )
         formats = {
-            "compositional": "jsonl or aro (ARO's VG-Relation / VG-Attribution JSON)",
+            "compositional": "jsonl, aro (ARO's VG-Relation / VG-Attribution JSON), "
+            "aro-parquet (a parquet copy of them), aro-order (COCO-/Flickr30k-Order from "
+            "BLIP's Karpathy test JSON) or winoground (examples.jsonl); default: from the "
+            "file's content",
             "localization": "jsonl or coco (instances JSON; with --coco-captions)",
             "intervention": "jsonl",
         }[name]
@@ -284,7 +287,21 @@ def _eval_arguments(commands: Any) -> None:
             choices=["train", "validation", "test"],
             help="the world's split (default test)",
         )
-        sub.add_argument("--limit", type=positive_int, help="at most this many items")
+        subset = sub.add_mutually_exclusive_group()
+        subset.add_argument("--limit", type=positive_int, help="the first N items only")
+        subset.add_argument(
+            "--sample",
+            type=positive_int,
+            metavar="N",
+            help="N items drawn at random (seeded by --seed; a larger N keeps a smaller one's)",
+        )
+        sub.add_argument(
+            "--protocol",
+            choices=["ours", "paper"],
+            default="ours",
+            help="ours (default; the table says what it changes and why) or paper: the "
+            "published protocol point by point (preprocessing, ties, items, threshold grid)",
+        )
         _sampling_arguments(sub, "noise draws per item")
         if name == "intervention":
             sub.add_argument(
@@ -342,6 +359,8 @@ def run_eval(args: argparse.Namespace) -> int:
         image_root=args.image_root,
         coco_captions=getattr(args, "coco_captions", None),
         limit=args.limit,
+        sample=args.sample,
+        protocol=args.protocol,
         sampling=_sampling(args),
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", "standard"),

@@ -31,11 +31,14 @@ def check_fit(fit: str) -> str:
 def prepare_image(image: Any, size: int, fit: str = "crop") -> tuple[torch.Tensor, str | None]:
     """An RGB image as a tensor ``(3, size, size)`` in [-1, 1].
 
-    ``image`` is a path, a PIL image, or a float tensor ``(3, H, W)`` already in [-1, 1]. With
-    ``fit="crop"`` (the default) the shorter side is resized to ``size`` (bicubic) and the centre
-    cropped; with ``fit="squash"`` the image is resized to ``size x size`` whatever its aspect
-    ratio (bilinear with antialiasing, as PIL's ``resize(..., BILINEAR)`` of the paper's
-    preprocessing), so nothing is cut off. A tensor is never
+    ``image`` is a path, a PIL image, a lazy image (an object whose ``open()`` gives a PIL
+    image and raises ``ValueError`` with one line when it cannot, as an image stored in a
+    parquet file: ``evaluate.released.ParquetImage``), or a float tensor ``(3, H, W)`` already
+    in [-1, 1]. With ``fit="crop"`` (the default) the shorter side is resized to ``size``
+    (bicubic) and the centre cropped; with ``fit="squash"`` the image is resized to
+    ``size x size`` whatever its aspect ratio (bilinear with antialiasing, as PIL's
+    ``resize(..., BILINEAR)`` of the paper's preprocessing), so nothing is cut off. A tensor is
+    never
     clamped: values a little outside [-1, 1] (up to +-2, e.g. pixel noise) are kept as they are;
     integer, non-finite or far out-of-range tensors are refused. Raises ``ValueError`` with one
     line for a file that is missing or not an image, or a tensor that is not an image.
@@ -52,6 +55,8 @@ def prepare_image(image: Any, size: int, fit: str = "crop") -> tuple[torch.Tenso
     else:
         if isinstance(image, (str, Path)):
             image = _open(Path(image))
+        elif is_lazy_image(image):
+            image = image.open()
         if not isinstance(image, Image.Image):
             raise ValueError(
                 f"expected an image path, PIL image or tensor, got {type(image).__name__}"
@@ -83,6 +88,14 @@ def prepare_image(image: Any, size: int, fit: str = "crop") -> tuple[torch.Tenso
     note = ", ".join(steps) or None
     # Files are 8-bit: clamp the resampling overshoot. Tensors are taken as given, never clamped.
     return (pixels if is_tensor else pixels.clamp(-1, 1)), note
+
+
+def is_lazy_image(image: Any) -> bool:
+    """Whether ``image`` is a lazy image: not a path, PIL image or tensor, but an object with an
+    ``open()`` method giving a PIL image."""
+    if isinstance(image, (str, Path, Image.Image, torch.Tensor)):
+        return False
+    return callable(getattr(image, "open", None))
 
 
 def _open(path: Path) -> Image.Image:

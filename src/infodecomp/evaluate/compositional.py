@@ -22,6 +22,7 @@ estimator's skew-aware one) excludes 0.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,26 @@ from ..results import Z95
 from ..sampling import Sampling
 from . import metrics
 from .common import EvalModel, sampling_line
+from .datasets import ARO_SYMMETRIC_RELATIONS
 from .items import CompositionalItem
 from .runner import PICTURES, Task
 
 SCORES = ("standard", "orthogonal")  # both from one pass of denoiser calls, shown in this order
+# Formats whose types are ARO's VG-Relation names (ARO_SYMMETRIC_RELATIONS applies to them).
+ARO_FORMATS = ("aro", "aro-parquet")
+# What a row's flags say, for the table. Items with an EXCLUDED flag are left out of every column
+# under "ours" (the test cannot be passed, or the false caption is as true); under "paper" they
+# are scored as ARO scores them. The other flags are counted and the items scored.
+FLAGS = {
+    "identical_captions": "a false caption is the true caption's text (ignoring case and spacing)",
+    "symmetric_relation": "a relation ARO leaves out of its macro accuracy (swapped, still true)",
+    "centre_crop": "the centre crop keeps under half of the box (subject or object may be cut)",
+    "squashed": "squashing to a square stretches the box over 2x",
+    "small_box": "the box's short side is under 1/8 of the model's image size",
+}
+EXCLUDED = ("identical_captions", "symmetric_relation")
+# More types than this: the table shows the best and worst few; summary.json has them all.
+MAX_TYPES_SHOWN = 12
 
 
 def make_task(
@@ -47,6 +64,8 @@ def make_task(
     """The compositional evaluation of ``model`` (and of the exact ``reference`` on the world's
     data, so every table shows what a perfect model gets)."""
 
+    fit = fit_of(settings)
+
     def measure(item: CompositionalItem) -> dict[str, Any]:
         check_captions(model, item)
         row: dict[str, Any] = {
@@ -54,10 +73,11 @@ def make_task(
             "true_index": item.true_index,
             "type": item.type,
             "group": item.group,
-            "scores": {"model": score(model, item, sampling)},
+            "flags": item_flags(item, settings, model.image_size),
+            "scores": {"model": score(model, item, sampling, fit)},
         }
         if reference is not None:
-            row["scores"]["reference"] = score(reference, item, sampling)
+            row["scores"]["reference"] = score(reference, item, sampling, fit)
         return row | {PICTURES: {"image": thumbnail(_image(item))}}
 
     def denoiser_rows(item: CompositionalItem) -> int:
@@ -66,10 +86,42 @@ def make_task(
     return Task("compositional", measure, denoiser_rows)
 
 
-def score(model: EvalModel, item: CompositionalItem, sampling: Sampling) -> dict[str, Any]:
+def fit_of(settings: dict[str, Any]) -> str:
+    """How images are brought to the model's square: the paper squashes, ours centre-crops."""
+    return "squash" if settings.get("protocol") == "paper" else "crop"
+
+
+def item_flags(item: CompositionalItem, settings: dict[str, Any], size: int) -> dict[str, str]:
+    """``{flag: one line}`` (keys of :data:`FLAGS`) of what makes the item degenerate."""
+    flags = {}
+    text = [" ".join(c.casefold().split()) for c in item.captions]
+    k = item.true_index
+    same = [j for j, t in enumerate(text) if j != k and t == text[k]]
+    if same:
+        flags["identical_captions"] = (
+            f"caption {same[0]} is the true caption's text: the test cannot be passed"
+        )
+    if settings.get("format") in ARO_FORMATS and item.type in ARO_SYMMETRIC_RELATIONS:
+        flags["symmetric_relation"] = f"{item.type!r} is in ARO's list of symmetric relations"
+    if item.box is not None:
+        w, h = item.box[2], item.box[3]
+        kept = min(w, h) / max(w, h)
+        if kept < 0.5 and fit_of(settings) == "crop":
+            flags["centre_crop"] = f"the centre crop keeps {kept:.0%} of the {w:g}x{h:g} box"
+        elif kept < 0.5:
+            flags["squashed"] = f"the {w:g}x{h:g} box is stretched {1 / kept:.1f}x to a square"
+        if min(w, h) < size / 8:
+            flags["small_box"] = f"the {w:g}x{h:g} box is upsampled to {size}x{size}"
+    return flags
+
+
+def score(
+    model: EvalModel, item: CompositionalItem, sampling: Sampling, fit: str = "crop"
+) -> dict[str, Any]:
     """Every caption's scores (nats, with standard errors), the true caption's margin over the
-    best false one, and the ranking credit, for each estimator."""
-    x = model.input(_image(item))
+    best false one, and the ranking credit, for each estimator. ``fit``: how the image is brought
+    to the model's square (``"crop"`` or ``"squash"``)."""
+    x = model.input(_image(item), fit=fit)
     captions, k = list(item.captions), item.true_index
     falses = [j for j in range(len(captions)) if j != k]
     # Pairs: each caption against nothing (its score), then the true caption against each false
@@ -158,54 +210,109 @@ def _columns(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[tuple
 
 
 def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy per column (plain, macro over types, per type) with bootstrap 95% intervals,
-    chance, the share of significant margins, and Winoground's text / image / group scores for
-    2x2 groups."""
+    """Accuracy per column (plain, macro over types, per type) with 95% bootstrap intervals
+    resampling clusters (the items of one image together), chance, the share of significant
+    margins, Winoground's text / image / group scores for 2x2 groups, the flags counted, and
+    the other protocol's scoring of the same rows (ties and exclusions share the model calls).
+    """
     if not rows:
         return {"columns": {}}
-    seed, min_items = settings["sampling"]["seed"], settings.get("macro_min_items", 1)
-    types = [r["type"] or "all" for r in rows]
-    chance = [1 / len(r["captions"]) for r in rows]
+    protocol = settings.get("protocol", "ours")
+    other = "paper" if protocol == "ours" else "ours"
+    clusters = [r.get("cluster", r["id"]) for r in rows]
     out: dict[str, Any] = {
         "labels": {"reference": settings.get("reference_label"), "model": settings["model_label"]},
         "headline": f"model/{settings['estimator']}",
-        "chance": _accuracies(chance, types, seed, min_items),
+        "protocol": protocol,
+        "protocol_note": PROTOCOL_NOTES[protocol],
+        "flags": dict(Counter(f for r in rows for f in r.get("flags", {}))),
+        "flag_texts": FLAGS,
+        "cluster": {
+            "unit": "item" if clusters == [r["id"] for r in rows] else "image",
+            "n": len(set(clusters)),
+        },
+        **_scoring(rows, settings, protocol, full=True),
+        "other": {"protocol": other, **_scoring(rows, settings, other, full=False)},
+    }
+    out["types_shown"] = _types_shown(out)
+    return out
+
+
+def _scoring(
+    rows: list[dict[str, Any]], settings: dict[str, Any], protocol: str, full: bool
+) -> dict[str, Any]:
+    """Chance and every column's accuracies under ``protocol``: "ours" leaves out the items
+    with an :data:`EXCLUDED` flag and gives a tie ``1/k`` credit; "paper" keeps every item,
+    fails ties (ARO's argmax) and leaves ARO's symmetric relations out of the macro average only.
+    ``full``: also per-type accuracies, significance shares and Winoground scores."""
+    seed, min_items = settings["sampling"]["seed"], settings.get("macro_min_items", 1)
+    if protocol == "ours":
+        rows = [r for r in rows if not set(r.get("flags", {})) & set(EXCLUDED)]
+    credit_of = metrics.ranking_credit if protocol == "ours" else metrics.strict_credit
+    in_macro = [protocol == "ours" or "symmetric_relation" not in r.get("flags", {}) for r in rows]
+    groups = [r.get("cluster", r["id"]) for r in rows]
+    types = [r["type"] or "all" for r in rows]
+    if not rows:
+        return {"n_scored": 0, "chance": {}, "columns": {}}
+
+    def accuracies(credits: list[float]) -> dict[str, Any]:
+        out = {"accuracy": metrics.accuracy(credits, seed=seed, groups=groups)}
+        if len(set(types)) < 2:
+            return out
+        if full:
+            per_type = metrics.macro_accuracy(credits, types, seed=seed, groups=groups)
+            out["per_type"] = per_type["per_type"]
+        kept = [k for k, t in enumerate(types) if in_macro[k] and types.count(t) >= min_items]
+        if kept:
+            macro = metrics.macro_accuracy(
+                [credits[k] for k in kept],
+                [types[k] for k in kept],
+                seed=seed,
+                groups=[groups[k] for k in kept],
+            )
+            macro.pop("per_type")
+            out["macro_accuracy"] = macro | {"min_items_per_type": min_items}
+        return out
+
+    result: dict[str, Any] = {
+        "n_scored": len(rows),
+        "chance": accuracies([1 / len(r["captions"]) for r in rows]),
         "columns": {},
     }
     for key, who, name in _columns(rows, settings):
-        credits = [r["scores"][who][name]["credit"] for r in rows]
-        col = _accuracies(credits, types, seed, min_items)
-        if name != "exact":
+        credits = [credit_of(r["scores"][who][name]["scores"], r["true_index"]) for r in rows]
+        col = accuracies(credits)
+        if full and name != "exact":
             verdicts = [r["scores"][who][name]["margin"]["verdict"] for r in rows]
             for share, verdict in (
                 ("significant_true", "true caption significantly ahead"),
                 ("significant_false", "a false caption significantly ahead"),
             ):
                 hits = [float(v == verdict) for v in verdicts]
-                col[share] = metrics.accuracy(hits, seed=seed)
-        groups = _winoground(rows, who, name, seed)
-        if groups is not None:
-            col["winoground"] = groups
-        out["columns"][key] = col
-    return out
+                col[share] = metrics.accuracy(hits, seed=seed, groups=groups)
+        if full:
+            wino = _winoground(rows, who, name, seed)
+            if wino is not None:
+                col["winoground"] = wino
+        result["columns"][key] = col
+    return result
 
 
-def _accuracies(
-    credits: list[float], types: list[str], seed: int, min_items: int = 1
-) -> dict[str, Any]:
-    """Plain accuracy, per-type accuracy and the macro average over the types with at least
-    ``min_items`` items (ARO's rule for VG-Attribution's attribute pairs)."""
-    out = {"accuracy": metrics.accuracy(credits, seed=seed)}
-    if len(set(types)) > 1:
-        out["per_type"] = metrics.macro_accuracy(credits, types, seed=seed)["per_type"]
-        kept = [k for k, t in enumerate(types) if types.count(t) >= min_items]
-        if kept:
-            macro = metrics.macro_accuracy(
-                [credits[k] for k in kept], [types[k] for k in kept], seed=seed
-            )
-            macro.pop("per_type")
-            out["macro_accuracy"] = macro | {"min_items_per_type": min_items}
-    return out
+def _types_shown(summary: dict[str, Any]) -> list[str]:
+    """The types the table shows: all of them, or when there are more than
+    :data:`MAX_TYPES_SHOWN`, the best and the worst few of the headline column (among types
+    with enough items for the macro average)."""
+    per_type = summary["chance"].get("per_type", {})
+    if len(per_type) <= MAX_TYPES_SHOWN:
+        return list(per_type)
+    headline = summary["columns"].get(summary["headline"], {}).get("per_type", {})
+    least = summary["chance"].get("macro_accuracy", {}).get("min_items_per_type", 1)
+    ranked = sorted(
+        (t for t, m in headline.items() if m["n"] >= least),
+        key=lambda t: (-headline[t]["value"], t),
+    )
+    half = MAX_TYPES_SHOWN // 2
+    return ranked if len(ranked) <= MAX_TYPES_SHOWN else ranked[:half] + ranked[-half:]
 
 
 def _winoground(rows: list[dict[str, Any]], who: str, name: str, seed: int) -> Any:
@@ -233,13 +340,26 @@ def _winoground(rows: list[dict[str, Any]], who: str, name: str, seed: int) -> A
     return out
 
 
+PROTOCOL_NOTES = {
+    "ours": "ours: images centre-cropped to the model's square (no distortion; flagged where the "
+    "crop keeps under half of the box); an exact tie gets 1/k credit (a coin toss); items whose "
+    "test cannot be passed (identical captions) or whose false caption is as true (ARO's "
+    "symmetric relations) are left out of every column, and counted.",
+    "paper": "paper: images squashed to the model's square (Kong et al.'s code); a tie fails "
+    "(ARO's argmax, true caption last); every item is in 'all items' (ARO's plain accuracy), "
+    "ARO's symmetric relations are left out of the macro average only.",
+}
+
+
 def table(summary: dict[str, Any]) -> str:
     """Accuracy table: a line per score (chance, the reference's, the model's), a column per
-    test type, each cell the accuracy and its 95% bootstrap interval."""
+    test type (the best and worst few when there are many), each cell the accuracy and its 95%
+    bootstrap interval; then the flags, the other protocol's accuracies, and the notes."""
     cols = summary.get("columns", {})
     if not cols:
         return "compositional: no items measured yet"
     labels, settings = summary["labels"], summary["settings"]
+    protocol = summary.get("protocol", "ours")
     names = {"exact": "exact log-ratio", "standard": "standard", "orthogonal": "orthogonal (paper)"}
     lines_of = {"chance": summary["chance"]}
     for key, col in cols.items():
@@ -248,28 +368,35 @@ def table(summary: dict[str, Any]) -> str:
         lines_of[f"{labels[who]}: {names[name]}{star}"] = col
     chance = summary["chance"]
     heads = [("all items", "accuracy", None)]
-    if "per_type" in chance:
+    per_type = chance.get("per_type", {})
+    shown = summary.get("types_shown", list(per_type))
+    if per_type:
         heads.append(("macro over types", "macro_accuracy", None))
-        heads += [(f"{t} (n={m['n']})", "per_type", t) for t, m in chance["per_type"].items()]
+        heads += [(f"{t} (n={per_type[t]['n']})", "per_type", t) for t in shown]
 
     def cell(entry: dict[str, Any], field: str, kind: str | None) -> str:
         if field not in entry:  # no type has enough items for a macro average
             return "n/a"
-        m = entry[field] if kind is None else entry[field][kind]
-        lo, hi = m["ci95"]
-        return f"{m['value']:.0%}" + (f" [{lo:.0%}-{hi:.0%}]" if lo is not None else "")
+        return _percent(entry[field] if kind is None else entry[field][kind])
 
     first = max(len(k) for k in lines_of) + 2
     width = max(18, *(len(h) + 2 for h, _, _ in heads))
+    cluster = summary.get("cluster", {"unit": "item", "n": summary["n_items"]})
     lines = [
-        f"Compositional tests: {summary['n_items']} items ({summary['n_skipped']} skipped), "
-        f"{sampling_line(settings)}. Accuracy (true caption ranked "
-        "first) with its 95% bootstrap interval.",
+        f"Compositional tests: {summary['n_items']} items ({summary['n_skipped']} skipped, "
+        f"{summary['n_items'] - summary.get('n_scored', 0)} left out), protocol '{protocol}', "
+        f"{sampling_line(settings)}. Accuracy (true caption ranked first), 95% "
+        f"bootstrap interval resampling {cluster['n']} {cluster['unit']}s.",
         f"{'':<{first}}" + "".join(f"{h:>{width}}" for h, _, _ in heads),
     ]
     for label, entry in lines_of.items():
         lines.append(
             f"{label:<{first}}" + "".join(f"{cell(entry, f, t):>{width}}" for _, f, t in heads)
+        )
+    if len(shown) < len(per_type):
+        lines.append(
+            f"(the {len(shown) // 2} best and worst of {len(per_type)} types shown; all in "
+            "summary.json)"
         )
     for key, col in cols.items():
         who, name = key.split("/")
@@ -286,6 +413,27 @@ def table(summary: dict[str, Any]) -> str:
                 f"{w['image']['value']:.0%}, group {w['group']['value']:.0%} "
                 f"({w['text']['n']} groups)"
             )
+    for flag, count in sorted(summary.get("flags", {}).items()):
+        left_out = " (left out under 'ours')" if flag in EXCLUDED else ""
+        lines.append(f"flagged: {count} items: {FLAGS.get(flag, flag)}{left_out}")
+    other = summary.get("other", {})
+    differ = [
+        (key, col)
+        for key, col in other.get("columns", {}).items()
+        if _percent(col["accuracy"]) != _percent(cols[key]["accuracy"])
+        or _percent(col.get("macro_accuracy", col["accuracy"]))
+        != _percent(cols[key].get("macro_accuracy", cols[key]["accuracy"]))
+    ]
+    if other and not differ:
+        lines.append(f"scored as '{other['protocol']}' (same calls): the same accuracies here")
+    for key, col in differ:
+        who, name = key.split("/")
+        macro = col.get("macro_accuracy")
+        lines.append(
+            f"{labels[who]}, {name}, scored as '{other['protocol']}' (same calls, this run's "
+            f"images): all items {_percent(col['accuracy'])}"
+            + (f", macro {_percent(macro)}" if macro else "")
+        )
     lines.append(
         "* the ranking score chosen with --estimator. standard: log p(x|caption) - log p(x), the "
         "score to rank captions with. orthogonal: the paper's protocol; it grows with how much a "
@@ -293,4 +441,11 @@ def table(summary: dict[str, Any]) -> str:
         "attention-based score ranks captions. Significance verdicts rest on standard errors "
         "that are optimistic at a few hundred draws."
     )
+    lines.append(PROTOCOL_NOTES[protocol])
     return "\n".join(lines)
+
+
+def _percent(m: dict[str, Any]) -> str:
+    """An accuracy as ``"55% [40%-70%]"``."""
+    lo, hi = m["ci95"]
+    return f"{m['value']:.0%}" + (f" [{lo:.0%}-{hi:.0%}]" if lo is not None else "")

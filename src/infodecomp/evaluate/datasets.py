@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ..images import check_fit, load_image
+from ..images import check_fit, is_lazy_image, load_image
 from ..words import occurrences, split_words
 from .items import (
     PROTOCOLS,
@@ -382,7 +382,8 @@ def read_compositional(
 
 
 # Relations that ARO leaves out of VG-Relation's macro accuracy (the swapped caption is as true,
-# or the relation is too rare): the list used by ARO's evaluation scripts.
+# or the relation is too rare): the list used by ARO's evaluation scripts. The readers keep
+# their entries; the summary decides what to count.
 ARO_SYMMETRIC_RELATIONS = frozenset(
     """adjusting|attached to|between|bigger than|biting|boarding|brushing|chewing|cleaning|
 climbing|close to|coming from|coming out of|contain|crossing|dragging|draped over|drinking|
@@ -411,28 +412,30 @@ ARO_MIN_PAIR_ITEMS = 25
 
 
 def read_aro(
-    path: str | Path, image_root: str | Path, skip_bad: bool = False
+    path: str | Path, image_root: str | Path | None = None, skip_bad: bool = False
 ) -> tuple[list[CompositionalItem], Bad]:
     """Items of ARO's VG-Relation or VG-Attribution file (``visual_genome_relation.json``,
     ``visual_genome_attribution.json``, as released with ARO, Yuksekgonul et al. 2023).
 
     The file is a JSON array of entries ``{"image_path", "bbox_x", "bbox_y", "bbox_w",
     "bbox_h", "true_caption", "false_caption"}`` plus ``"relation_name"`` (VG-Relation) or
-    ``"attributes": [a, b]`` (VG-Attribution). Each entry gives an item with
-    ``captions=(true_caption, false_caption)``, ``true_index=0``, ``box=(x, y, w, h)`` (crop
-    it with ``crop_box``, as ARO does; finite numbers, checked against the image when cropped)
-    and ``type`` what ARO macro-averages over: the relation name, or ``"{a}_{b}"`` for the
-    attribute pair. Captions that differ only in case or spacing are refused.
+    ``"attributes": [a, b]`` (VG-Attribution). Each entry gives an item with captions in ARO's
+    order, ``captions=(false_caption, true_caption)`` and ``true_index=1`` (ARO's argmax gives
+    a tie to the first, false caption), ``box=(x, y, w, h)`` (crop it with ``crop_box``, as ARO
+    does; finite numbers, checked against the image when cropped), ``type`` what ARO
+    macro-averages over: the relation name, or ``"{a}_{b}"`` for the attribute pair, and
+    ``cluster`` the entry's ``"image_path"`` as written (the boxes of one photo share it).
 
-    ``image_root`` is the folder holding ARO's images (ARO's ``root_dir/images``). Ids are the
-    entry's ``"id"`` if any, else ``"entry{i}"`` with ``i`` its index in the array: they key
-    the random noise, so use the released file unchanged. Sources are ``"{path}[{i}]"``.
-    Entries of the relations in :data:`ARO_SYMMETRIC_RELATIONS` are left out, as ARO leaves them
-    out of its macro accuracy. Returns ``(items, bad)``; see the module docstring for errors and
-    ``skip_bad``.
+    Every entry is read: the relations of :data:`ARO_SYMMETRIC_RELATIONS` and entries whose two
+    captions are the same text are kept (the summary decides what to count and flags them).
+    ``image_root`` is the folder holding ARO's images (ARO's ``root_dir/images``); by default
+    the data file's folder's ``images`` if there is one, else the data file's folder. Ids are
+    the entry's ``"id"`` if any, else ``"entry{i}"`` with ``i`` its index in the array: they
+    key the random noise, so use the released file unchanged. Sources are ``"{path}[{i}]"``.
+    Returns ``(items, bad)``; see the module docstring for errors and ``skip_bad``.
     """
     path = Path(path)
-    root = Path(image_root)
+    root = Path(image_root) if image_root is not None else default_image_root(path)
     entries = _load_json(path)
     if not isinstance(entries, list):
         raise BadItemError(f"{path}:1: expected a JSON array of ARO entries, got {_kind(entries)}")
@@ -441,50 +444,66 @@ def read_aro(
         if not isinstance(entry, dict):
             raise InvalidLine(f"expected a JSON object, got {_kind(entry)}")
         item_id = _item_id(entry, default_id)
-        if "relation_name" in entry:
-            kind = _string(entry, "relation_name")
-        elif "attributes" in entry:
-            attributes = _strings(entry, "attributes")
-            if len(attributes) != 2:
-                raise InvalidLine(f"'attributes' must hold two attributes, got {len(attributes)}")
-            kind = f"{attributes[0]}_{attributes[1]}"
-        else:
-            raise InvalidLine(
-                "missing key 'relation_name' (VG-Relation) or 'attributes' (VG-Attribution)"
-            )
-        x, y, w, h = (_number(entry, f"bbox_{k}") for k in "xywh")
-        if w <= 0 or h <= 0:
-            raise InvalidLine(f"empty box: width {w:g}, height {h:g}")
+        kind = aro_type(entry)
+        box = aro_box(entry)
         true_caption = _string(entry, "true_caption") or ""
         false_caption = _string(entry, "false_caption") or ""
-        _check_distinct((true_caption, false_caption))
-        image = _existing(root, _string(entry, "image_path") or "", "image")
+        name = _string(entry, "image_path") or ""
+        image = _existing(root, name, "image")
         return [
             CompositionalItem(
                 id=item_id,
                 image=image,
-                captions=(true_caption, false_caption),
-                true_index=0,
+                captions=(false_caption, true_caption),
+                true_index=1,
                 type=kind,
-                box=(x, y, w, h),
+                box=box,
                 source=source,
+                cluster=name,
             )
         ]
 
     collector = _Collector(skip_bad)
     for index, entry in enumerate(entries):
-        if isinstance(entry, dict) and entry.get("relation_name") in ARO_SYMMETRIC_RELATIONS:
-            continue
         source = f"{path}[{index}]"
         collector.take(source, lambda e=entry, s=source, i=index: parse(e, s, f"entry{i}"))
     return collector.items, collector.bad
 
 
-def crop_box(
-    image: str | Path | Image.Image, box: tuple[float, float, float, float]
-) -> Image.Image:
+def default_image_root(path: Path) -> Path:
+    """ARO's layout: the images in ``images/`` beside the data file (ARO's ``root_dir/images``)
+    when that folder exists, else the data file's folder."""
+    images = path.parent / "images"
+    return images if images.is_dir() else path.parent
+
+
+def aro_type(entry: dict[str, Any]) -> str:
+    """What ARO macro-averages over: the entry's relation name, or ``"{a}_{b}"`` for its
+    attribute pair; ``InvalidLine`` if it has neither."""
+    if "relation_name" in entry:
+        return _string(entry, "relation_name") or ""
+    if "attributes" in entry:
+        attributes = _strings(entry, "attributes")
+        if len(attributes) != 2:
+            raise InvalidLine(f"'attributes' must hold two attributes, got {len(attributes)}")
+        return f"{attributes[0]}_{attributes[1]}"
+    raise InvalidLine("missing key 'relation_name' (VG-Relation) or 'attributes' (VG-Attribution)")
+
+
+def aro_box(entry: dict[str, Any]) -> tuple[float, float, float, float]:
+    """The entry's ``(bbox_x, bbox_y, bbox_w, bbox_h)``: finite numbers, a positive size."""
+    x, y, w, h = (_number(entry, f"bbox_{k}") for k in "xywh")
+    if w <= 0 or h <= 0:
+        raise InvalidLine(f"empty box: width {w:g}, height {h:g}")
+    return x, y, w, h
+
+
+def crop_box(image: Any, box: tuple[float, float, float, float]) -> Image.Image:
     """The RGB crop of ``image`` to ``box = (x, y, w, h)``, as ARO crops: PIL's
     ``crop((x, y, x + w, y + h))`` of the image converted to RGB.
+
+    ``image`` is a path, a PIL image or a lazy image (an object whose ``open()`` gives a PIL
+    image, as ``released.ParquetImage``).
 
     A box partly off the image is clipped to it (where PIL's crop, hence ARO, pads it black).
     Raises ``ValueError`` with one line for a box that is not four finite numbers with a
@@ -505,6 +524,8 @@ def crop_box(
         except (OSError, UnidentifiedImageError) as err:
             reason = "not an image" if isinstance(err, UnidentifiedImageError) else err.strerror
             raise ValueError(f"cannot read image {str(image)!r}: {reason}") from None
+    elif is_lazy_image(image):
+        image = image.open().convert("RGB")
     width, height = image.size
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
     inside = max(x1 - x0, 0) * max(y1 - y0, 0)
@@ -1256,6 +1277,9 @@ def _image_size_hw(image: Any) -> tuple[int, int]:
         return _file_size_hw(image, "image")
     if isinstance(image, Image.Image):
         return image.height, image.width
+    if is_lazy_image(image):
+        opened = image.open()
+        return opened.height, opened.width
     if isinstance(image, torch.Tensor) and image.ndim == 3:
         return int(image.shape[1]), int(image.shape[2])
     raise ValueError(f"expected an image path, PIL image or tensor (3, H, W), got {type(image)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,14 @@ import torch
 from .. import ddim
 from ..results import versions
 from ..sampling import Sampling, check_sampling
-from . import compositional, datasets, intervention, localization, world_data
+from . import compositional, datasets, intervention, localization, released, world_data
 from .common import load_evaluated
+from .items import PROTOCOLS
 from .runner import _stderr, process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.
 WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24}
-FORMATS = ("jsonl", "aro", "coco")
+FORMATS = ("jsonl", "aro", "aro-order", "aro-parquet", "winoground", "coco")
 EVALUATIONS = {
     "compositional": compositional,
     "localization": localization,
@@ -36,9 +38,11 @@ def evaluate(
     image_root: str | None = None,
     coco_captions: str | None = None,
     limit: int | None = None,
+    sample: int | None = None,
     sampling: Sampling | None = None,
     ddim_steps: int = ddim.DEFAULT_STEPS,
     estimator: str = "standard",
+    protocol: str = "ours",
     generated: bool = False,
     device: str | None = "auto",
     dtype: torch.dtype | None = None,
@@ -58,12 +62,18 @@ def evaluate(
             or cached hub id.
         data: ``"world"`` (built with known answers) or a data file.
         split: the world's split (``"train"``, ``"validation"``, ``"test"``).
-        data_format: ``"jsonl"``, ``"aro"`` (ARO's VG-Relation / VG-Attribution JSON) or
-            ``"coco"`` (instances JSON; captions in ``coco_captions``); default from the file:
-            ``.jsonl`` is JSONL, ``.json`` is ARO for compositional tests and COCO otherwise.
-        image_root: folder that image paths are relative to (default: the data file's folder).
+        data_format: ``"jsonl"``, ``"aro"`` (ARO's VG-Relation / VG-Attribution JSON),
+            ``"aro-parquet"`` (a parquet copy of them, images inside; a file or a folder of
+            shards), ``"aro-order"`` (COCO-Order / Flickr30k-Order from BLIP's Karpathy test
+            JSON), ``"winoground"`` (``examples.jsonl``) or ``"coco"`` (instances JSON;
+            captions in ``coco_captions``); default: told from the file's content
+            (``released.detect_format``).
+        image_root: folder that image paths are relative to (default: the data file's folder;
+            for ARO and Winoground its ``images`` folder if there is one).
         coco_captions: COCO captions JSON (with ``data_format="coco"``).
         limit: at most this many items (the first ones; the world's items do not change with it).
+        sample: this many items drawn at random (seeded by the sampling seed, by a hash of
+            each id: a larger ``sample`` keeps the smaller one's items, so a run can grow).
         sampling: the draws of every item (:class:`~infodecomp.Sampling`; default 256 per item,
             or per image for localization and interventions, seed 0, on the model's trained
             log-SNR range); an item's draws are keyed by its id.
@@ -83,16 +93,27 @@ def evaluate(
         raise ValueError(f"unknown evaluation {task!r}; choose one of {tuple(EVALUATIONS)}")
     if isinstance(ddim_steps, bool) or not isinstance(ddim_steps, int) or ddim_steps < 2:
         raise ValueError(f"ddim_steps must be an integer >= 2, got {ddim_steps!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    for name, value in (("limit", limit), ("sample", sample)):
+        bad_int = isinstance(value, bool) or not isinstance(value, int) or value < 1
+        if value is not None and bad_int:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+    if limit is not None and sample is not None:
+        raise ValueError("give `limit` (the first items) or `sample` (a random subset), not both")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     sampling = check_sampling(sampling)
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if generated and (task != "intervention" or data != "world"):
         raise ValueError("generated applies to interventions on the world's data")
+    n_world = limit or max(sample or 0, WORLD_ITEMS[task])
     items, bad, data_settings = _items(
-        task, data, split, data_format, image_root, coco_captions, limit, skip_bad, generated
+        task, data, split, data_format, image_root, coco_captions, n_world, skip_bad, generated
     )
+    if limit:
+        items = items[:limit]
+    if sample:
+        items = random_subset(items, sample, sampling.seed)
     for source, message in bad:
         log(f"skipped {source}: {message}")
     if not items:
@@ -113,6 +134,8 @@ def evaluate(
         "task": task,
         **data_settings,
         "limit": limit,
+        "sample": sample,
+        "protocol": protocol,
         "sampling": sampling.describe(),
         # Only what changes this evaluation's rows (a rerun must match these).
         **({"estimator": estimator} if task == "compositional" else {"ddim_steps": ddim_steps}),
@@ -133,6 +156,18 @@ def evaluate(
     )
 
 
+def random_subset(items: list[Any], n: int, seed: int) -> list[Any]:
+    """``n`` of ``items`` drawn at random, in their order: those whose SHA-256 of
+    ``"{seed}:{id}"`` is smallest, so the draw depends on the ids alone (not on the order or the
+    number of items) and a larger ``n`` keeps a smaller one's items."""
+
+    def key(item: Any) -> bytes:
+        return hashlib.sha256(f"{seed}:{item.id}".encode()).digest()
+
+    chosen = {id(item) for item in sorted(items, key=key)[:n]}
+    return [item for item in items if id(item) in chosen]
+
+
 def _items(
     task: str,
     data: str,
@@ -140,13 +175,14 @@ def _items(
     data_format: str | None,
     image_root: str | None,
     coco_captions: str | None,
-    limit: int | None,
+    n: int,
     skip_bad: bool,
     generated: bool = False,
     protocol: str = "ours",
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
+    """The items of ``data`` (``n`` of the world's), the bad lines, and the data's settings
+    (paths resolved, so a run resumed from another folder has the same settings)."""
     if data == "world":
-        n = limit or WORLD_ITEMS[task]
         if generated:
             items = world_data.intervention_items(split, n, generated=True)
             return items, [], {"data": "world", "split": split, "generated": True}
@@ -157,21 +193,16 @@ def _items(
         }[task]
         return build(split, n), [], {"data": "world", "split": split}
     path = Path(data)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():  # a folder: a parquet copy's shards
         raise ValueError(f"data {data!r} is neither 'world' nor a file")
     extra: dict[str, Any] = {}
-    fmt = data_format or (
-        "jsonl" if path.suffix == ".jsonl" else "aro" if task == "compositional" else "coco"
-    )
+    fmt = data_format or released.detect_format(path, task)
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; choose one of {FORMATS}")
-    if task == "compositional" and fmt == "jsonl":
-        items, bad = datasets.read_compositional(path, image_root, skip_bad=skip_bad)
-    elif task == "compositional" and fmt == "aro":
-        if image_root is None:
-            raise ValueError("ARO data needs `image_root` (ARO's root_dir/images)")
-        items, bad = datasets.read_aro(path, image_root, skip_bad=skip_bad)
-        if items and all("_" in (item.type or "") for item in items):  # VG-Attribution pairs
+    if task == "compositional" and fmt in released.TASK_FORMATS[task]:
+        items, bad = released.read(fmt, path, image_root, skip_bad)
+        pairs = items and all("_" in (item.type or "") for item in items)
+        if fmt in ("aro", "aro-parquet") and pairs:  # VG-Attribution pairs
             extra["macro_min_items"] = datasets.ARO_MIN_PAIR_ITEMS
     elif task == "localization" and fmt == "jsonl":
         items, bad = datasets.read_localization(path, image_root, skip_bad=skip_bad)
@@ -184,7 +215,8 @@ def _items(
         items, bad = datasets.read_intervention(path, image_root, skip_bad=skip_bad)
     else:
         raise ValueError(f"the {task} evaluation does not read {fmt!r} data")
-    settings = {"data": str(path.resolve()), "format": fmt, "image_root": image_root, **extra}
+    root = str(Path(image_root).resolve()) if image_root is not None else None
+    settings = {"data": str(path.resolve()), "format": fmt, "image_root": root, **extra}
     if coco_captions:
         settings["coco_captions"] = str(Path(coco_captions).resolve())
-    return (items[:limit] if limit else items), bad, settings
+    return items, bad, settings

@@ -184,8 +184,11 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
         return out
     labels = {"model": settings["model_label"], "reference": settings.get("reference_label")}
     for who in rows[0]["models"]:
-        pairs = [(r["id"], e) for r in rows for e in r["models"][who]["words"].values()]
-        images = [item_id for item_id, _ in pairs]  # a caption's words share their image
+        # The bootstrap resamples images: a caption's words, and an image's captions, share it.
+        pairs = [
+            (r.get("cluster", r["id"]), e) for r in rows for e in r["models"][who]["words"].values()
+        ]
+        images = [cluster for cluster, _ in pairs]
         entries = [e for _, e in pairs]
         change = [e["change"] for e in entries]
         kw = {"seed": seed, "groups": images}
@@ -194,8 +197,11 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
             "n_pairs": len(entries),
             "mean_change": metrics.mean_with_ci(change, **kw),
             "reconstruction_mse": metrics.mean_with_ci(
-                [r["models"][who].get("reconstruction_mse", float("nan")) for r in rows], seed=seed
+                [r["models"][who].get("reconstruction_mse", float("nan")) for r in rows],
+                seed=seed,
+                groups=[r.get("cluster", r["id"]) for r in rows],
             ),
+            "clusters": len({r.get("cluster", r["id"]) for r in rows}),
             "image_level": {},
             "pixel_level": {},
         }
@@ -236,7 +242,8 @@ def table(summary: dict[str, Any]) -> str:
         for name, pearson, spearman in metrics.correlations(m):
             lines.append(f"{name:<44}{fmt(pearson):>22}{fmt(spearman):>22}")
         lines.append(
-            f"{m['label']}: {m['n_pairs']} (image, word) pairs, mean change "
+            f"{m['label']}: {m['n_pairs']} (caption, word) pairs of {m.get('clusters', '?')} "
+            f"images, mean change "
             f"{fmt(m['mean_change'])} (squared difference per input value, summed over channels);"
             f" reconstruction error {metrics.format_metric(m['reconstruction_mse'], 2, 'g')} per"
             " input value"
@@ -244,6 +251,6 @@ def table(summary: dict[str, Any]) -> str:
     lines.append(
         "image level: across (image, word) pairs, the word's CMI (nats) or mean attention against"
         " the mean change; pixel level: per pair, map against change map, then the mean. "
-        "Intervals resample images."
+        "Intervals resample images (all the captions and words of an image together)."
     )
     return "\n".join(lines)

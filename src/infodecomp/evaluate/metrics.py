@@ -152,12 +152,29 @@ def ranking_credit(scores: Sequence[float], true_index: int) -> float:
     return 1.0 / int(np.count_nonzero(arr == top))
 
 
-def accuracy(credits: ArrayLike, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """Mean credit (see :func:`ranking_credit`) over items, with a bootstrap 95% interval."""
+def strict_credit(scores: Sequence[float], true_index: int) -> float:
+    """ARO's and Kong et al.'s credit: 1.0 only if the true score is strictly the highest.
+
+    Their ``argmax`` over the captions, listed with the true one last (ARO's VG sets; Kong et al.
+    reverse the order sets too), gives a tie to a false caption: a tie is a failure.
+    """
+    arr = _vector(scores, "scores")
+    if np.isnan(arr).any():
+        raise ValueError("scores contain NaN")
+    if not 0 <= true_index < arr.size:
+        raise IndexError(f"true_index {true_index} out of range for {arr.size} scores")
+    return float(arr[true_index] > np.delete(arr, true_index).max())
+
+
+def accuracy(
+    credits: ArrayLike, seed: int = 0, n_boot: int = 2000, groups: ArrayLike | None = None
+) -> dict[str, Any]:
+    """Mean credit (see :func:`ranking_credit`) over items, with a bootstrap 95% interval
+    (resampling whole ``groups``, e.g. the items of one image, when given)."""
     arr = _vector(credits, "credits")
     if np.isnan(arr).any():
         raise ValueError("credits contain NaN")
-    return mean_with_ci(arr, seed=seed, n_boot=n_boot)
+    return mean_with_ci(arr, seed=seed, n_boot=n_boot, groups=groups)
 
 
 def macro_accuracy(
@@ -165,13 +182,14 @@ def macro_accuracy(
     types: Sequence[Hashable],
     seed: int = 0,
     n_boot: int = 2000,
+    groups: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Mean over types of the per-type accuracy, as ARO reports VG-Relation and VG-Attribution.
 
     The bootstrap is stratified: each replicate resamples the items of every type within that
-    type, so every replicate has every type. ``n`` counts items; the result also has
-    ``"per_type": {str(type): accuracy dict}`` (each with its own bootstrap from ``seed``), keyed
-    in sorted order.
+    type (whole ``groups`` of it, e.g. the items of one image, when given), so every replicate
+    has every type. ``n`` counts items; the result also has ``"per_type": {str(type): accuracy
+    dict}`` (each with its own bootstrap from ``seed``), keyed in sorted order.
     """
     arr = _vector(credits, "credits")
     if np.isnan(arr).any():
@@ -181,18 +199,22 @@ def macro_accuracy(
         raise ValueError(f"{arr.size} credits but {labels.size} types")
     if arr.size == 0:
         return {**_result(float("nan"), None, 0), "per_type": {}}
+    cluster = _clusters(groups, arr.size)
     names = sorted(set(labels.tolist()))
-    groups = [arr[labels == name] for name in names]
     rng = np.random.default_rng(seed)
-    reps = np.mean(
-        [_replicates(rng, g.size, n_boot, lambda idx, g=g: g[idx].mean(axis=1)) for g in groups],
-        axis=0,
-    )
-    value = float(np.mean([g.mean() for g in groups]))
-    per_type = {
-        name: accuracy(g, seed=seed, n_boot=n_boot) for name, g in zip(names, groups, strict=True)
-    }
-    return {**_result(value, reps, arr.size), "per_type": per_type}
+    reps, per_type, means = [], {}, []
+    for name in names:
+        here = labels == name
+        values = arr[here]
+        _, own = np.unique(cluster[here], return_inverse=True)
+        sums, counts = np.bincount(own, weights=values), np.bincount(own).astype(np.float64)
+        idx = _cluster_draws(rng, len(sums), n_boot)
+        reps.append(sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
+        means.append(values.mean())
+        per_type[name] = accuracy(
+            values, seed=seed, n_boot=n_boot, groups=None if groups is None else cluster[here]
+        )
+    return {**_result(float(np.mean(means)), np.mean(reps, axis=0), arr.size), "per_type": per_type}
 
 
 def winoground_scores(s: ArrayLike, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:

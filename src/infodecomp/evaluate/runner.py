@@ -47,9 +47,10 @@ from .items import BadItemError
 # the item's file, never into its row.
 PICTURES = "_pictures"
 
-# Settings that may differ between runs into one folder: a larger limit (more items), how they
+# Settings that may differ between runs into one folder: a larger limit or sample (more items; a
+# sample's items are chosen by id, so a larger one keeps a smaller one's), how they
 # are batched (rows agree to float rounding), and package versions (each row records its own).
-RESUMABLE_KEYS = ("limit", "batch_size", "versions")
+RESUMABLE_KEYS = ("limit", "sample", "batch_size", "versions")
 # The item fields that hold files (by the items' schemas: images, masks, recorded noise): a
 # fingerprint reads these by content; every other string is text, never probed as a path.
 FILE_FIELDS = ("image", "masks", "noise")
@@ -308,7 +309,8 @@ def _measure_all(
             cluster = getattr(item, "cluster", None) or item.id  # what the bootstrap resamples
             row = {"index": index, "id": item.id, "source": item.source, "cluster": cluster}
             row |= {"fingerprint": fingerprint(item), **result}
-            row["settings"] = {k: v for k, v in settings.items() if k != "limit"}  # not the row's
+            # Not the row's: how many items the run takes.
+            row["settings"] = {k: v for k, v in settings.items() if k not in ("limit", "sample")}
             append(json.dumps(_plain(row), allow_nan=False))
             bar.update(1)
             now = time.monotonic()

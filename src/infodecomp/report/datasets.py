@@ -536,9 +536,11 @@ def _compositional_summary(summary: dict[str, Any]) -> str:
         return "<p>No items measured yet.</p>"
     labels, chance = summary["labels"], summary["chance"]
     heads = [("all items", "accuracy", None)]
-    if "per_type" in chance:
+    per_type = chance.get("per_type", {})
+    shown = summary.get("types_shown", list(per_type))
+    if per_type:
         heads.append(("macro over types", "macro_accuracy", None))
-        heads += [(f"{t} (n={m['n']})", "per_type", t) for t, m in chance["per_type"].items()]
+        heads += [(f"{t} (n={per_type[t]['n']})", "per_type", t) for t in shown]
     lines = [("chance", chance)]
     for key, col in cols.items():
         who, name = key.split("/")
@@ -575,13 +577,23 @@ def _compositional_summary(summary: dict[str, Any]) -> str:
                 f"{_metric(groups['image'], True)}, group {_metric(groups['group'], True)} "
                 f"({groups['text']['n']} groups)"
             )
+    if len(shown) < len(per_type):
+        notes.append(
+            f"the {len(shown) // 2} best and worst of {len(per_type)} types shown; all in "
+            "summary.json"
+        )
+    for flag, count in sorted(summary.get("flags", {}).items()):
+        what = summary.get("flag_texts", {}).get(flag, flag)
+        notes.append(f"flagged: {count} items: {html.escape(what)}")
     listed = "".join(f"<li>{n}</li>" for n in notes)
+    cluster = summary.get("cluster", {"unit": "item", "n": summary.get("n_items", 0)})
     return (
         f"<table class=summary><tr><th>score: accuracy (true caption ranked first)</th>{head}"
         f"</tr>{body}</table><ul>{listed}</ul><p class=note>* the ranking score chosen with "
         "--estimator. standard: log p(x|caption) - log p(x), the score to rank captions with; "
         "orthogonal: the paper's protocol, which grows with how much a caption changes the "
-        "denoiser. Intervals: 95% bootstrap over items.</p>"
+        f"denoiser. Intervals: 95% bootstrap resampling {cluster['n']} {cluster['unit']}s. "
+        f"Protocol {html.escape(summary.get('protocol_note', ''))}</p>"
     )
 
 
