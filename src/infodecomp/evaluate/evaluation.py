@@ -108,7 +108,16 @@ def evaluate(
         raise ValueError("generated applies to interventions on the world's data")
     n_world = limit or max(sample or 0, WORLD_ITEMS[task])
     items, bad, data_settings = _items(
-        task, data, split, data_format, image_root, coco_captions, n_world, skip_bad, generated
+        task,
+        data,
+        split,
+        data_format,
+        image_root,
+        coco_captions,
+        n_world,
+        skip_bad,
+        generated,
+        protocol=protocol,
     )
     if limit:
         items = items[:limit]
