@@ -426,7 +426,8 @@ def test_load_item_image_and_masks_checks_sizes(folder: Path) -> None:
         ],
     )
     (good, wide), _ = read_localization(path)
-    image, masks = load_item_image_and_masks(good, 4)
+    image, masks, flags = load_item_image_and_masks(good, 4)
+    assert flags == {}
     assert image.shape == (3, 4, 4) and masks["dog"].shape == (4, 4)
     assert masks["dog"].dtype == torch.bool
     with pytest.raises(BadItemError, match=rf"^{path}:2: mask of 'dog' is 8x9, image is 8x8$"):

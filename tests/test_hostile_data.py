@@ -243,17 +243,27 @@ def test_coco_mask_that_cannot_be_decoded_is_a_value_error() -> None:
 # --------------------------------------------------------------------------------------- masks
 
 
-@pytest.mark.parametrize("where", ["nowhere", "in the cropped margin"])
-def test_empty_localization_mask_is_a_bad_item(tmp_path: Path, where: str) -> None:
-    """A word with no region has IoU 0 but no average precision: refused, not half counted."""
+@pytest.mark.parametrize(
+    ("where", "flag"),
+    [
+        ("nowhere", "mask empty in the annotation (no pixel inside)"),
+        ("in the cropped margin", "mask empty after the centre crop (kept 0 of 32 pixels)"),
+    ],
+)
+def test_empty_localization_mask_is_flagged(tmp_path: Path, where: str, flag: str) -> None:
+    """A word with no region has IoU 0 but no average precision: flagged (and left unscored),
+    not half counted, and not fatal to the item."""
     Image.new("RGB", (24, 16)).save(tmp_path / "wide.png")  # load_image crops 4 columns a side
     mask = np.zeros((16, 24), np.uint8)
     if where != "nowhere":
         mask[:, :2] = 255
     Image.fromarray(mask).save(tmp_path / "m.png")
     item = LocalizationItem("i", tmp_path / "wide.png", "a dog", {"dog": tmp_path / "m.png"}, "d:3")
-    with pytest.raises(BadItemError, match=r"^d:3: mask of 'dog' is empty in the model's 16x16"):
-        load_item_image_and_masks(item, 16)
+    _, masks, flags = load_item_image_and_masks(item, 16)
+    assert flags == {"dog": flag} and not masks["dog"].any()
+    if where != "nowhere":  # squashed, nothing is cut off
+        _, masks, flags = load_item_image_and_masks(item, 16, fit="squash")
+        assert flags == {} and masks["dog"][:, :1].all()
 
 
 def test_load_mask_refuses_nan() -> None:

@@ -10,20 +10,35 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+# How an image is brought to a square: "crop" (the shorter side resized to the size, then the
+# centre cropped; the default) or "squash" (resized to size x size whatever its aspect ratio, as
+# Kong et al. prepare COCO for their localization and intervention experiments).
+FITS = ("crop", "squash")
 
-def load_image(image: Any, size: int) -> torch.Tensor:
+
+def load_image(image: Any, size: int, fit: str = "crop") -> torch.Tensor:
     """:func:`prepare_image`'s pixels alone."""
-    return prepare_image(image, size)[0]
+    return prepare_image(image, size, fit)[0]
 
 
-def prepare_image(image: Any, size: int) -> tuple[torch.Tensor, str | None]:
+def check_fit(fit: str) -> str:
+    """``fit`` if it is one of :data:`FITS`, else ``ValueError``."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; choose one of {FITS}")
+    return fit
+
+
+def prepare_image(image: Any, size: int, fit: str = "crop") -> tuple[torch.Tensor, str | None]:
     """An RGB image as a tensor ``(3, size, size)`` in [-1, 1].
 
     ``image`` is a path, a PIL image, a lazy image (an object whose ``open()`` gives a PIL
     image and raises ``ValueError`` with one line when it cannot, as an image stored in a
     parquet file: ``evaluate.released.ParquetImage``), or a float tensor ``(3, H, W)`` already
-    in [-1, 1]. The
-    shorter side is resized to ``size`` (bicubic) and the centre cropped. A tensor is never
+    in [-1, 1]. With ``fit="crop"`` (the default) the shorter side is resized to ``size``
+    (bicubic) and the centre cropped; with ``fit="squash"`` the image is resized to
+    ``size x size`` whatever its aspect ratio (bilinear with antialiasing, as PIL's
+    ``resize(..., BILINEAR)`` of the paper's preprocessing), so nothing is cut off. A tensor is
+    never
     clamped: values a little outside [-1, 1] (up to +-2, e.g. pixel noise) are kept as they are;
     integer, non-finite or far out-of-range tensors are refused. Raises ``ValueError`` with one
     line for a file that is missing or not an image, or a tensor that is not an image.
@@ -33,6 +48,7 @@ def prepare_image(image: Any, size: int) -> tuple[torch.Tensor, str | None]:
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"image size must be a positive integer, got {size!r}")
+    check_fit(fit)
     is_tensor = isinstance(image, torch.Tensor)
     if is_tensor:
         pixels = _check_tensor(image)
@@ -47,6 +63,14 @@ def prepare_image(image: Any, size: int) -> tuple[torch.Tensor, str | None]:
             )
         pixels = torch.from_numpy(_rgb(image)).permute(2, 0, 1)
     _, h, w = pixels.shape
+    if fit == "squash":
+        if (h, w) != (size, size):
+            square = (size, size)
+            pixels = F.interpolate(
+                pixels[None], size=square, mode="bilinear", align_corners=False, antialias=True
+            )[0]
+        note = None if (h, w) == (size, size) else f"squashed {w}x{h} to {size}x{size}"
+        return (pixels if is_tensor else pixels.clamp(-1, 1)), note
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
     if (new_h, new_w) != (h, w):

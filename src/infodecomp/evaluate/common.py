@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from ..explanation import Explanation, explain
+from ..images import check_fit
 from ..loading import load_model
 from ..results import Estimate
 from ..sampling import Sampling
@@ -43,15 +41,11 @@ class EvalModel:
     def input(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """The model's input for an image, ``(1, *data_shape)``: the image as given for the exact
         model (float64, never clamped), VAE latents or pixels for a diffusers model. ``fit``:
-        ``"crop"`` (shorter side to the model's size, centre crop) or ``"squash"`` (resized to
-        the square, the aspect ratio lost: the paper's preprocessing)."""
-        if fit == "squash" and isinstance(image, (str, Path, Image.Image)):
-            opened = image if isinstance(image, Image.Image) else Image.open(image)
-            with nullcontext(opened) if opened is image else opened as im:
-                image = im.convert("RGB").resize(
-                    (self.image_size, self.image_size), Image.Resampling.BICUBIC
-                )
-        return self.denoiser.encode_image(image)
+        how an image of another size is brought to the model's (``"crop"`` or ``"squash"``, see
+        :func:`~infodecomp.images.prepare_image`)."""
+        if fit == "crop":  # every denoiser's default
+            return self.denoiser.encode_image(image)
+        return self.denoiser.encode_image(image, fit=check_fit(fit))
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "model_label": self.label, "model_revision": self.revision}

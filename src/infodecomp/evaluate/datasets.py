@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,15 +34,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ..images import is_lazy_image, load_image
+from ..images import check_fit, is_lazy_image, load_image
 from ..words import occurrences, split_words
-from .items import BadItemError, CompositionalItem, InterventionItem, LocalizationItem
+from .items import (
+    PROTOCOLS,
+    BadItemError,
+    CompositionalItem,
+    InterventionItem,
+    LocalizationItem,
+)
 
 Bad = list[tuple[str, str]]
 T = TypeVar("T")
 
-# Extra words for COCO category names, found in captions (short on purpose; extend it through
-# ``read_coco(synonyms=...)``). Regular plurals ("dogs", "buses") need no entry.
+# Extra words for COCO category names, found in captions by our protocol (short on purpose;
+# extend it through ``read_coco(synonyms=...)``). Plurals need no entry: regular ones ("dogs",
+# "buses") are matched as such, irregular ones ("mice", "geese") come from ``inflect``.
 COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
     "person": (
         "man",
@@ -792,6 +800,36 @@ def _missing_image(image_id: Any, instances_json: str | Path) -> Callable[[], li
     return make
 
 
+def _coco_image(info: dict[str, Any], root: Path, instances_json: str | Path) -> Path:
+    """The file of image entry ``info`` (which must exist), its entry checked."""
+    for key in ("file_name", "height", "width", "id"):
+        if key not in info:
+            raise InvalidLine(f"its image entry has no {key!r}")
+    image = _existing(root, str(info["file_name"]), "image")
+    try:
+        height, width = _integer(info, "height"), _integer(info, "width")
+    except InvalidLine as err:
+        raise InvalidLine(f"image {info['id']} of {instances_json}: {err}") from None
+    if height < 1 or width < 1:
+        raise InvalidLine(f"image {info['id']} of {instances_json} is {height}x{width}")
+    return image
+
+
+def _category_mask(
+    instances: list[dict[str, Any]], info: dict[str, Any], instances_json: str | Path
+) -> CocoMask:
+    """The union of a category's instances in image ``info`` (checked by ``_coco_image``)."""
+    height, width = info["height"], info["width"]
+    parts = []
+    for instance in instances:
+        try:
+            parts.append(_segmentation(instance, height, width))
+        except InvalidLine as err:
+            where = f"instance {instance.get('id')} of {instances_json}"
+            raise InvalidLine(f"{where}: {err}") from None
+    return CocoMask(height, width, tuple(parts))
+
+
 def _coco_item(
     ann: dict[str, Any],
     source: str,
@@ -801,39 +839,141 @@ def _coco_item(
     root: Path,
     instances_json: str | Path,
 ) -> Callable[[], list[LocalizationItem]]:
-    """A maker of the item (if any) of one caption annotation ``ann`` of image ``info``."""
+    """A maker of our item (if any) of one caption annotation ``ann`` of image ``info``."""
 
     def make() -> list[LocalizationItem]:
         caption = _string(ann, "caption") or ""
         found = _find_categories(caption, phrases)
         if not found:
             return []
-        for key in ("file_name", "height", "width", "id"):
-            if key not in info:
-                raise InvalidLine(f"its image entry has no {key!r}")
+        image = _coco_image(info, root, instances_json)
         if "id" not in ann:
             raise InvalidLine("caption annotation has no 'id'")
-        image = _existing(root, str(info["file_name"]), "image")
-        try:
-            height, width = _integer(info, "height"), _integer(info, "width")
-        except InvalidLine as err:
-            raise InvalidLine(f"image {info['id']} of {instances_json}: {err}") from None
-        if height < 1 or width < 1:
-            raise InvalidLine(f"image {info['id']} of {instances_json} is {height}x{width}")
         masks: dict[str, Any] = {}
         for category, (_, text) in sorted(found.items(), key=lambda kv: kv[1][0]):
-            parts = []
-            for instance in by_category[category]:
-                try:
-                    parts.append(_segmentation(instance, height, width))
-                except InvalidLine as err:
-                    where = f"instance {instance.get('id')} of {instances_json}"
-                    raise InvalidLine(f"{where}: {err}") from None
-            masks[text] = CocoMask(height, width, tuple(parts))
+            masks[text] = _category_mask(by_category[category], info, instances_json)
         item_id = f"{info['id']}/{ann['id']}"
-        return [LocalizationItem(item_id, image, caption, masks, source)]
+        return [LocalizationItem(item_id, image, caption, masks, source, str(info["id"]))]
 
     return make
+
+
+def _inflect_plural(engine: Any, text: str) -> str | None:
+    """inflect's plural of ``text`` when it is a plural of it: ``None`` when inflect gives the
+    word itself ("sheep") or takes it for a plural already and singularises it ("skis")."""
+    plural = engine.plural(text)
+    if not plural or plural == text or engine.plural(plural) == text:
+        return None
+    return plural
+
+
+def _whole_word(text: str, caption: str) -> bool:
+    """Whether ``text`` occurs in ``caption`` as the paper searches it:
+    ``re.search(r"\b" + re.escape(text) + r"\b", caption)`` (case-sensitive)."""
+    return re.search(r"\b" + re.escape(text) + r"\b", caption) is not None
+
+
+def _paper_word(name: str, plural: str, caption: str) -> str | None:
+    """The paper's word for category ``name`` in ``caption``: the plural if it occurs as a
+    whole word, else the name if it does, else ``None``."""
+    if _whole_word(plural, caption):
+        return plural
+    return name if _whole_word(name, caption) else None
+
+
+def _paper_item(
+    instances: Any,
+    info: dict[str, Any],
+    category: int,
+    word: str,
+    caption: str,
+    source: str,
+    root: Path,
+    instances_json: str | Path,
+) -> Callable[[], list[LocalizationItem]]:
+    """A maker of the paper's item of ``category`` in image ``info``, named by ``word`` in
+    ``caption``: its mask the union of all the category's instances, crowd ones included."""
+
+    def make() -> list[LocalizationItem]:
+        image_id = info.get("id")
+        image = _coco_image(info, root, instances_json)
+        try:
+            occurrences(caption, word)
+        except ValueError:
+            raise InvalidLine(
+                f"the paper's word {word!r} is in the caption {caption!r} but not as a word of "
+                "ours (letters and digits, inner hyphens and apostrophes): its information "
+                "cannot be measured"
+            ) from None
+        parts = instances.loadAnns(
+            instances.getAnnIds(imgIds=[image_id], catIds=[category], iscrowd=None)
+        )
+        mask = _category_mask(parts, info, instances_json)
+        item_id = f"{image_id}/{category}"
+        return [LocalizationItem(item_id, image, caption, {word: mask}, source, str(image_id))]
+
+    return make
+
+
+def _paper_items(
+    instances: Any,
+    captions: Any,
+    root: Path,
+    instances_json: str | Path,
+    captions_json: str | Path,
+    collector: _Collector,
+    limit: int | None,
+) -> None:
+    """COCO-IT as Kong et al. build it (``datasets/coco_it_generator.py``), into ``collector``."""
+    import inflect
+
+    engine = inflect.engine()
+    plurals: dict[int, str] = {}
+    position = {id(ann): k for k, ann in enumerate(captions.dataset.get("annotations", []))}
+    checked: dict[int, bool] = {}
+
+    def caption_of(ann: dict[str, Any]) -> str | None:
+        """The caption's text, or ``None`` (recorded as bad, once) if it has none."""
+        key = id(ann)
+        if key not in checked:
+            before = len(collector.bad)
+            source = f"{captions_json}[{position[key]}]"
+
+            def check() -> list[Any]:
+                _string(ann, "caption")
+                return []
+
+            collector.take(source, check)
+            checked[key] = len(collector.bad) == before
+        return ann["caption"] if checked[key] else None
+
+    for image_id in instances.getImgIds():  # the instances file's order, as the paper's
+        info = instances.imgs[image_id]
+        anns = captions.imgToAnns.get(image_id, [])  # the captions file's order
+        done: set[int] = set()
+        for instance in instances.imgToAnns.get(image_id, []):
+            if limit is not None and len(collector.items) >= limit:
+                return
+            category = instance["category_id"]
+            if category in done or category not in instances.cats:
+                continue
+            name = instances.cats[category].get("name")
+            if not isinstance(name, str) or not name.strip():
+                continue  # no name to find in a caption
+            if category not in plurals:
+                plurals[category] = engine.plural(name)
+            for ann in anns:
+                caption = caption_of(ann)
+                word = None if caption is None else _paper_word(name, plurals[category], caption)
+                if word is None:
+                    continue
+                done.add(category)
+                source = f"{captions_json}[{position[id(ann)]}]"
+                make = _paper_item(
+                    instances, info, category, word, caption, source, root, instances_json
+                )
+                collector.take(source, make)
+                break
 
 
 def read_coco(
@@ -843,27 +983,49 @@ def read_coco(
     synonyms: dict[str, list[str]] | None = None,
     skip_bad: bool = False,
     limit: int | None = None,
+    protocol: str = "ours",
 ) -> tuple[list[LocalizationItem], Bad]:
     """Localization items from COCO instances and captions files (read with pycocotools).
 
-    For each image (by id) and each of its captions (by id), an item whose masks hold, for each
-    category annotated in the image whose name or synonym occurs in the caption as whole words
-    (case-insensitive; the last word may be plural, "dogs" for "dog", or possessive), the union
-    of that category's instance masks, keyed by the words as written in the caption (its first
-    mention). Synonyms are ``COCO_SYNONYMS`` extended by ``synonyms``
+    ``protocol="ours"`` (the default): for each image (by id) and each of its captions (by id),
+    an item whose masks hold, for each category annotated in the image whose name or synonym
+    occurs in the caption as whole words (case-insensitive; the last word may be plural, "dogs"
+    for "dog", or possessive; irregular plurals, "mice", "geese", come from ``inflect``), the
+    union of that category's instance masks, keyed by the words as written in the caption (its
+    first mention). Synonyms are ``COCO_SYNONYMS`` extended by ``synonyms``
     (``{category name: [words]}``). Captions that mention no annotated category give no item.
-    Masks are ``CocoMask``, built only when loaded.
-
     Ids are ``"{image_id}/{caption_id}"``; sources ``"{captions_json}[{k}]"``, ``k`` the
-    caption's index in the file's ``"annotations"`` array. Images are
-    ``image_root / file_name``. ``limit`` stops after that many items. Returns
-    ``(items, bad)``; see the module docstring for errors and ``skip_bad``.
+    caption's index in the file's ``"annotations"`` array.
+
+    ``protocol="paper"``: COCO-IT as Kong et al. build it. For each image (in the instances
+    file's order) and each category annotated in it (in the order of its instance annotations),
+    one item: the first of the image's captions (in the captions file's order) holding the
+    category's name or its plural (``inflect``'s ``engine().plural``) as a whole word, as the
+    paper's regular expression ``\bname\b`` finds it (case-sensitive; no synonyms); the
+    word is the plural if it occurs, else the name; the mask is the union of all the category's
+    instances (crowd ones included). A category no caption names gives no item. Ids are
+    ``"{image_id}/{category_id}"``; the source is the caption's. An item whose word the regular
+    expression finds but our word splitting does not ("dog" in "dog's") is a bad item.
+    ``synonyms`` are refused with it.
+
+    Both: items of one image share their ``cluster``, ``str(image_id)``. Masks are
+    ``CocoMask``, built only when loaded. Images are ``image_root / file_name``. ``limit``
+    stops after that many items. Returns ``(items, bad)``; see the module docstring for errors
+    and ``skip_bad``.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be at least 0, got {limit}")
+    if protocol == "paper" and synonyms:
+        raise ValueError("the paper's protocol takes no synonyms (COCO-IT has none)")
     instances = _load_coco(Path(instances_json))
     captions = _load_coco(Path(captions_json))
     root = Path(image_root)
+    collector = _Collector(skip_bad)
+    if protocol == "paper":
+        _paper_items(instances, captions, root, instances_json, captions_json, collector, limit)
+        return collector.items, collector.bad
 
     names = {category["name"]: category["id"] for category in instances.cats.values()}
     unknown = sorted(set(synonyms or {}) - set(names))
@@ -872,17 +1034,22 @@ def read_coco(
     for name, words in (synonyms or {}).items():
         if isinstance(words, str) or not all(isinstance(word, str) for word in words):
             raise ValueError(f"synonyms of {name!r} must be a list of words, got {words!r}")
+    import inflect
+
+    engine = inflect.engine()
     phrases: list[tuple[tuple[str, ...], int]] = []
     for name, category in names.items():
         extra = [*COCO_SYNONYMS.get(name, ()), *(synonyms or {}).get(name, [])]
-        for text in dict.fromkeys([name, *extra]):
+        texts = [name, *extra]
+        texts += [p for text in texts if (p := _inflect_plural(engine, text)) is not None]
+        for text in dict.fromkeys(texts):
             words = tuple(word.text.lower() for word in split_words(text))
             if words:
                 phrases.append((words, category))
+    phrases = list(dict.fromkeys(phrases))
     phrases.sort(key=lambda phrase: (-len(phrase[0]), phrase[1], phrase[0]))
 
     position = {id(ann): k for k, ann in enumerate(captions.dataset.get("annotations", []))}
-    collector = _Collector(skip_bad)
     for image_id in sorted(captions.imgToAnns, key=_id_order):
         if limit is not None and len(collector.items) >= limit:
             break
@@ -902,6 +1069,29 @@ def read_coco(
                 make = _coco_item(ann, source, info, present, by_category, root, instances_json)
             collector.take(source, make)
     return collector.items, collector.bad
+
+
+def read_coco_interventions(
+    instances_json: str | Path,
+    captions_json: str | Path,
+    image_root: str | Path,
+    synonyms: dict[str, list[str]] | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    protocol: str = "ours",
+) -> tuple[list[InterventionItem], Bad]:
+    """Prompt-intervention items from COCO: one per item of :func:`read_coco` (same arguments,
+    ids, sources and clusters), its ``words`` the category words found in the caption (one
+    under the paper's protocol). Returns ``(items, bad)``."""
+    items, bad = read_coco(
+        instances_json, captions_json, image_root, synonyms, skip_bad, limit, protocol
+    )
+    return [
+        InterventionItem(
+            item.id, item.image, item.caption, tuple(item.masks), item.source, cluster=item.cluster
+        )
+        for item in items
+    ], bad
 
 
 # ---------------------------------------------------------------------------------------- masks
@@ -958,15 +1148,8 @@ def _mask_size_hw(mask: Any) -> tuple[int, int]:
     raise ValueError(f"expected a mask path, array, tensor or CocoMask, got {type(mask).__name__}")
 
 
-def load_mask(mask: Any, size: int) -> torch.Tensor:
-    """A mask as a bool tensor ``(size, size)``, aligned with ``images.load_image(image, size)``.
-
-    ``mask`` is a path (any image; non-zero inside, 16-bit and palette PNGs included), a PIL
-    image, an array or tensor ``(H, W)`` (non-zero inside) or a ``CocoMask``. It is transformed
-    as ``load_image`` transforms its image, shorter side to ``size`` then the centre crop, with
-    nearest-neighbour resampling. Raises ``ValueError`` for a mask that is unreadable, not 2-D
-    or holds NaN.
-    """
+def _mask_array(mask: Any) -> np.ndarray:
+    """A mask of any accepted kind as a bool array ``(H, W)``; ``ValueError`` saying why not."""
     if isinstance(mask, (str, Path)):
         array = _open_mask(mask)
     elif isinstance(mask, Image.Image):
@@ -991,14 +1174,84 @@ def load_mask(mask: Any, size: int) -> torch.Tensor:
     h, w = array.shape
     if h == 0 or w == 0:
         raise ValueError(f"a mask must not be empty, got shape {(h, w)}")
+    return array
+
+
+@dataclass(frozen=True)
+class MaskView:
+    """A mask as the model sees its image, and what fitting it did to the mask.
+
+    Attributes:
+        mask: bool ``(size, size)``, aligned with ``images.load_image(image, size, fit)``.
+        original: pixels inside the mask as given.
+        resized: pixels inside after resizing, before the centre crop (``fit="crop"``).
+        kept: pixels inside in ``mask`` (``resized - kept`` were cut off by the crop).
+    """
+
+    mask: torch.Tensor
+    original: int
+    resized: int
+    kept: int
+
+
+def mask_view(mask: Any, size: int, fit: str = "crop") -> MaskView:
+    """:func:`load_mask` with the pixel counts that say what the resize and crop did to it."""
+    check_fit(fit)
+    array = _mask_array(mask)
+    h, w = array.shape
     pixels = torch.from_numpy(np.ascontiguousarray(array)).float()
-    # The same sizes and crop as images.load_image.
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    if fit == "squash":
+        new_h = new_w = size
+    else:  # the same sizes and crop as images.load_image
+        scale = size / min(h, w)
+        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
     if (new_h, new_w) != (h, w):
         pixels = F.interpolate(pixels[None, None], size=(new_h, new_w), mode="nearest-exact")[0, 0]
+    resized = pixels > 0.5
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return pixels[top : top + size, left : left + size] > 0.5
+    view = resized[top : top + size, left : left + size]
+    return MaskView(view, int(array.sum()), int(resized.sum()), int(view.sum()))
+
+
+def load_mask(mask: Any, size: int, fit: str = "crop") -> torch.Tensor:
+    """A mask as a bool tensor ``(size, size)``, aligned with
+    ``images.load_image(image, size, fit)``.
+
+    ``mask`` is a path (any image; non-zero inside, 16-bit and palette PNGs included), a PIL
+    image, an array or tensor ``(H, W)`` (non-zero inside) or a ``CocoMask``. It is transformed
+    as ``load_image`` transforms its image, with nearest-neighbour resampling: shorter side to
+    ``size`` then the centre crop (``fit="crop"``), or resized to ``size x size``
+    (``fit="squash"``, PIL's ``NEAREST`` as the paper resizes its masks). Raises ``ValueError``
+    for a mask that is unreadable, not 2-D or holds NaN.
+    """
+    return mask_view(mask, size, fit).mask
+
+
+# Why a word's mask is flagged (the text before " (" of a flag): words with the first three are
+# not scored; the fourth are scored, flagged.
+FLAG_EMPTY = "mask empty in the annotation"
+FLAG_RESIZED_AWAY = "mask empty after resizing"
+FLAG_CROPPED_AWAY = "mask empty after the centre crop"
+FLAG_MOSTLY_CROPPED = "mask mostly cut off by the centre crop"
+UNSCORED_FLAGS = (FLAG_EMPTY, FLAG_RESIZED_AWAY, FLAG_CROPPED_AWAY)
+
+
+def flag_reason(flag: str) -> str:
+    """A flag's reason without its numbers: the text before ``" ("``."""
+    return flag.split(" (", 1)[0]
+
+
+def _mask_flag(view: MaskView, size: int) -> str | None:
+    """One line saying what is wrong with a mask as the model sees it, or ``None``."""
+    if view.original == 0:
+        return f"{FLAG_EMPTY} (no pixel inside)"
+    if view.resized == 0:
+        return f"{FLAG_RESIZED_AWAY} (its {view.original} pixels vanish at {size}x{size})"
+    if view.kept == 0:
+        return f"{FLAG_CROPPED_AWAY} (kept 0 of {view.resized} pixels)"
+    if 2 * view.kept < view.resized:
+        return f"{FLAG_MOSTLY_CROPPED} (kept {view.kept} of {view.resized} pixels)"
+    return None
 
 
 def check_mask_size(
@@ -1033,36 +1286,42 @@ def _image_size_hw(image: Any) -> tuple[int, int]:
 
 
 def load_item_image_and_masks(
-    item: LocalizationItem, size: int
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The item's image ``(3, size, size)`` in [-1, 1] (``images.load_image``) and its masks
-    ``{word: bool (size, size)}`` (``load_mask``), aligned.
+    item: LocalizationItem, size: int, fit: str = "crop"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, str]]:
+    """The item's image ``(3, size, size)`` in [-1, 1] (``images.load_image``), its masks
+    ``{word: bool (size, size)}`` (``load_mask``), aligned, both fitted by ``fit``
+    (``"crop"`` or ``"squash"``), and ``{word: flag}`` for the masks that are flagged.
 
-    Raises ``BadItemError`` naming the item's source if a file cannot be read, a mask's size
-    is not the image's, or a mask is empty where the model sees the image (all zero, or inside
-    only in the margin the centre crop cuts off): a word with no region cannot be localized,
-    and its IoU (0) and average precision (undefined) would disagree about it.
+    A flag is one line whose text before ``" ("`` is one of :data:`UNSCORED_FLAGS` (the mask is
+    empty where the model sees the image: all zero, lost in the resize, or inside only in the
+    margin the centre crop cuts off; such a word has no region and is not scored: its IoU (0)
+    and average precision (undefined) would disagree about it) or :data:`FLAG_MOSTLY_CROPPED`
+    (the centre crop cut off more than half of it: scored, flagged). Under ``fit="squash"``
+    nothing is cut off.
+
+    Raises ``BadItemError`` naming the item's source if a file cannot be read or a mask's size
+    is not the image's.
     """
     source = item.source or item.id
     try:
+        check_fit(fit)
         image_hw = _image_size_hw(item.image)
     except ValueError as err:
         raise BadItemError(f"{source}: {err}") from None
     for word, mask in item.masks.items():
         check_mask_size(mask, image_hw, source=source, word=word)
     try:
-        image = load_image(item.image, size)
+        image = load_image(item.image, size, fit)
     except ValueError as err:
         raise BadItemError(f"{source}: {err}") from None
-    masks = {}
+    masks, flags = {}, {}
     for word, mask in item.masks.items():
         try:
-            masks[word] = load_mask(mask, size)
+            view = mask_view(mask, size, fit)
         except ValueError as err:
             raise BadItemError(f"{source}: mask of {word!r}: {err}") from None
-        if not masks[word].any():
-            raise BadItemError(
-                f"{source}: mask of {word!r} is empty in the model's {size}x{size} view of the "
-                "image (all zero, or inside only where the centre crop cuts): nothing to localize"
-            )
-    return image, masks
+        masks[word] = view.mask
+        flag = _mask_flag(view, size)
+        if flag is not None:
+            flags[word] = flag
+    return image, masks, flags

@@ -109,7 +109,16 @@ def evaluate(
         raise ValueError("generated applies to interventions on the world's data")
     n_world = limit or max(sample or 0, WORLD_ITEMS[task])
     items, bad, data_settings = _items(
-        task, data, split, data_format, image_root, coco_captions, n_world, skip_bad, generated
+        task,
+        data,
+        split,
+        data_format,
+        image_root,
+        coco_captions,
+        n_world,
+        skip_bad,
+        generated,
+        protocol=protocol,
     )
     if limit:
         items = items[:limit]
@@ -179,6 +188,7 @@ def _items(
     n: int,
     skip_bad: bool,
     generated: bool = False,
+    protocol: str = "ours",
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
     """The items of ``data`` (``n`` of the world's), the bad lines, and the data's settings
     (paths resolved, so a run resumed from another folder has the same settings)."""
@@ -206,10 +216,11 @@ def _items(
             extra["macro_min_items"] = datasets.ARO_MIN_PAIR_ITEMS
     elif task == "localization" and fmt == "jsonl":
         items, bad = datasets.read_localization(path, image_root, skip_bad=skip_bad)
-    elif task == "localization" and fmt == "coco":
+    elif task in ("localization", "intervention") and fmt == "coco":
         if coco_captions is None or image_root is None:
             raise ValueError("COCO data needs `coco_captions` and `image_root`")
-        items, bad = datasets.read_coco(path, coco_captions, image_root, skip_bad=skip_bad)
+        read = datasets.read_coco if task == "localization" else datasets.read_coco_interventions
+        items, bad = read(path, coco_captions, image_root, skip_bad=skip_bad, protocol=protocol)
     elif task == "intervention" and fmt == "jsonl":
         items, bad = datasets.read_intervention(path, image_root, skip_bad=skip_bad)
     else:

@@ -23,10 +23,12 @@ from typing import Any
 import safetensors
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
 from .. import ddim
 from ..explanation import word_contexts
+from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..sampling import Sampling
 from . import metrics
@@ -75,6 +77,8 @@ def measure_item(
     steps = settings["ddim_steps"]
     along = {"batch_size": sampling.batch_size}
     image, noise, n_eval = item.image, None, 0
+    if settings.get("protocol") == "paper" and isinstance(image, (str, Path, Image.Image)):
+        image = load_image(image, model.image_size, fit="squash")  # as the paper: squashed
     if item.noise is not None:  # a generated image: its starting noise is known
         noise = _noise(item)[None]
         generated = ddim.sample(model.denoiser, noise, [item.caption], steps, **along)

@@ -67,13 +67,14 @@ class WorldModel(GaussianMixture):
             self._cache[cond] = torch.tensor(keep)
         return self._cache[cond]
 
-    def encode_image(self, image: Any) -> torch.Tensor:
+    def encode_image(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """An image (path, PIL image or ``(3, 16, 16)`` tensor in [-1, 1]) as model input
-        ``(1, 3, 16, 16)`` float64; a float64 tensor keeps its precision."""
+        ``(1, 3, 16, 16)`` float64; a float64 tensor keeps its precision. Other sizes are fitted
+        as ``images.load_image(image, 16, fit)`` fits them."""
         if torch.is_tensor(image) and tuple(image.shape) == (3, 16, 16):
             load_image(image, self.image_size)  # the same checks as any image
             return image.detach().to("cpu", torch.float64)[None]
-        return load_image(image, self.image_size).to(torch.float64)[None]
+        return load_image(image, self.image_size, fit).to(torch.float64)[None]
 
     def classify(self, images: torch.Tensor) -> list[Scene]:
         """The most probable scene for each image ``(n, 3, 16, 16)`` (the world's checker)."""

@@ -210,12 +210,13 @@ class DiffusersModel:
 
     # --- images -------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_image(self, image: Any) -> torch.Tensor:
+    def encode_image(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """An image (path, PIL image, or tensor ``(3, H, W)`` in [-1, 1]) as model input
-        ``(1, *data_shape)``: resized and centre-cropped to :attr:`image_size`, then encoded with
-        the VAE's posterior mean, shifted and scaled as the pipeline does (pixel models take it
-        as is)."""
-        pixels = load_image(image, self.image_size).to(self.device)
+        ``(1, *data_shape)``: resized and centre-cropped to :attr:`image_size` (or squashed to it,
+        ``fit="squash"``; see :func:`~infodecomp.images.prepare_image`), then encoded with the
+        VAE's posterior mean, shifted and scaled as the pipeline does (pixel models take it as
+        is)."""
+        pixels = load_image(image, self.image_size, fit).to(self.device)
         if self.vae is None:
             return pixels[None].to(torch.float32)
         with self._vae_upcast() as dtype:
