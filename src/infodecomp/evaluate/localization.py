@@ -15,17 +15,16 @@ thresholded. The methods, as Kong et al. define them:
 * ``exact world model CMI``: on the world's data, the exact model's CMI map (same seed and
   settings).
 
-Thresholds, all reported from one run: the paper's (one global threshold, the best of 50 values
-in [0.1, 0.5] on the evaluated words themselves: optimistic), ours (likewise on the wide grid
-:data:`WIDE_THRESHOLDS`, since the paper's grid caps CMI, whose best threshold sits at its edge)
-and an honest one (each word's threshold chosen on the wide grid on the other of two folds of
-images, fixed by the row's cluster). Every interval resamples images (``row["cluster"]``). The
-run's ``settings["protocol"]`` picks how images are fitted (``"paper"``: squashed, as the paper;
+Thresholds, all reported from one run: the paper's (one global threshold, the best of 50 values in
+[0.1, 0.5] on the evaluated words themselves: optimistic), ours (likewise on the wide grid
+:data:`~.metrics.WIDE_THRESHOLDS`, since the paper's grid caps CMI, whose best threshold sits at its
+edge) and an honest one (each word's threshold chosen on the wide grid on the other of two folds of
+images, fixed by the row's cluster). Every interval resamples images (``row["cluster"]``). The run's
+``settings["protocol"]`` picks how images are fitted (``"paper"``: squashed, as the paper;
 ``"ours"``: centre-cropped, words whose mask the crop cuts off flagged) and the headline column.
-Also the ImageNet-Segmentation
-protocol (Chefer et al.; DAAM and ConceptAttention report it): per-image threshold at the
-normalised map's mean, pixel accuracy, mIoU (background and foreground) and mAP.
-"""
+Also the ImageNet-Segmentation protocol (Chefer et al.; DAAM and ConceptAttention report it): per-
+image threshold at the normalised map's mean, pixel accuracy, mIoU (background and foreground) and
+mAP."""
 
 from __future__ import annotations
 
@@ -46,10 +45,6 @@ from .datasets import UNSCORED_FLAGS, flag_reason
 from .items import LocalizationItem
 from .metrics import ATTN_INFO, CMI, COMBINED, DAAM, EXACT, MI, REPORT_MAPS, WHOLE
 from .runner import PICTURES, Task
-
-# The wide threshold grid of our protocol: the paper's [0.1, 0.5] caps maps whose best threshold
-# lies outside it (CMI's sits at its edge, 0.10).
-WIDE_THRESHOLDS: np.ndarray = np.linspace(0.02, 0.98, 49)
 
 
 def make_task(
@@ -192,7 +187,7 @@ def _scores(heat: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     (``"iou"``, ``"pixel_accuracy"``) and on the wide grid (``"iou_wide"``,
     ``"pixel_accuracy_wide"``), average precision and the ImageNet-Segmentation statistics."""
     out: dict[str, Any] = {}
-    for suffix, thresholds in (("", metrics.PAPER_THRESHOLDS), ("_wide", WIDE_THRESHOLDS)):
+    for suffix, thresholds in (("", metrics.PAPER_THRESHOLDS), ("_wide", metrics.WIDE_THRESHOLDS)):
         out["iou" + suffix] = np.round(metrics.iou_curve(heat, mask, thresholds), 6).tolist()
         out["pixel_accuracy" + suffix] = np.round(
             metrics.pixel_accuracy_curve(heat, mask, thresholds), 6
@@ -262,12 +257,13 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
                 pairs.append((str(r.get("cluster") or r["id"]), scores))
     out: dict[str, Any] = {
         "protocol": protocol,
+        "protocol_note": OURS_CHANGES,
         "fit": "squash" if protocol == "paper" else "crop",
         "cluster": "image",
         "flags": flags,
         "grids": {
             "paper": _grid(metrics.PAPER_THRESHOLDS),
-            "wide": _grid(WIDE_THRESHOLDS),
+            "wide": _grid(metrics.WIDE_THRESHOLDS),
         },
         "methods": {},
     }
@@ -288,7 +284,11 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
                 metrics.PAPER_THRESHOLDS, curves["iou"], curves["pixel_accuracy"], groups, seed
             ),
             "ours": _at_threshold(
-                WIDE_THRESHOLDS, curves["iou_wide"], curves["pixel_accuracy_wide"], groups, seed
+                metrics.WIDE_THRESHOLDS,
+                curves["iou_wide"],
+                curves["pixel_accuracy_wide"],
+                groups,
+                seed,
             ),
             "map": metrics.mean_with_ci(
                 [s[method]["ap"] for _, s in pairs], seed=seed, groups=groups
@@ -299,7 +299,7 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
         }
         if both_folds:  # each image's threshold chosen on the other fold of images
             entry["honest"] = _honest(
-                WIDE_THRESHOLDS,
+                metrics.WIDE_THRESHOLDS,
                 curves["iou_wide"],
                 curves["pixel_accuracy_wide"],
                 groups,

@@ -26,6 +26,9 @@ from numpy.typing import ArrayLike
 
 PAPER_THRESHOLDS: np.ndarray = np.linspace(0.1, 0.5, 50)
 """The 50 thresholds in [0.1, 0.5] of which the paper keeps the best one."""
+WIDE_THRESHOLDS: np.ndarray = np.linspace(0.02, 0.98, 49)
+"""Our protocol's grid: the paper's [0.1, 0.5] caps maps whose best threshold lies outside it
+(CMI's sits at its edge, 0.10)."""
 
 # Bootstrap replicates are drawn in chunks of at most this many indices, to bound memory.
 _CHUNK = 1 << 20

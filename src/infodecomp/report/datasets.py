@@ -679,66 +679,94 @@ def _localization_summary(summary: dict[str, Any]) -> str:
     methods = summary.get("methods", {})
     if not methods:
         return "<p>No items measured yet.</p>"
-    heads = [
-        "mIoU, paper",
-        "threshold",
-        "mIoU, honest",
-        "mAP",
-        "IN-Seg pixel acc.",
-        "IN-Seg mIoU",
-        "IN-Seg mAP",
-    ]
-    body = ""
+    protocol = summary.get("protocol", "ours")
+    headline = "mIoU, paper" if protocol == "paper" else "mIoU, honest"
+    heads = [["mIoU, paper", "mIoU, ours", "mIoU, honest"]]
+    heads.append(["mAP", "IN-Seg pixel acc.", "IN-Seg mIoU", "IN-Seg mAP"])
+
+    def at(e: dict[str, Any] | None, key: str = "threshold") -> str:
+        if not e:
+            return ""
+        values = e[key] if isinstance(e[key], list) else [e[key]]
+        t = "/".join(f"{t:.2f}" for t in values) + ("!" if e.get("at_edge") else "")
+        return f"<br><small>t = {t}</small>"
+
+    bodies = ["", ""]
     for method, e in methods.items():
         seg = e.get("imagenet_segmentation", {})
+        honest = e.get("honest")
+        ours = e.get("ours")
         cells = [
-            _metric(e["paper"]["miou"]),
-            f"{e['paper']['threshold']:.3f}",
-            _metric(e.get("honest", {}).get("miou")),
-            _metric(e.get("map")),
-            _metric(seg.get("pixel_accuracy")),
-            _metric(seg.get("miou")),
-            _metric(seg.get("map")),
+            [
+                _metric(e["paper"]["miou"]) + at(e["paper"]),
+                _metric((ours or {}).get("miou")) + at(ours),
+                _metric((honest or {}).get("miou")) + at(honest, "thresholds"),
+            ],
+            [
+                _metric(e.get("map")),
+                _metric(seg.get("pixel_accuracy")),
+                _metric(seg.get("miou")),
+                _metric(seg.get("map")),
+            ],
         ]
-        body += f"<tr><td>{html.escape(method)}</td>" + "".join(
-            f"<td class=n>{c}</td>" for c in cells
-        )
-        body += "</tr>"
-    head = "".join(f"<th>{h}</th>" for h in heads)
+        for k in range(2):
+            bodies[k] += f"<tr><td>{html.escape(method)}</td>" + "".join(
+                f"<td class=n>{c}</td>" for c in cells[k]
+            )
+            bodies[k] += "</tr>"
+    tables = "".join(
+        "<table class=summary><tr><th>map</th>"
+        + "".join(f"<th>{h}{' *' if h == headline else ''}</th>" for h in head)
+        + f"</tr>{body}</table>"
+        for head, body in zip(heads, bodies, strict=True)
+    )
+    flags = "".join(
+        f"<li>flagged: {f['words']} words: {html.escape(reason)}"
+        f"{'' if f['scored'] else ' (not scored)'}</li>"
+        for reason, f in summary.get("flags", {}).items()
+    )
+    images = summary.get("n_clusters", summary["n_items"])
     return (
-        f"<p>{summary['n_items']} images, {summary.get('n_words', 0)} words; mean over words, "
-        "95% bootstrap interval resampling images.</p>"
-        f"<table class=summary><tr><th>map</th>{head}</tr>{body}</table>"
-        "<p class=note>paper: one threshold (of each map, min-max normalised), the best of 50 in "
-        "[0.1, 0.5] chosen on these items (optimistic); honest: each image's threshold chosen on "
-        "the other half of the images. IN-Seg: the ImageNet-Segmentation protocol (threshold at "
-        "each map's mean).</p>"
+        f"<p>Protocol '{html.escape(protocol)}' (headline *): {summary['n_items']} items of "
+        f"{images} images, {summary.get('n_words', 0)} words scored; mean over words, 95% "
+        "bootstrap interval resampling images.</p>"
+        + tables
+        + (f"<ul>{flags}</ul>" if flags else "")
+        + "<p class=note>paper: one threshold (of each map, min-max normalised), the best of 50 "
+        "in [0.1, 0.5] chosen on these words (optimistic); ours: the best of 49 in [0.02, 0.98], "
+        "chosen likewise; honest: each image's threshold chosen on the wide grid on the other "
+        "half of the images (both shown); t: the threshold, ! at its grid's edge. IN-Seg: the "
+        "ImageNet-Segmentation protocol (threshold at each map's mean). "
+        f"{html.escape(summary.get('protocol_note', ''))}</p>"
     )
 
 
 def _localization_browser(
     summary: dict[str, Any], rows: list[dict[str, Any]], pictures: Callable[[str], Any]
 ) -> Browser:
-    from ..evaluate.metrics import CMI, PAPER_THRESHOLDS, REPORT_MAPS
+    from ..evaluate.metrics import CMI, PAPER_THRESHOLDS, REPORT_MAPS, WIDE_THRESHOLDS
 
     methods = summary.get("methods", {})
     shown = [m for m in REPORT_MAPS if m in methods]
+    # IoU at the headline protocol's threshold: the paper's grid, or ours (rows before the wide
+    # grid existed have the paper's only).
+    ours = summary.get("protocol", "ours") == "ours" and all("ours" in methods[m] for m in shown)
+    grid, key, name = (
+        (WIDE_THRESHOLDS, "iou_wide", "our") if ours else (PAPER_THRESHOLDS, "iou", "the paper's")
+    )
     at = {
-        m: int(np.argmin(np.abs(PAPER_THRESHOLDS - methods[m]["paper"]["threshold"])))
+        m: int(np.argmin(np.abs(grid - methods[m]["ours" if ours else "paper"]["threshold"])))
         for m in shown
     }
     columns = [
         Column("item", "id, caption", "text"),
-        Column("word", "its CMI i(x; word | rest), nats"),
+        Column("word", "its CMI i(x; word | rest), nats; flag if any"),
         Column("image", "ground-truth mask outlined", None),
     ]
-    columns += [
-        Column(f"{m}, IoU", f"at the paper's threshold {PAPER_THRESHOLDS[at[m]]:.3f}")
-        for m in shown
-    ]
+    columns += [Column(f"{m}, IoU", f"at {name} threshold {grid[at[m]]:.3f}") for m in shown]
 
     def iou(scores: dict[str, Any], method: str) -> float | None:
-        return _number(scores[method]["iou"][at[method]]) if method in scores else None
+        return _number(scores[method][key][at[method]]) if method in scores else None
 
     def cells(r: dict[str, Any], word: str, ident: str) -> list[Cell]:
         pics = pictures(r["id"])
@@ -747,10 +775,12 @@ def _localization_browser(
         if pics is not None and f"mask/{word}" in pics:
             outline, defs = ident, _outline_defs(ident, pics[f"mask/{word}"])
         cmi = r.get("cmi", {}).get(word)
+        flag = r["words"][word].get("flag")
         out = [
             _item_cell(r, _mark(r.get("caption", ""), word)),
             (
-                f"<b>{html.escape(word)}</b><br><span class=num>{_entry(cmi)}</span>",
+                f"<b>{html.escape(word)}</b><br><span class=num>{_entry(cmi)}</span>"
+                + (f"<br><small>{html.escape(flag)}</small>" if flag else ""),
                 _number(cmi["value"]) if cmi else None,
             ),
             (defs + _tile(_image(pics, "image"), "", "image", outline, shape), None),
