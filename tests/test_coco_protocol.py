@@ -314,3 +314,18 @@ def test_the_wide_grid_finds_thresholds_below_the_papers() -> None:
     assert e["ours"]["threshold"] == pytest.approx(0.04) and not e["ours"]["at_edge"]
     assert e["ours"]["miou"]["value"] == pytest.approx(9 / 10)
     assert e["honest"]["thresholds"] == [pytest.approx(0.04)] * 2
+
+
+def test_paper_word_inside_one_of_ours_is_measured_as_that_word(coco) -> None:
+    """The paper's regex finds "goose" in "goose's" (an apostrophe ends its word, not ours):
+    the item is kept and the word measured is ours, "goose's"."""
+    instances, captions, root = coco
+    doc = json.loads(captions.read_text())
+    doc["annotations"][3]["caption"] = "a goose's wing on a lake"
+    captions.write_text(json.dumps(doc))
+    paper, bad = read_coco(instances, captions, root, protocol="paper")
+    assert bad == []
+    goose = [item for item in paper if item.id == "2/4"]
+    assert [(g.caption, list(g.masks)) for g in goose] == [
+        ("a goose's wing on a lake", ["goose's"])
+    ]

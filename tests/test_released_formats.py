@@ -426,6 +426,8 @@ def test_detect_format_by_content(tmp_path: Path, winoground, aro_root, karpathy
     assert detect_format(karpathy, "compositional") == "aro-order"
     plain = lines(tmp_path / "c.json", [{"image": "a.png", "captions": ["a", "b"], "true": 0}])
     assert detect_format(plain, "compositional") == "jsonl"  # the name does not decide
+    group = {"id": "g", "images": ["a.png", "b.png"], "captions": ["a", "b"]}  # a 2x2 line
+    assert detect_format(lines(tmp_path / "g.jsonl", [group]), "compositional") == "jsonl"
     coco = tmp_path / "instances.json"
     coco.write_text(json.dumps({"info": {}, "images": [], "annotations": []}))
     assert detect_format(coco, "localization") == "coco"

@@ -275,11 +275,15 @@ def _eval_arguments(commands: Any) -> None:
             "BLIP's Karpathy test JSON), winoground (examples.jsonl) or winoground-parquet (the "
             "hub's copy); default: from the file's content",
             "localization": "jsonl or coco (instances JSON; with --coco-captions)",
-            "intervention": "jsonl",
+            "intervention": "jsonl or coco (instances JSON; with --coco-captions)",
         }[name]
         sub.add_argument("--format", dest="data_format", help=f"data format: {formats}")
-        sub.add_argument("--image-root", help="folder of the data's images (default: its folder)")
-        if name == "localization":
+        sub.add_argument(
+            "--image-root",
+            help="folder the data's image paths are relative to (default: the data file's "
+            "folder, or its images/ folder for ARO and Winoground; COCO: required)",
+        )
+        if name != "compositional":
             sub.add_argument("--coco-captions", help="COCO captions JSON (--format coco)")
         sub.add_argument(
             "--split",

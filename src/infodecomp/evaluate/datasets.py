@@ -897,22 +897,31 @@ def _paper_item(
     def make() -> list[LocalizationItem]:
         image_id = info.get("id")
         image = _coco_image(info, root, instances_json)
-        try:
-            occurrences(caption, word)
-        except ValueError:
-            raise InvalidLine(
-                f"the paper's word {word!r} is in the caption {caption!r} but not as a word of "
-                "ours (letters and digits, inner hyphens and apostrophes): its information "
-                "cannot be measured"
-            ) from None
+        name = _our_word(word, caption)
         parts = instances.loadAnns(
             instances.getAnnIds(imgIds=[image_id], catIds=[category], iscrowd=None)
         )
         mask = _category_mask(parts, info, instances_json)
         item_id = f"{image_id}/{category}"
-        return [LocalizationItem(item_id, image, caption, {word: mask}, source, str(image_id))]
+        return [LocalizationItem(item_id, image, caption, {name: mask}, source, str(image_id))]
 
     return make
+
+
+def _our_word(word: str, caption: str) -> str:
+    """``word`` as a word of ours in ``caption``: itself, or where the paper's regular expression
+    finds it inside one of our words ("dog" in "dog's" or "hot-dog": ours keep inner apostrophes
+    and hyphens), that whole word, whose information is then measured."""
+    try:
+        occurrences(caption, word)
+        return word
+    except ValueError:
+        pass
+    match = re.search(r"\b" + re.escape(word) + r"\b", caption)
+    for token in split_words(caption):
+        if match is not None and token.start <= match.start() < token.end:
+            return token.text
+    raise InvalidLine(f"the paper's word {word!r} is not a word of the caption {caption!r}")
 
 
 def _paper_items(

@@ -532,7 +532,9 @@ def detect_format(path: Path, task: str) -> str:
             except json.JSONDecodeError:
                 record = None
         if isinstance(record, dict):
-            if "images" in record or "annotations" in record:
+            images = record.get("images")
+            image_entries = isinstance(images, list) and any(isinstance(i, dict) for i in images)
+            if "annotations" in record or image_entries:  # not a 2x2 line's image names
                 return "coco"
             if "caption_0" in record and "image_0" in record:
                 return "winoground"
