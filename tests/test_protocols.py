@@ -163,3 +163,17 @@ def test_a_run_resumes_from_another_folder_with_other_relative_paths(tmp_path, m
     assert len(read_rows(tmp_path / "run")) == 2
     settings = json.loads((tmp_path / "run" / "settings.json").read_text())
     assert settings["image_root"] == str(data) and settings["protocol"] == "ours"
+
+
+def test_the_paper_protocol_ranks_by_the_orthogonal_score_unless_told(tmp_path):
+    from infodecomp import Sampling
+    from infodecomp.evaluate.evaluation import evaluate
+
+    kw = {"model": "exact", "limit": 1, "sampling": Sampling(draws=8), "progress": False}
+    paper = evaluate("compositional", tmp_path / "p", protocol="paper", **kw)
+    assert paper["headline"] == "model/orthogonal" and paper["protocol"] == "paper"
+    told = evaluate("compositional", tmp_path / "s", protocol="paper", estimator="standard", **kw)
+    assert told["headline"] == "model/standard"
+    assert evaluate("compositional", tmp_path / "o", **kw)["headline"] == "model/standard"
+    with pytest.raises(ValueError, match="unknown protocol"):
+        evaluate("compositional", tmp_path / "x", protocol="theirs", **kw)

@@ -325,9 +325,9 @@ def _eval_arguments(commands: Any) -> None:
             sub.add_argument(
                 "--estimator",
                 choices=["standard", "orthogonal"],
-                default="standard",
-                help="ranking score: standard (log p(x|caption) - log p(x), default) or "
-                "orthogonal (the paper's protocol); both are measured and shown",
+                help="ranking score: standard (log p(x|caption) - log p(x); the default) or "
+                "orthogonal (the paper's score; the default with --protocol paper); both are "
+                "measured and shown",
             )
         _device_arguments(sub)
         sub.add_argument(
@@ -367,7 +367,7 @@ def run_eval(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         sampling=_sampling(args),
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
-        estimator=getattr(args, "estimator", "standard"),
+        estimator=getattr(args, "estimator", None),
         generated=getattr(args, "generated", False),
         device=args.device,
         dtype=DTYPES.get(args.dtype),

@@ -345,7 +345,8 @@ PROTOCOL_NOTES = {
     "crop keeps under half of the box); an exact tie gets 1/k credit (a coin toss); items whose "
     "test cannot be passed (identical captions) or whose false caption is as true (ARO's "
     "symmetric relations) are left out of every column, and counted.",
-    "paper": "paper: images squashed to the model's square (Kong et al.'s code); a tie fails "
+    "paper": "paper: ranked by the orthogonal score unless --estimator says otherwise, images "
+    "squashed to the model's square (Kong et al.'s code); a tie fails "
     "(ARO's argmax, true caption last); every item is in 'all items' (ARO's plain accuracy), "
     "ARO's symmetric relations are left out of the macro average only.",
 }

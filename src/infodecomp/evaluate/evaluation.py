@@ -41,7 +41,7 @@ def evaluate(
     sample: int | None = None,
     sampling: Sampling | None = None,
     ddim_steps: int = ddim.DEFAULT_STEPS,
-    estimator: str = "standard",
+    estimator: str | None = None,
     protocol: str = "ours",
     generated: bool = False,
     device: str | None = "auto",
@@ -80,7 +80,8 @@ def evaluate(
             log-SNR range); an item's draws are keyed by its id.
         ddim_steps: DDIM steps each way (DAAM's maps, interventions).
         estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
-            or ``"orthogonal"``, the paper's protocol); both are always measured and shown.
+            or ``"orthogonal"``, the paper's score); default: ``"orthogonal"`` under the paper's
+            protocol, else ``"standard"``; both are always measured and shown.
         generated: interventions on the world: images each model generates from recorded noise
             (no inversion) instead of the world's draws.
         device, dtype: where (``"auto"``: CUDA when torch sees it; under Accelerate each
@@ -103,6 +104,8 @@ def evaluate(
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     sampling = check_sampling(sampling)
+    if estimator is None:  # Kong et al. rank ARO's captions by the orthogonal estimate
+        estimator = "orthogonal" if protocol == "paper" else "standard"
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if generated and (task != "intervention" or data != "world"):

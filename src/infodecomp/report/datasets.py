@@ -618,8 +618,12 @@ def _compositional_browser(
         return _margin_cell(r["scores"].get(who, {}).get(name, {}).get("margin"))
 
     def cells(r: dict[str, Any]) -> list[Cell]:
+        flags = "".join(
+            f"<br><small>flagged: {html.escape(text)}</small>"
+            for text in r.get("flags", {}).values()
+        )
         out = [
-            _item_cell(r, ""),
+            _item_cell(r, flags),
             (_tile(_image(pictures(r["id"]), "image"), alt="image"), None),
             margin(r),
             (_captions(r, r["scores"]["model"], name), None),
