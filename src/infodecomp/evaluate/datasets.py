@@ -308,6 +308,26 @@ def _read_jsonl(
 # ------------------------------------------------------------------------------ compositional
 
 
+def group_items(
+    group: str, images: list[Any], captions: tuple[str, ...], kind: str | None, source: str
+) -> list[CompositionalItem]:
+    """The two items of a Winoground-style 2x2 group: item ``k`` (id ``"{group}/{k}"``) has
+    image ``k`` and true caption ``k``; both share the group as their bootstrap cluster."""
+    return [
+        CompositionalItem(
+            id=f"{group}/{k}",
+            image=images[k],
+            captions=captions,
+            true_index=k,
+            type=kind,
+            group=group,
+            source=source,
+            cluster=group,
+        )
+        for k in range(2)
+    ]
+
+
 def read_compositional(
     path: str | Path, image_root: str | Path | None = None, skip_bad: bool = False
 ) -> tuple[list[CompositionalItem], Bad]:
@@ -344,18 +364,7 @@ def read_compositional(
                     f"'images' are the same image ({names[0]}, {names[1]}): the group's two "
                     "items would differ only in their noise"
                 )
-            return [
-                CompositionalItem(
-                    id=f"{item_id}/{k}",
-                    image=images[k],
-                    captions=captions,
-                    true_index=k,
-                    type=kind,
-                    group=item_id,
-                    source=source,
-                )
-                for k in range(2)
-            ]
+            return group_items(item_id, images, captions, kind, source)
         name = _string(record, "image")
         captions = _captions(record)
         true = _integer(record, "true")

@@ -49,6 +49,7 @@ from .datasets import (
     aro_box,
     aro_type,
     default_image_root,
+    group_items,
     read_aro,
     read_compositional,
 )
@@ -101,19 +102,7 @@ def read_winoground(
             stem = _string(record, f"image_{k}") or ""
             name = stem if stem.lower().endswith(".png") else f"{stem}.png"
             images.append(_existing(root, name, f"image_{k}"))
-        return [
-            CompositionalItem(
-                id=f"{group}/{k}",
-                image=images[k],
-                captions=captions,
-                true_index=k,
-                type=kind,
-                group=group,
-                source=source,
-                cluster=group,
-            )
-            for k in range(2)
-        ]
+        return group_items(group, images, captions, kind, source)
 
     return _read_jsonl(path, parse, skip_bad)
 
@@ -172,19 +161,7 @@ def _winoground_parquet_items(
             raise InvalidLine(f"image_{k} missing: no image bytes")
         digest = hashlib.sha256(data).hexdigest()
         stored.append(ParquetImage(file, number, f"image_{k}", digest))
-    return [
-        CompositionalItem(
-            id=f"{group}/{k}",
-            image=stored[k],
-            captions=captions,
-            true_index=k,
-            type=kind,
-            group=group,
-            source=source,
-            cluster=group,
-        )
-        for k in range(2)
-    ]
+    return group_items(group, stored, captions, kind, source)
 
 
 # ------------------------------------------------------------------------------- ARO in parquet
