@@ -10,6 +10,10 @@ over its items, measured in this run, on this machine) and the headline with its
 
     python benchmarks/released_data.py [--items 8] [--samples N] [--out DIR]
 
+On a machine whose cores other jobs share, run it with ``OMP_NUM_THREADS=1``: with torch's
+default of one thread per core, the small denoiser batches here ran 5-10x slower whenever
+another process held a core (results/released_data.txt was measured with one thread).
+
 The world's images are 16x16; they are written 2x larger (nearest neighbour, so the model's
 resize to 16 gives them back up to rounding) and, for ARO, pasted into a 48x40 canvas of grey
 noise with the box around them, so ARO's box crop is exercised. Pixels are clamped to [-1, 1]
