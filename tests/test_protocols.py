@@ -38,29 +38,43 @@ SETTINGS = {"sampling": {"seed": 0}, "model_label": "m", "estimator": "standard"
 
 def test_paper_and_ours_differ_exactly_in_ties_and_exclusions():
     """VG-Relation-like rows (ARO's order: false caption first, true last): a won item, a lost
-    one, an exact tie, an item whose captions are the same text and one of a symmetric
-    relation. "paper" scores all five as ARO's argmax does (ties fail) and leaves the symmetric
-    relation out of the macro only; "ours" leaves both degenerate items out and halves the tie."""
+    one, an exact tie, an item whose captions are the same text, one of a symmetric relation,
+    and a word-order item (true first) one of whose shuffles is the true caption again. "paper"
+    scores all six as ARO's argmax does (ties fail) and leaves the symmetric relation out of the
+    macro only; "ours" halves the tie, drops the copy from the order item's ranking, and leaves
+    out the item with no distinct false caption and the symmetric relation."""
+    same = {"identical_captions": "..."}
     rows = [
         _row("won", "on", [0.0, 1.0]),
         _row("lost", "on", [1.0, 0.0]),
         _row("tie", "under", [0.5, 0.5]),
-        _row("same", "under", [0.5, 0.5], flags={"identical_captions": "..."}),
+        _row("same", "under", [0.5, 0.5], flags=same, captions=["a cat", "A  cat"]),
         _row("sym", "next to", [0.0, 1.0], flags={"symmetric_relation": "..."}),
+        _row(
+            "order",
+            "order",
+            [1.0, 0.5, 1.0, 0.2, 0.1],
+            true_index=0,
+            flags=same,
+            captions=["x y", "y x", "x y", "z w", "w z"],
+        ),
     ]
     ours = summarize(rows, SETTINGS | {"protocol": "ours"})
     paper = summarize(rows, SETTINGS | {"protocol": "paper"})
     o, p = ours["columns"]["model/standard"], paper["columns"]["model/standard"]
-    # ours: won, lost, tie (1/2): 1.5 / 3; types on (1/2) and under (1/2).
-    assert ours["n_scored"] == 3 and o["accuracy"]["value"] == pytest.approx(0.5)
-    assert o["macro_accuracy"]["value"] == pytest.approx(0.5)
-    # paper: won, sym count; lost, tie, same fail: 2 / 5; macro over on (1/2), under (0/2).
-    assert paper["n_scored"] == 5 and p["accuracy"]["value"] == pytest.approx(0.4)
-    assert p["macro_accuracy"]["value"] == pytest.approx(0.25)
+    # ours: won 1, lost 0, tie 1/2, order 1 (ranked without its copy): 2.5 / 4;
+    # macro over on (1/2), under (1/2), order (1).
+    assert ours["n_scored"] == 4 and o["accuracy"]["value"] == pytest.approx(0.625)
+    assert o["macro_accuracy"]["value"] == pytest.approx(2 / 3)
+    assert ours["chance"]["accuracy"]["value"] == pytest.approx((0.5 * 3 + 0.25) / 4)
+    # paper: won and sym count; lost, tie, same and order (tied with its copy) fail: 2 / 6;
+    # macro without the symmetric relation: on (1/2), under (0), order (0).
+    assert paper["n_scored"] == 6 and p["accuracy"]["value"] == pytest.approx(1 / 3)
+    assert p["macro_accuracy"]["value"] == pytest.approx(1 / 6)
     # One run prints both: each summary carries the other protocol's scoring of the same rows.
-    assert ours["other"]["columns"]["model/standard"]["accuracy"]["value"] == pytest.approx(0.4)
-    assert paper["other"]["columns"]["model/standard"]["accuracy"]["value"] == pytest.approx(0.5)
-    assert ours["flags"] == {"identical_captions": 1, "symmetric_relation": 1}
+    assert ours["other"]["columns"]["model/standard"]["accuracy"]["value"] == pytest.approx(1 / 3)
+    assert paper["other"]["columns"]["model/standard"]["accuracy"]["value"] == pytest.approx(0.625)
+    assert ours["flags"] == {"identical_captions": 2, "symmetric_relation": 1}
 
 
 def test_the_table_states_the_protocol_the_flags_and_the_other_scoring():

@@ -40,9 +40,10 @@ from .runner import PICTURES, Task
 SCORES = ("standard", "orthogonal")  # both from one pass of denoiser calls, shown in this order
 # Formats whose types are ARO's VG-Relation names (ARO_SYMMETRIC_RELATIONS applies to them).
 ARO_FORMATS = ("aro", "aro-parquet")
-# What a row's flags say, for the table. Items with an EXCLUDED flag are left out of every column
-# under "ours" (the test cannot be passed, or the false caption is as true); under "paper" they
-# are scored as ARO scores them. The other flags are counted and the items scored.
+# What a row's flags say, for the table. Under "ours" a false caption that is the true one's text
+# is dropped from the item's ranking (the item is left out if none is left) and items with an
+# EXCLUDED flag are left out of every column; under "paper" every item and caption is scored as
+# ARO scores them. The other flags are counted and the items scored.
 FLAGS = {
     "identical_captions": "a false caption is the true caption's text (ignoring case and spacing)",
     "symmetric_relation": "a relation ARO leaves out of its macro accuracy (swapped, still true)",
@@ -50,7 +51,7 @@ FLAGS = {
     "squashed": "squashing to a square stretches the box over 2x",
     "small_box": "the box's short side is under 1/8 of the model's image size",
 }
-EXCLUDED = ("identical_captions", "symmetric_relation")
+EXCLUDED = ("symmetric_relation",)
 # More types than this: the table shows the best and worst few; summary.json has them all.
 MAX_TYPES_SHOWN = 12
 
@@ -241,14 +242,25 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
 def _scoring(
     rows: list[dict[str, Any]], settings: dict[str, Any], protocol: str, full: bool
 ) -> dict[str, Any]:
-    """Chance and every column's accuracies under ``protocol``: "ours" leaves out the items
-    with an :data:`EXCLUDED` flag and gives a tie ``1/k`` credit; "paper" keeps every item,
+    """Chance and every column's accuracies under ``protocol``: "ours" ranks each item among
+    its distinct captions (:func:`_ranked`), leaves out the items with an :data:`EXCLUDED` flag
+    or no distinct false caption, and gives a tie ``1/k`` credit; "paper" keeps every item,
     fails ties (ARO's argmax) and leaves ARO's symmetric relations out of the macro average only.
     ``full``: also per-type accuracies, significance shares and Winoground scores."""
     seed, min_items = settings["sampling"]["seed"], settings.get("macro_min_items", 1)
+    ranked = {r["id"]: _ranked(r, protocol) for r in rows}
     if protocol == "ours":
-        rows = [r for r in rows if not set(r.get("flags", {})) & set(EXCLUDED)]
-    credit_of = metrics.ranking_credit if protocol == "ours" else metrics.strict_credit
+        rows = [
+            r
+            for r in rows
+            if len(ranked[r["id"]]) > 1 and not set(r.get("flags", {})) & set(EXCLUDED)
+        ]
+    rule = metrics.ranking_credit if protocol == "ours" else metrics.strict_credit
+
+    def credit_of(r: dict[str, Any], scores: list[float]) -> float:
+        kept = ranked[r["id"]]
+        return rule([scores[j] for j in kept], kept.index(r["true_index"]))
+
     in_macro = [protocol == "ours" or "symmetric_relation" not in r.get("flags", {}) for r in rows]
     groups = [r.get("cluster", r["id"]) for r in rows]
     types = [r["type"] or "all" for r in rows]
@@ -276,11 +288,11 @@ def _scoring(
 
     result: dict[str, Any] = {
         "n_scored": len(rows),
-        "chance": accuracies([1 / len(r["captions"]) for r in rows]),
+        "chance": accuracies([1 / len(ranked[r["id"]]) for r in rows]),
         "columns": {},
     }
     for key, who, name in _columns(rows, settings):
-        credits = [credit_of(r["scores"][who][name]["scores"], r["true_index"]) for r in rows]
+        credits = [credit_of(r, r["scores"][who][name]["scores"]) for r in rows]
         col = accuracies(credits)
         if full and name != "exact":
             verdicts = [r["scores"][who][name]["margin"]["verdict"] for r in rows]
@@ -296,6 +308,17 @@ def _scoring(
                 col["winoground"] = wino
         result["columns"][key] = col
     return result
+
+
+def _ranked(row: dict[str, Any], protocol: str) -> list[int]:
+    """The captions an item is ranked among: all of them under "paper"; under "ours" all but
+    the false ones that are the true caption's text (ignoring case and spacing), which no
+    model can rank below it (ARO's word shuffles of short captions make such copies)."""
+    if protocol == "paper":
+        return list(range(len(row["captions"])))
+    text = [" ".join(c.casefold().split()) for c in row["captions"]]
+    k = row["true_index"]
+    return [j for j, t in enumerate(text) if j == k or t != text[k]]
 
 
 def _types_shown(summary: dict[str, Any]) -> list[str]:
@@ -342,9 +365,10 @@ def _winoground(rows: list[dict[str, Any]], who: str, name: str, seed: int) -> A
 
 PROTOCOL_NOTES = {
     "ours": "ours: images centre-cropped to the model's square (no distortion; flagged where the "
-    "crop keeps under half of the box); an exact tie gets 1/k credit (a coin toss); items whose "
-    "test cannot be passed (identical captions) or whose false caption is as true (ARO's "
-    "symmetric relations) are left out of every column, and counted.",
+    "crop keeps under half of the box); an exact tie gets 1/k credit (a coin toss); a false "
+    "caption that is the true one's text is dropped from the ranking (an item left with none is "
+    "left out) and items whose false caption is as true (ARO's symmetric relations) are left "
+    "out of every column, and counted.",
     "paper": "paper: ranked by the orthogonal score unless --estimator says otherwise, images "
     "squashed to the model's square (Kong et al.'s code); a tie fails "
     "(ARO's argmax, true caption last); every item is in 'all items' (ARO's plain accuracy), "
@@ -415,7 +439,10 @@ def table(summary: dict[str, Any]) -> str:
                 f"({w['text']['n']} groups)"
             )
     for flag, count in sorted(summary.get("flags", {}).items()):
-        left_out = " (left out under 'ours')" if flag in EXCLUDED else ""
+        left_out = {
+            "symmetric_relation": " (left out under 'ours')",
+            "identical_captions": " (under 'ours' the copies are dropped from the ranking)",
+        }.get(flag, "")
         lines.append(f"flagged: {count} items: {FLAGS.get(flag, flag)}{left_out}")
     other = summary.get("other", {})
     differ = [

@@ -12,7 +12,15 @@ import torch
 from .. import ddim
 from ..results import versions
 from ..sampling import Sampling, check_sampling
-from . import compositional, datasets, intervention, localization, released, world_data
+from . import (
+    compositional,
+    datasets,
+    intervention,
+    localization,
+    perturbations,
+    released,
+    world_data,
+)
 from .common import load_evaluated
 from .items import PROTOCOLS
 from .runner import _stderr, process_state, run
@@ -43,6 +51,7 @@ def evaluate(
     ddim_steps: int = ddim.DEFAULT_STEPS,
     estimator: str | None = None,
     protocol: str = "ours",
+    tagger: Callable[[str], list[tuple[str, str]]] | None = None,
     generated: bool = False,
     device: str | None = "auto",
     dtype: torch.dtype | None = None,
@@ -82,6 +91,9 @@ def evaluate(
         estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
             or ``"orthogonal"``, the paper's score); default: ``"orthogonal"`` under the paper's
             protocol, else ``"standard"``; both are always measured and shown.
+        tagger: ``text -> [(token, Penn Treebank tag), ...]`` for the word-order perturbations
+            of ``"aro-order"`` data (default: spaCy's ``en_core_web_sm``, as ARO); its name is
+            recorded in the settings.
         generated: interventions on the world: images each model generates from recorded noise
             (no inversion) instead of the world's draws.
         device, dtype: where (``"auto"``: CUDA when torch sees it; under Accelerate each
@@ -122,7 +134,10 @@ def evaluate(
         skip_bad,
         generated,
         protocol=protocol,
+        tagger=tagger,
     )
+    if data_settings.get("format") == "aro-order":
+        data_settings["tagger"] = _name_of(tagger)
     if limit:
         items = items[:limit]
     if sample:
@@ -169,6 +184,13 @@ def evaluate(
     )
 
 
+def _name_of(tagger: Callable[..., Any] | None) -> str:
+    """How the settings name a tagger (a rerun must use the same one)."""
+    if tagger is None:
+        return f"spaCy {perturbations.SPACY_MODEL}"
+    return f"{getattr(tagger, '__module__', '?')}.{getattr(tagger, '__qualname__', tagger)}"
+
+
 def random_subset(items: list[Any], n: int, seed: int) -> list[Any]:
     """``n`` of ``items`` drawn at random, in their order: those whose SHA-256 of
     ``"{seed}:{id}"`` is smallest, so the draw depends on the ids alone (not on the order or the
@@ -192,6 +214,7 @@ def _items(
     skip_bad: bool,
     generated: bool = False,
     protocol: str = "ours",
+    tagger: Callable[[str], list[tuple[str, str]]] | None = None,
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
     """The items of ``data`` (``n`` of the world's), the bad lines, and the data's settings
     (paths resolved, so a run resumed from another folder has the same settings)."""
@@ -213,7 +236,7 @@ def _items(
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; choose one of {FORMATS}")
     if task == "compositional" and fmt in released.TASK_FORMATS[task]:
-        items, bad = released.read(fmt, path, image_root, skip_bad)
+        items, bad = released.read(fmt, path, image_root, skip_bad, tagger)
         pairs = items and all("_" in (item.type or "") for item in items)
         if fmt in ("aro", "aro-parquet") and pairs:  # VG-Attribution pairs
             extra["macro_min_items"] = datasets.ARO_MIN_PAIR_ITEMS

@@ -541,16 +541,20 @@ def _first_entry(path: Path, text: str) -> Any:
 
 # The compositional readers by format, each ``(path, image_root, skip_bad) -> (items, bad)``.
 def read(
-    fmt: str, path: str | Path, image_root: str | Path | None, skip_bad: bool
+    fmt: str,
+    path: str | Path,
+    image_root: str | Path | None,
+    skip_bad: bool,
+    tagger: perturbations.Tagger | None = None,
 ) -> tuple[list[CompositionalItem], Bad]:
     """Compositional items of ``path`` in format ``fmt`` (one of
-    ``TASK_FORMATS["compositional"]``)."""
+    ``TASK_FORMATS["compositional"]``); ``tagger`` for ``"aro-order"``'s perturbations."""
     if fmt == "jsonl":
         return read_compositional(path, image_root, skip_bad=skip_bad)
     if fmt == "aro":
         return read_aro(path, image_root, skip_bad=skip_bad)
     if fmt == "aro-order":
-        return read_aro_order(path, image_root, skip_bad=skip_bad)
+        return read_aro_order(path, image_root, skip_bad=skip_bad, tagger=tagger)
     if fmt == "winoground":
         return read_winoground(path, image_root, skip_bad=skip_bad)
     if fmt in ("aro-parquet", "winoground-parquet"):
