@@ -31,17 +31,16 @@ def check_fit(fit: str) -> str:
 def prepare_image(image: Any, size: int, fit: str = "crop") -> tuple[torch.Tensor, str | None]:
     """An RGB image as a tensor ``(3, size, size)`` in [-1, 1].
 
-    ``image`` is a path, a PIL image, a lazy image (an object whose ``open()`` gives a PIL
-    image and raises ``ValueError`` with one line when it cannot, as an image stored in a
-    parquet file: ``evaluate.released.ParquetImage``), or a float tensor ``(3, H, W)`` already
-    in [-1, 1]. With ``fit="crop"`` (the default) the shorter side is resized to ``size``
-    (bicubic) and the centre cropped; with ``fit="squash"`` the image is resized to
-    ``size x size`` whatever its aspect ratio (bilinear with antialiasing, as PIL's
-    ``resize(..., BILINEAR)`` of the paper's preprocessing), so nothing is cut off. A tensor is
-    never
-    clamped: values a little outside [-1, 1] (up to +-2, e.g. pixel noise) are kept as they are;
-    integer, non-finite or far out-of-range tensors are refused. Raises ``ValueError`` with one
-    line for a file that is missing or not an image, or a tensor that is not an image.
+    ``image`` is a path, a PIL image, a lazy image (an object whose ``open()`` gives a PIL image
+    and raises ``ValueError`` with one line when it cannot, as an image stored in a parquet
+    file: ``evaluate.released.ParquetImage``), or a float tensor ``(3, H, W)`` already in [-1,
+    1]. With ``fit="crop"`` (the default) the shorter side is resized to ``size`` (bicubic) and
+    the centre cropped; with ``fit="squash"`` the image is resized to ``size x size`` whatever
+    its aspect ratio (bilinear with antialiasing, as PIL's ``resize(..., BILINEAR)`` of the
+    paper's preprocessing), so nothing is cut off. A tensor is never clamped: values a little
+    outside [-1, 1] (up to +-2, e.g. pixel noise) are kept as they are; integer, non-finite or
+    far out-of-range tensors are refused. Raises ``ValueError`` with one line for a file that is
+    missing or not an image, or a tensor that is not an image.
 
     Returns the pixels and what was done to fit them (``"centre-cropped 640x480 to 480x480,
     resized to 512x512"``; None when the image already had the size), to be shown beside them.
