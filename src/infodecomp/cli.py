@@ -325,9 +325,15 @@ def _eval_arguments(commands: Any) -> None:
             sub.add_argument(
                 "--estimator",
                 choices=["standard", "orthogonal"],
-                help="ranking score: standard (log p(x|caption) - log p(x); the default) or "
-                "orthogonal (the paper's score; the default with --protocol paper); both are "
-                "measured and shown",
+                help="with --fixed: the ranking score, standard (log p(x|caption) - log p(x); "
+                "the default) or orthogonal (the paper's score; the default with --protocol "
+                "paper); both are measured and shown",
+            )
+            sub.add_argument(
+                "--fixed",
+                action="store_true",
+                help="the same --samples draws for every item (the paper's protocol; the default "
+                "with --protocol paper) instead of draws in stages until each item is decided",
             )
         _device_arguments(sub)
         sub.add_argument(
@@ -368,6 +374,7 @@ def run_eval(args: argparse.Namespace) -> int:
         sampling=_sampling(args),
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", None),
+        ranking="fixed" if getattr(args, "fixed", False) else None,
         generated=getattr(args, "generated", False),
         device=args.device,
         dtype=DTYPES.get(args.dtype),

@@ -93,4 +93,5 @@ def load_evaluated(
 def sampling_line(settings: dict[str, Any]) -> str:
     """The draws of a run's ``settings.json``, as its tables state them."""
     sampling = settings["sampling"]
-    return f"{sampling['draws']} draws per item, seed {sampling['seed']}"
+    at_most = "at most " if settings.get("ranking") == "sequential" else ""
+    return f"{at_most}{sampling['draws']} draws per item, seed {sampling['seed']}"

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import sequential
 from ..estimators import conditional_mutual_info
 from ..report.datasets import thumbnail
 from ..results import Z95
@@ -81,10 +82,67 @@ def make_task(
             row["scores"]["reference"] = score(reference, item, sampling, fit)
         return row | {PICTURES: {"image": thumbnail(_image(item))}}
 
+    def measure_sequentially(item: CompositionalItem) -> dict[str, Any]:
+        check_captions(model, item)
+        row = {
+            "captions": list(item.captions),
+            "true_index": item.true_index,
+            "type": item.type,
+            "group": item.group,
+            "flags": item_flags(item, settings, model.image_size),
+            "scores": {"model": score_sequentially(model, item, sampling, fit)},
+        }
+        if reference is not None:
+            row["scores"]["reference"] = score_sequentially(reference, item, sampling, fit)
+        return row | {PICTURES: {"image": thumbnail(_image(item))}}
+
     def denoiser_rows(item: CompositionalItem) -> int:
+        if settings.get("ranking") == "sequential":  # at most
+            return (sequential.PILOT + sampling.draws) * len(item.captions)
         return sampling.rows(len(item.captions) + 1)
 
+    if settings.get("ranking") == "sequential":
+        return Task("compositional", measure_sequentially, denoiser_rows)
+
     return Task("compositional", measure, denoiser_rows)
+
+
+def score_sequentially(
+    model: EvalModel, item: CompositionalItem, sampling: Sampling, fit: str = "crop"
+) -> dict[str, Any]:
+    """The item ranked with as few draws as decide it (:mod:`infodecomp.sequential`): under
+    ``"sequential"`` each caption's log p(x|c) - log p(x|c_true) (nats; the true caption 0),
+    the credit (1/(plausible leaders) if the true caption is one of them, else 0), the margin of
+    the true caption over the best false one with its confidence-sequence interval, the decision
+    and the draws; for the exact model also the exact log-ratios (against the true caption)."""
+    x = model.input(_image(item), fit=fit)
+    k = item.true_index
+    ranked = sequential.rank_sequentially(
+        model.denoiser, x, list(item.captions), sampling=sampling, key=item.id, true_index=k
+    )
+    falses = [j for j in range(len(item.captions)) if j != k]
+    best = max(falses, key=lambda j: ranked["scores"][j])
+    pair = ranked["margins"][sequential.pair_index(len(item.captions), k, best)]
+    sign = 1.0 if k < best else -1.0  # pairs are (i, j) with i < j: log p(c_i) - log p(c_j)
+    lo, hi = (sign * v for v in pair["ci95"])
+    interval = [min(lo, hi), max(lo, hi)]
+    entry = {
+        "scores": ranked["scores"],
+        "credit": ranked["credit"],
+        "margin": {
+            "value": sign * pair["value"],
+            "stderr": pair["stderr"],
+            "ci95": interval,
+            "verdict": _verdict(interval),
+        },
+        **{key: ranked[key] for key in ("decision", "draws", "plausible", "leader", "margins")},
+    }
+    out: dict[str, Any] = {"n_evaluations": ranked["n_evaluations"], "sequential": entry}
+    if model.is_exact:
+        log_p = [model.denoiser.log_prob(x, c).item() for c in item.captions]
+        exact = [lp - log_p[k] for lp in log_p]
+        out["exact"] = {"scores": exact, "credit": metrics.ranking_credit(exact, k)}
+    return out
 
 
 def fit_of(settings: dict[str, Any]) -> str:
@@ -205,7 +263,7 @@ def _columns(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[tuple
     cols = []
     for who in ("reference", "model"):
         if who in rows[0]["scores"]:
-            names = (["exact"] if "exact" in rows[0]["scores"][who] else []) + list(SCORES)
+            names = [n for n in ("exact", *SCORES, "sequential") if n in rows[0]["scores"][who]]
             cols += [(f"{who}/{name}", who, name) for name in names]
     return cols
 
@@ -223,7 +281,9 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
     clusters = [r.get("cluster", r["id"]) for r in rows]
     out: dict[str, Any] = {
         "labels": {"reference": settings.get("reference_label"), "model": settings["model_label"]},
-        "headline": f"model/{settings['estimator']}",
+        "headline": "model/sequential"
+        if settings.get("ranking") == "sequential"
+        else f"model/{settings['estimator']}",
         "protocol": protocol,
         "protocol_note": PROTOCOL_NOTES[protocol],
         "flags": dict(Counter(f for r in rows for f in r.get("flags", {}))),
@@ -257,8 +317,14 @@ def _scoring(
         ]
     rule = metrics.ranking_credit if protocol == "ours" else metrics.strict_credit
 
-    def credit_of(r: dict[str, Any], scores: list[float]) -> float:
+    def credit_of(r: dict[str, Any], scored: dict[str, Any]) -> float:
         kept = ranked[r["id"]]
+        if "plausible" in scored:  # sequential: the plausible leaders left when it stopped
+            plausible = [j for j in scored["plausible"] if j in kept]
+            if protocol == "paper":  # only a decided true leader counts
+                return float(scored["leader"] == r["true_index"])
+            return 1 / len(plausible) if r["true_index"] in plausible else 0.0
+        scores = scored["scores"]
         return rule([scores[j] for j in kept], kept.index(r["true_index"]))
 
     in_macro = [protocol == "ours" or "symmetric_relation" not in r.get("flags", {}) for r in rows]
@@ -292,7 +358,7 @@ def _scoring(
         "columns": {},
     }
     for key, who, name in _columns(rows, settings):
-        credits = [credit_of(r, r["scores"][who][name]["scores"]) for r in rows]
+        credits = [credit_of(r, r["scores"][who][name]) for r in rows]
         col = accuracies(credits)
         if full and name != "exact":
             verdicts = [r["scores"][who][name]["margin"]["verdict"] for r in rows]
@@ -302,7 +368,13 @@ def _scoring(
             ):
                 hits = [float(v == verdict) for v in verdicts]
                 col[share] = metrics.accuracy(hits, seed=seed, groups=groups)
-        if full:
+        if full and name == "sequential":
+            decisions = Counter(r["scores"][who][name]["decision"] for r in rows)
+            col["decisions"] = dict(decisions)
+            col["draws"] = metrics.mean_with_ci(
+                [r["scores"][who][name]["draws"] for r in rows], seed=seed, groups=groups
+            )
+        elif full:  # Winoground's image score compares images: it needs each caption's MI
             wino = _winoground(rows, who, name, seed)
             if wino is not None:
                 col["winoground"] = wino
@@ -385,7 +457,12 @@ def table(summary: dict[str, Any]) -> str:
         return "compositional: no items measured yet"
     labels, settings = summary["labels"], summary["settings"]
     protocol = summary.get("protocol", "ours")
-    names = {"exact": "exact log-ratio", "standard": "standard", "orthogonal": "orthogonal (paper)"}
+    names = {
+        "exact": "exact log-ratio",
+        "standard": "standard",
+        "orthogonal": "orthogonal (paper)",
+        "sequential": "sequential (standard, in stages)",
+    }
     lines_of = {"chance": summary["chance"]}
     for key, col in cols.items():
         who, name = key.split("/")
@@ -431,6 +508,13 @@ def table(summary: dict[str, Any]) -> str:
                 f"{col['significant_true']['value']:.0%} of items, for a false one in "
                 f"{col['significant_false']['value']:.0%}"
             )
+        if "decisions" in col:
+            d = col["decisions"]
+            lines.append(
+                f"{labels[who]}, sequential: {d.get('decided', 0)} items decided, "
+                f"{d.get('futile', 0)} futile, {d.get('maximum', 0)} undecided at the maximum "
+                f"(counted as ties); {metrics.format_metric(col['draws'], 0)} draws per item"
+            )
         if "winoground" in col and "text" in col["winoground"]:
             w = col["winoground"]
             lines.append(
@@ -462,8 +546,21 @@ def table(summary: dict[str, Any]) -> str:
             f"images): all items {_percent(col['accuracy'])}"
             + (f", macro {_percent(macro)}" if macro else "")
         )
+    if summary["headline"].endswith("/sequential"):
+        lines.append(
+            "* sequential (the default): the standard score's margins, log p(x|c_i) - "
+            "log p(x|c_j), on draws taken in stages until the item is decided (an anytime-valid "
+            "95% confidence sequence for every pair excludes 0), futile or at the maximum; "
+            "undecided items count as ties. --fixed: the same draws for every item, both scores "
+            "measured (the paper's protocol)."
+        )
     lines.append(
-        "* the ranking score chosen with --estimator. standard: log p(x|caption) - log p(x), the "
+        (
+            ""
+            if summary["headline"].endswith("/sequential")
+            else "* the ranking score chosen with --estimator. "
+        )
+        + "standard: log p(x|caption) - log p(x), the "
         "score to rank captions with. orthogonal: the paper's protocol; it grows with how much a "
         "caption changes the denoiser, so a caption that contradicts the image scores high. No "
         "attention-based score ranks captions. Significance verdicts rest on standard errors "

@@ -50,6 +50,7 @@ def evaluate(
     sampling: Sampling | None = None,
     ddim_steps: int = ddim.DEFAULT_STEPS,
     estimator: str | None = None,
+    ranking: str | None = None,
     protocol: str = "ours",
     tagger: Callable[[str], list[tuple[str, str]]] | None = None,
     generated: bool = False,
@@ -118,6 +119,10 @@ def evaluate(
     sampling = check_sampling(sampling)
     if estimator is None:  # Kong et al. rank ARO's captions by the orthogonal estimate
         estimator = "orthogonal" if protocol == "paper" else "standard"
+    if ranking is None:
+        ranking = "fixed" if protocol == "paper" else "sequential"
+    if ranking not in ("sequential", "fixed"):
+        raise ValueError(f"unknown ranking {ranking!r}; choose 'sequential' or 'fixed'")
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if generated and (task != "intervention" or data != "world"):
@@ -166,7 +171,11 @@ def evaluate(
         "protocol": protocol,
         "sampling": sampling.describe(),
         # Only what changes this evaluation's rows (a rerun must match these).
-        **({"estimator": estimator} if task == "compositional" else {"ddim_steps": ddim_steps}),
+        **(
+            {"estimator": estimator, "ranking": ranking}
+            if task == "compositional"
+            else {"ddim_steps": ddim_steps}
+        ),
         **evaluated.describe(),
         "reference_label": reference.label if reference else None,
         "dtype": str(dtype or torch.float32).removeprefix("torch."),

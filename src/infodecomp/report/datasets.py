@@ -527,6 +527,7 @@ _SCORE_NAMES = {
     "exact": "exact log-ratio",
     "standard": "standard",
     "orthogonal": "orthogonal (paper)",
+    "sequential": "sequential (standard, in stages)",
 }
 
 

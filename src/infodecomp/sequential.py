@@ -1,0 +1,190 @@
+"""Sequential caption ranking: draws in stages until the question is answered.
+
+Ranking captions needs neither the unconditional denoiser nor a fixed number of draws. The
+standard estimator's difference between two captions is log p(x|c_i) - log p(x|c_j), estimated
+directly from the two captions' denoiser outputs on shared draws (``1/2 w(a) (||e - eps_hat_j||^2
+- ||e - eps_hat_i||^2)`` per draw). Draws are i.i.d. from the model's log-SNR distribution (no
+adaptive proposal, no stratification: every draw is one i.i.d. observation of every pair's
+margin), taken in blocks; after each block every pair's margin gets an asymptotic confidence
+sequence (Waudby-Smith, Arnold, Wu, Wang and Ramdas, "Time-uniform central limit theory and
+asymptotic confidence sequences", Ann. Statist. 2024: the normal-mixture boundary with the
+running variance), Bonferroni over the pairs. A confidence sequence holds at every look at once,
+so stopping when it excludes 0 keeps its coverage: that is how optional stopping is handled. The
+reported margin is the running mean at the stop (biased by the stopping, slightly; its interval
+is the confidence sequence, which covers; both measured in ``benchmarks/eval_cost.py``).
+
+An item stops when its leader is decided (its margin over every other caption excludes 0), when
+(with a true caption) a false caption is decided to beat the true one, when the decision is
+futile (even the maximum draws would not decide it, by the current variance), or at the maximum
+(``Sampling.draws``). Captions that no other significantly beats are the plausible leaders; an
+item's credit is 1/(their number) if the true caption is among them, else 0: an undecided
+two-caption item counts as a tie.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+
+from .estimators import (
+    DEFENSIVE,
+    INTEGRANDS,
+    PROPOSAL_BINS,
+    WIDEN_BY,
+    WIDENED,
+    _Draws,
+    row_stream_key,
+)
+from .logsnr import fit_proposal
+from .sampling import Sampling
+
+PILOT = 8  # stratified draws from the model's range that fit the proposal (spent, not counted)
+BLOCK = 16  # draws per stage
+FIRST_LOOK = 16  # draws before the first look (the boundary is asymptotic: measured)
+TIGHTEST_AT = 64  # draws at which the boundary is tuned to be tightest
+FUTILE = 0.5  # futile when every undecided margin is under this share of its maximum-draws width
+ALPHA = 0.05
+
+
+def boundary(t: int, stderr_scale: np.ndarray, alpha: float) -> np.ndarray:
+    """Half-width of the two-sided asymptotic confidence sequence for a mean after ``t`` i.i.d.
+    observations of standard deviation ``stderr_scale`` (Waudby-Smith et al. 2024, Theorem 2.2:
+    ``sigma * sqrt(2 (t rho^2 + 1) / (t^2 rho^2) * log(sqrt(t rho^2 + 1) / alpha))``, ``rho``
+    tuned for :data:`TIGHTEST_AT` observations)."""
+    rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / TIGHTEST_AT
+    v = t * rho2 + 1
+    return stderr_scale * math.sqrt(2 * v / (t**2 * rho2) * math.log(math.sqrt(v) / alpha))
+
+
+def rank_sequentially(
+    model: Any,
+    x: torch.Tensor,
+    captions: list[str],
+    *,
+    sampling: Sampling,
+    key: str,
+    true_index: int | None = None,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """Rank ``captions`` of the model input ``x`` ``(1, *data_shape)`` by log p(x|caption) with
+    as few draws as decide it (at most ``sampling.draws``; seed ``sampling.seed``, draws keyed by
+    ``key``).
+
+    Returns a JSON-ready dict: ``decision`` (``"decided"``, ``"futile"`` or ``"maximum"``),
+    ``draws`` (counted), ``n_evaluations`` (denoiser rows: (pilot + draws) x captions),
+    ``plausible`` (the captions no other significantly beats), ``leader`` (the decided leader or
+    ``None``), ``margins`` (every pair ``(i, j)``, ``i < j``: log p(x|c_i) - log p(x|c_j) in
+    nats with its standard error and the confidence sequence's 95% interval at the stop) and,
+    with ``true_index``, ``scores`` (each caption's log p(x|c) - log p(x|c_true), nats) and
+    ``credit``.
+    """
+    sampling = sampling.resolve(model)
+    n = len(captions)
+    pairs = list(combinations(range(n), 2))
+    stream = row_stream_key(x[0], key)
+    draws = _Draws(
+        model,
+        x,
+        list(captions),
+        [i for i, _ in pairs],
+        [j for _, j in pairs],
+        {"standard": INTEGRANDS["standard"]},
+        sampling.batch_size,
+        False,
+        eps_rngs=[np.random.default_rng([sampling.seed, stream, 1])],
+        n_units=PILOT + sampling.draws,
+        progress=False,
+    )
+    alpha_rng = np.random.default_rng([sampling.seed, stream, 0])
+    # A pilot fits the proposal to the margins (as the estimators' adaptive stages do); the
+    # proposal then stays fixed, so the counted draws are i.i.d., as the boundary needs.
+    pilot = sampling.logsnr.sample(PILOT, alpha_rng, stratified=True)[None]
+    f_pilot, _ = draws.integrands(pilot, np.ones_like(pilot), per_dim=False)
+    logsnr = fit_proposal(
+        sampling.logsnr,
+        pilot[0],
+        f_pilot["standard"][0].numpy(),
+        n_bins=PROPOSAL_BINS,
+        defensive=DEFENSIVE,
+        widened=WIDENED,
+        widen_by=WIDEN_BY,
+    )
+    level = alpha / len(pairs)
+    seen: list[np.ndarray] = []
+    decision, plausible, leader = "maximum", list(range(n)), None
+    while sum(s.shape[1] for s in seen) < sampling.draws:
+        t = sum(s.shape[1] for s in seen)
+        size = min(max(BLOCK, FIRST_LOOK - t), sampling.draws - t)
+        a = logsnr.sample(size, alpha_rng, stratified=False)[None]
+        f, _ = draws.integrands(a, np.ones_like(a), per_dim=False)
+        seen.append((f["standard"][0] * torch.from_numpy(logsnr.weight(a[0]))).numpy())
+        obs = np.concatenate(seen, 1)  # (pairs, t)
+        t = obs.shape[1]
+        mean, var = obs.mean(1), obs.var(1, ddof=1)
+        width = boundary(t, np.sqrt(var), level)
+        beats = _beats(pairs, n, mean - width > 0, mean + width < 0)
+        plausible = [i for i in range(n) if not beats[:, i].any()]
+        if len(plausible) == 1:
+            decision, leader = "decided", plausible[0]
+            break
+        if true_index is not None and true_index not in plausible:
+            decision = "decided"
+            break
+        # Futile: every margin between two plausible leaders stays well inside the width the
+        # maximum draws would have at this variance.
+        undecided = [k for k, (i, j) in enumerate(pairs) if i in plausible and j in plausible]
+        at_max = boundary(sampling.draws, np.sqrt(var[undecided]), level)
+        if t < sampling.draws and (np.abs(mean[undecided]) < FUTILE * at_max).all():
+            decision = "futile"
+            break
+    draws.close()
+    obs = np.concatenate(seen, 1)
+    t = obs.shape[1]
+    mean, var = obs.mean(1), obs.var(1, ddof=1)
+    width = boundary(t, np.sqrt(var), level)
+    out: dict[str, Any] = {
+        "decision": decision,
+        "draws": t,
+        "n_evaluations": (PILOT + t) * n,
+        "plausible": plausible,
+        "leader": leader,
+        "margins": [
+            {
+                "pair": [i, j],
+                "value": float(mean[k]),
+                "stderr": float(math.sqrt(var[k] / t)),
+                "ci95": [float(mean[k] - width[k]), float(mean[k] + width[k])],
+            }
+            for k, (i, j) in enumerate(pairs)
+        ],
+    }
+    if true_index is not None:
+        sign = {(i, j): 1.0 for i, j in pairs} | {(j, i): -1.0 for i, j in pairs}
+        out["scores"] = [
+            0.0
+            if c == true_index
+            else sign[(c, true_index)] * float(mean[pair_index(n, c, true_index)])
+            for c in range(n)
+        ]
+        out["credit"] = 1 / len(plausible) if true_index in plausible else 0.0
+    return out
+
+
+def pair_index(n: int, a: int, b: int) -> int:
+    """Where the pair of captions ``a`` and ``b`` (either order) is among the ``margins`` of
+    ``n`` captions."""
+    return list(combinations(range(n), 2)).index((min(a, b), max(a, b)))
+
+
+def _beats(
+    pairs: list[tuple[int, int]], n: int, first_ahead: np.ndarray, second_ahead: np.ndarray
+) -> np.ndarray:
+    """``beats[i, j]``: caption i significantly ahead of caption j."""
+    beats = np.zeros((n, n), dtype=bool)
+    for k, (i, j) in enumerate(pairs):
+        beats[i, j], beats[j, i] = first_ahead[k], second_ahead[k]
+    return beats
