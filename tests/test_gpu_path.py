@@ -177,3 +177,17 @@ def test_compile_option_of_the_commands(tmp_path, monkeypatch, capsys):
     assert "note: --compile: attention maps are collected with the uncompiled network" in err
     assert main([*heat, "--compile", "--no-attention"]) == 0
     assert "note" not in capsys.readouterr().err
+
+
+def test_compile_notes_say_where_it_does_not_reach():
+    from argparse import Namespace
+
+    from infodecomp.cli import _compile_note
+
+    assert _compile_note(Namespace(command="score")) is None
+    assert _compile_note(Namespace(command="eval", evaluation="compositional")) is None
+    for kind in ("localization", "intervention"):
+        note = _compile_note(Namespace(command="eval", evaluation=kind))
+        assert note is not None and "runs uncompiled" in note
+    assert "own sampler" in _compile_note(Namespace(command="generate"))
+    assert _compile_note(Namespace(command="heatmap", no_attention=True)) is None

@@ -353,6 +353,8 @@ def run_eval(args: argparse.Namespace) -> int:
     _announce_device(args.device)
     writable_folder(args.out, marker="settings.json", files=None)
     _quiet_libraries()
+    if args.compile and (note := _compile_note(args)):
+        print(f"infodecomp: note: --compile: {note}", file=sys.stderr)
     summary = evaluate(
         args.evaluation,
         args.out,
@@ -510,6 +512,11 @@ def _compile_note(args: argparse.Namespace) -> str | None:
         return (
             "the pipeline's own sampler calls its network uncompiled (fused attention and "
             "channels-last still apply)"
+        )
+    if args.command == "eval" and args.evaluation in ("localization", "intervention"):
+        return (
+            f"{args.evaluation} collects attention maps (its baseline) on every item, with the "
+            "uncompiled network: this evaluation runs uncompiled"
         )
     if args.command == "heatmap" and not args.no_attention:
         return (
