@@ -699,10 +699,12 @@ def ratio_rows(
 ) -> list[Ratio | str]:
     """The ratio with the plain network and (for the pipelines of --compile-on) with the
     network compiled as ``--compile`` does (channels-last for a UNet, torch.compile with
-    --compile-backend), at the automatic batch size."""
+    --compile-backend), at the automatic batch size (a transformer's: at most
+    TRANSFORMER_RATE_ROWS, as its rows/s)."""
     out: list[Ratio | str] = []
     dtype = _label(model.dtype)
-    batch = model.default_batch_size(limit=batch_limit(args))
+    # A transformer's full-batch calls take tens of seconds: both sides at TRANSFORMER_RATE_ROWS.
+    batch = rate_rows(model, model.default_batch_size(limit=batch_limit(args)))
     variants = [False] + ([True] if name in args.compile_on else [])
     for compile_it in variants:
         label = f"compiled ({args.compile_backend})" if compile_it else "plain"
