@@ -605,6 +605,124 @@ def measure_row(
     return row
 
 
+@dataclass
+class Ratio:
+    """Rows/s inside the estimator over rows/s of a bare loop of the same network calls (same
+    batch, dtype and network: plain, or compiled), measured in one run."""
+
+    pipeline: str
+    dtype: str
+    network: str  # "plain", or "compiled (backend)"
+    batch: int
+    draws: int
+    estimator_rate: float
+    bare_rate: float
+    fill: float  # rows per network call / batch, inside the estimator
+    first_call_s: float  # the bare loop's first call (the compile, when compiled)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.pipeline:<9}{'ratio':<10}{self.dtype:<10}{self.network:<22}batch "
+            f"{self.batch:<5}draws {self.draws:<5}estimator {self.estimator_rate:.1f} rows/s, "
+            f"bare {self.bare_rate:.1f} rows/s: ratio {self.estimator_rate / self.bare_rate:.3f}"
+            f" (fill {self.fill:.2f}; first call {self.first_call_s:.1f} s)"
+        )
+
+
+def network_call(model: DiffusersModel, batch: int) -> tuple[tuple, dict[str, Any]]:
+    """The arguments of one network call of ``batch`` rows as the model makes it (rows of the
+    prompt, the null condition and the context, as an estimate's), captured on the way in."""
+    captured: list[tuple[tuple, dict[str, Any]]] = []
+
+    def hook(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        captured.append((args, dict(kwargs)))
+
+    handle = model.network.module.register_forward_pre_hook(hook, with_kwargs=True)
+    eager, model.network.eager = model.network.eager, True  # the hook sees the plain call
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, *model.data_shape, generator=g)
+        conds = [(PROMPT, None, CONTEXT)[i % 3] for i in range(batch)]
+        model(x, torch.linspace(-6.0, 6.0, batch), conds)
+    finally:
+        handle.remove()
+        model.network.eager = eager
+    return captured[0]
+
+
+def bare_rate(model: DiffusersModel, dev: Device, batch: int, calls: int) -> tuple[float, float]:
+    """Rows/s of a bare loop of network calls of ``batch`` rows (inputs made once: no text
+    encoding, no noise, no estimator), with the model's network (compiled if it is), and the
+    seconds of its first call."""
+    args, kwargs = network_call(model, batch)
+    runner = model.network.runner()
+    with torch.no_grad():
+        _, first = dev.timed(lambda: runner(*args, **kwargs))
+        runner(*args, **kwargs)
+        dev.sync()
+        start = time.perf_counter()
+        for _ in range(calls):
+            runner(*args, **kwargs)
+        dev.sync()
+    return calls * batch / (time.perf_counter() - start), first
+
+
+def estimator_rate(
+    model: DiffusersModel, dev: Device, batch: int, draws: int
+) -> tuple[float, float]:
+    """Rows/s inside ``conditional_mutual_info`` (i(x; WORD | CONTEXT), ``draws`` draws, calls
+    of at most ``batch`` rows) and the mean fill of its calls. A first, untimed run compiles
+    every shape it makes; the timed run encodes its text afresh."""
+    x = model.encode_image(random_image(model.image_size))
+    run = {"sampling": Sampling(draws=draws, seed=0, batch_size=batch), "progress": False}
+    conditional_mutual_info(model, x, PROMPT, CONTEXT, **run)
+    schedule, counts = model.schedule, [0, 0]
+    denoise = schedule.denoise
+
+    def counted(network: Any, x_noisy: torch.Tensor, *rest: Any) -> torch.Tensor:
+        counts[0] += 1
+        counts[1] += len(x_noisy)
+        return denoise(network, x_noisy, *rest)
+
+    schedule.denoise = counted
+    model.network.text._cache.clear()
+    try:
+        _, seconds = dev.timed(lambda: conditional_mutual_info(model, x, PROMPT, CONTEXT, **run))
+    finally:
+        del schedule.denoise
+    calls, rows = counts
+    return rows / seconds, rows / (calls * batch)
+
+
+def ratio_rows(
+    name: str, model: DiffusersModel, dev: Device, args: argparse.Namespace, clock: Clock
+) -> list[Ratio | str]:
+    """The ratio with the plain network and (for the pipelines of --compile-on) with the
+    network compiled as ``--compile`` does (channels-last for a UNet, torch.compile with
+    --compile-backend), at the automatic batch size (a transformer's: at most
+    TRANSFORMER_RATE_ROWS, as its rows/s)."""
+    out: list[Ratio | str] = []
+    dtype = _label(model.dtype)
+    # A transformer's full-batch calls take tens of seconds: both sides at TRANSFORMER_RATE_ROWS.
+    batch = rate_rows(model, model.default_batch_size(limit=batch_limit(args)))
+    variants = [False] + ([True] if name in args.compile_on else [])
+    for compile_it in variants:
+        label = f"compiled ({args.compile_backend})" if compile_it else "plain"
+        try:
+            if compile_it:
+                model.accelerate(compile=True, backend=args.compile_backend)
+            bare, first = bare_rate(model, dev, batch, args.calls)
+            draws = fitted_draws(args.draws, 2, bare, clock.share())  # cond and context
+            rate, fill = estimator_rate(model, dev, batch, draws)
+            out.append(Ratio(name, dtype, label, batch, draws, rate, bare, fill, first))
+        except Exception as err:
+            out.append(f"{name:<9}{'ratio':<10}{dtype:<10}{label:<22}failed: {_first_line(err)}")
+        finally:
+            dev.free()
+    torch._dynamo.reset()
+    return out
+
+
 def trace_check(name: str, pipe: Any, dev: Device, settings: dict[str, Any]) -> str:
     """One line: ``infodecomp.trace`` around a TRACE_STEPS-step generation by the pipeline itself
     at the model's size, and the traced heat map of WORD (or the one-line error)."""
@@ -785,7 +903,26 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         f"pipeline starts {LATE_START:.0f} s past it. Builds, rows/s, the low-precision CMIs and "
         "the trace rows come on top: a full run on an H100 / H200, estimated at 6 to 8 minutes",
     )
+    parser.add_argument(
+        "--compile-on",
+        default="sd15",
+        help="pipelines whose estimator/bare-loop ratio is also measured compiled (default "
+        "sd15: compiling a network takes minutes at real size; 'none' for none)",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        help="torch.compile backend of the compiled ratio (default inductor; eager with --small: "
+        "inductor takes a minute a shape on a CPU)",
+    )
+    parser.add_argument(
+        "--ratio-only",
+        action="store_true",
+        help="only the estimator/bare-loop ratio rows (in float16 on a GPU), nothing else",
+    )
     args = parser.parse_args(argv)
+    args.compile_on = [p.strip() for p in args.compile_on.split(",") if p.strip() != "none"]
+    if args.compile_backend is None:
+        args.compile_backend = "eager" if args.small else "inductor"
     args.only = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in args.only if p not in PIPELINES]
     if unknown:
@@ -806,6 +943,16 @@ def check_pipeline(
     """The rows of one pipeline: per dtype, its row (and the agreement with the reference);
     after the last, the trace row (and for SD 1.5 the offload row)."""
     settings = model_settings(name, args.small)
+    ratio_dtype = torch.float16 if dev.cuda else torch.bfloat16  # bfloat16 runs on any CPU
+    if args.ratio_only:
+        pipe, seconds = dev.timed(lambda: build(name, args.small, args.device, ratio_dtype))
+        model = DiffusersModel.from_pipeline(pipe, **settings)
+        print(describe(name, model, seconds))
+        for line in ratio_rows(name, model, dev, args, clock):
+            print(line, flush=True)
+        pipe = model = None
+        dev.free()
+        return
     unfit = float32_unfit(name, args.small, dev)
     high = torch.float32 if unfit is None else torch.bfloat16  # the reference's dtype
     if unfit is not None:
@@ -828,6 +975,9 @@ def check_pipeline(
             if ref is not None and dtype != ref.dtype:
                 agreements.append(compare(name, model, ref))
             print(measure_row(name, model, dev, args, clock), flush=True)
+            if dtype == ratio_dtype:  # last: it may compile the network and make it channels-last
+                for line in ratio_rows(name, model, dev, args, clock):
+                    print(line, flush=True)
         except Exception as err:  # e.g. float16 kernels missing on this CPU: say why
             print(f"{name:<9}{label:<10}skipped: {_first_line(err)}", flush=True)
         if i == len(LOW_DTYPES) - 1 and pipe is not None:
@@ -871,7 +1021,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"gpu_check: torch {torch.__version__}, diffusers {diffusers.__version__}, transformers "
         f"{transformers.__version__}; device {dev.label()}; {sizes}; heat map: 1 word of "
         f"{PROMPT!r}, {args.draws} draws, attention on; budget {args.budget:.0f} s, cap "
-        f"{args.cap:.0f} s",
+        f"{args.cap:.0f} s; compiled ratio: {','.join(args.compile_on) or 'none'} "
+        f"({args.compile_backend})",
         flush=True,
     )
     print(HEADER)
@@ -880,7 +1031,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if clock.elapsed() > args.budget + LATE_START:
             print(f"{name:<9}{'-':<10}skipped: {clock.elapsed():.0f} s, over the --budget")
             continue
-        clock.left = 3 * (len(args.only) - k)  # a reference CMI and two heat maps each
+        # Each: a reference CMI, two heat maps and its ratios (plain, and compiled).
+        clock.left = sum(
+            (0 if args.ratio_only else 3) + 1 + (p in args.compile_on) for p in args.only[k:]
+        )
         check_pipeline(name, dev, args, clock, agreements)
     print(
         "rows/s: denoiser rows (UNet or transformer, text embeddings cached) per second at the "
@@ -888,6 +1042,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "map: explain() wall time incl. VAE encoding and attention maps, at least one call of "
         "the full batch unless over --cap; * = extrapolated linearly in denoiser rows from a "
         "run with fewer draws (see --budget, --cap)"
+    )
+    print(
+        "ratio: rows/s inside the estimator (conditional_mutual_info of one word, its text "
+        "encoded afresh, noise drawn, partial calls included; after an untimed run that "
+        "compiles its shapes) / rows/s of a bare loop of the network's own calls at the same "
+        "batch and dtype (inputs made once); goal >= 0.9. fill: rows per call / batch inside "
+        "the estimator. compiled: as --compile (torch.compile; channels-last for a UNet)"
     )
     if agreements:
         print()

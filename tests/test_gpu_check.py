@@ -27,6 +27,11 @@ AGREEMENT = re.compile(
     rf"^{NAME}\s+(float32|bfloat16) vs (float16|bfloat16)\s+(\d+)\s+{NUMBER} ± {NUMBER}"
     rf"\s+{NUMBER} ± {NUMBER}\s+{NUMBER}\s+{NUMBER}"
 )
+RATIO = re.compile(
+    rf"^{NAME}\s+ratio\s+(float16|bfloat16)\s+(plain|compiled \(\w+\))\s+batch (\d+)\s+"
+    rf"draws (\d+)\s+estimator {NUMBER} rows/s, bare {NUMBER} rows/s: ratio {NUMBER} "
+    rf"\(fill {NUMBER}; first call {NUMBER} s\)$"
+)
 SKIPPED = re.compile(rf"^{NAME}\s+(float16|bfloat16)\s+skipped: ")
 TRACE = re.compile(
     rf"^{NAME}\s+trace\s+4-step generation at 16 px \(bfloat16\) in [0-9.]+ s; latent "
@@ -80,6 +85,35 @@ def test_small_prints_a_finite_row_per_pipeline_and_dtype(small_run: str) -> Non
             line.startswith(f"  ({name} built in") and "16 T5 tokens" in line for line in lines
         ), small_run
     assert "not supported" not in small_run
+
+
+@pytest.mark.slow
+def test_small_prints_the_estimator_to_bare_loop_ratio(small_run: str) -> None:
+    """Per pipeline the ratio with the plain network, and for sd15 (--compile-on's default)
+    compiled too (backend eager with --small); bfloat16 on the CPU."""
+    found = {(m[1], m[3]): m for line in small_run.splitlines() if (m := RATIO.match(line))}
+    want = {(name, "plain") for name in FAMILIES} | {("sd15", "compiled (eager)")}
+    assert set(found) == want, small_run
+    for m in found.values():
+        batch = 8 if m[1] in ("sd3", "flux") else 32  # transformers: TRANSFORMER_RATE_ROWS
+        assert m[2] == "bfloat16" and int(m[4]) == batch and int(m[5]) == 16
+        estimator, bare, ratio, fill, first = (float(v) for v in m.groups()[5:])
+        assert estimator > 0 and bare > 0 and first >= 0
+        assert ratio == pytest.approx(estimator / bare, rel=2e-3, abs=1e-3)
+        assert 0 < fill <= 1
+
+
+@pytest.mark.slow
+def test_ratio_only(capsys: pytest.CaptureFixture[str]) -> None:
+    gpu_check = _load()
+    args = ["--small", "--device", "cpu", "--only", "sd15,sd3", "--ratio-only"]
+    args += ["--compile-on", "sd3", "--draws", "8"]
+    with warnings.catch_warnings():
+        assert gpu_check.main(args) == 0
+    out = capsys.readouterr().out
+    found = [(m[1], m[3]) for line in out.splitlines() if (m := RATIO.match(line))]
+    assert found == [("sd15", "plain"), ("sd3", "plain"), ("sd3", "compiled (eager)")], out
+    assert not any(ROW.match(line) or TRACE.match(line) for line in out.splitlines()), out
 
 
 @pytest.mark.slow

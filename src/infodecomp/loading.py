@@ -5,6 +5,7 @@ world's exact model); and the device it runs on."""
 from __future__ import annotations
 
 import hashlib
+import warnings
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ def load_model(
     variant: str | None = None,
     image_size: int | None = None,
     guidance_scale: float = FLUX_GUIDANCE,
+    compile: bool = False,
 ) -> DiffusersModel | WorldModel:
     """The model called ``name``, ready to measure.
 
@@ -39,6 +41,11 @@ def load_model(
         variant: weights variant, e.g. ``"fp16"`` (default: found when it is the only one).
         image_size: image side in pixels (default: the model's own).
         guidance_scale: the guidance value fed to a guidance-distilled model such as Flux-dev.
+        compile: the GPU path (:meth:`~infodecomp.models.DiffusersModel.accelerate`): fused
+            attention, channels-last weights for a UNet and ``torch.compile`` of the network.
+            Numbers agree to float rounding; the first calls compile (minutes), and calls
+            that collect attention maps run uncompiled. The exact model has no network: a
+            warning says it is ignored.
 
     Returns a :class:`~infodecomp.models.DiffusersModel`, or for ``"exact"`` the
     :class:`~infodecomp.world.model.WorldModel` on the bundled model's training schedule (its
@@ -58,6 +65,11 @@ def load_model(
 
         model = WorldModel(scheduler=DDPMScheduler.from_pretrained(BUNDLED / "scheduler"))
         model.revision = versions()["infodecomp"]
+        if compile:
+            warnings.warn(
+                "compile: the exact world model is closed-form (no network): ignored",
+                stacklevel=2,
+            )
         return model
     bundled = name == "bundled"
     if bundled and not (BUNDLED / "model_index.json").exists():
@@ -74,6 +86,8 @@ def load_model(
         weights = BUNDLED / "unet" / "diffusion_pytorch_model.safetensors"
         model.name = BUNDLED_NAME
         model.revision = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    if compile:
+        model.accelerate(compile=True)
     return model
 
 

@@ -81,11 +81,14 @@ class EvalModel:
 
 
 def load_evaluated(
-    name: str, device: str | None = "auto", dtype: torch.dtype | None = None
+    name: str,
+    device: str | None = "auto",
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
 ) -> EvalModel:
     """The model called ``name`` (:func:`infodecomp.loading.load_model`) with how tables name
     it."""
-    model = load_model(name, device=device, dtype=dtype)
+    model = load_model(name, device=device, dtype=dtype, compile=compile)
     label = {"bundled": "bundled model", "exact": "exact world model"}.get(name, name)
     return EvalModel(model, name, label, model.revision, model.image_size)
 

@@ -56,6 +56,7 @@ def evaluate(
     generated: bool = False,
     device: str | None = "auto",
     dtype: torch.dtype | None = None,
+    compile: bool = False,
     skip_bad: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -99,6 +100,9 @@ def evaluate(
             (no inversion) instead of the world's draws.
         device, dtype: where (``"auto"``: CUDA when torch sees it; under Accelerate each
             process's GPU) and in which precision the model runs.
+        compile: the network on the GPU path (``torch.compile``, fused attention,
+            channels-last: :func:`~infodecomp.load_model`); not a setting of the rows (their
+            numbers agree to float rounding), so a run may resume with or without it.
         skip_bad: record and skip bad items instead of stopping at the first.
         progress: progress bar (on a terminal) or periodic log lines.
         log: where messages go (default: standard error).
@@ -157,7 +161,7 @@ def evaluate(
         from accelerate import PartialState
 
         device = str(PartialState().device)  # this process's GPU
-    evaluated = load_evaluated(model, device=device, dtype=dtype)
+    evaluated = load_evaluated(model, device=device, dtype=dtype, compile=compile)
     reference = None
     if data == "world" and not evaluated.is_exact:
         reference = load_evaluated("exact")

@@ -25,6 +25,7 @@ import torch
 
 from ...images import load_image
 from ..checks import check_batch, check_device, check_finite, check_seed
+from . import speed as fast
 from .attention import AttentionCollector, capture
 from .load import ModelNotFoundError, check_dtype, load_pipeline
 from .text import PaddedPrompt, execution_device
@@ -110,6 +111,7 @@ class DiffusersModel:
         self._collect_prompt: Any = None
         self.revision: str | None = None
         self.variant: str | None = None
+        self.speed: dict[str, Any] = {"attention": None, "channels_last": False, "compile": None}
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -315,6 +317,44 @@ class DiffusersModel:
             "guidance_scale": guidance_scale,
         }
 
+    # --- the GPU path -------------------------------------------------------------------------
+    def accelerate(
+        self,
+        compile: bool = False,
+        *,
+        channels_last: bool | None = None,
+        backend: Any = "inductor",
+        mode: str | None = None,
+        dynamic: bool | None = None,
+    ) -> dict[str, Any]:
+        """The network on the fast path (in place): fused (SDPA) attention processors where
+        diffusers has classic ones, channels-last weights for a UNet (``channels_last=None``:
+        for a UNet, not for a transformer) and, with ``compile=True``, ``torch.compile`` of the
+        network (``backend``, ``mode`` and ``dynamic`` as torch.compile takes them). The numbers
+        agree with the plain network's to float rounding.
+
+        The first call of each input shape then compiles (tens of seconds to minutes on a GPU;
+        a partial last batch once more); calls inside :meth:`collect_attention` run the
+        uncompiled network (see :mod:`~infodecomp.models.diffusers.speed`). Returns (and keeps
+        in :attr:`speed`) what is on: ``{"attention", "channels_last", "compile"}``."""
+        module = self.network.module
+        fast.fused_attention(module)
+        if channels_last is None:
+            channels_last = fast.is_convolutional(module)
+        if channels_last:
+            fast.channels_last(module)
+        self.network.compiled = None
+        if compile:
+            self.network.compiled = fast.compiled(module, backend, mode, dynamic)
+        self.speed = {
+            "attention": fast.attention_kind(module),
+            "channels_last": bool(channels_last),
+            "compile": {"backend": getattr(backend, "__name__", backend), "mode": mode}
+            if compile
+            else None,
+        }
+        return self.speed
+
     # --- attention baseline -------------------------------------------------------------------
     @contextlib.contextmanager
     def collect_attention(self, prompt: Any) -> Iterator[AttentionCollector]:
@@ -322,15 +362,20 @@ class DiffusersModel:
         summed over heads and layers (cross-attention layers of a UNet, joint blocks of an
         MM-DiT; the layers of each resolution upsampled together to the input's), as in DAAM.
         The model's outputs are unchanged. Yields the collector: ``collector.token_maps()``
-        gives the mean map per text position, shape ``(L, h, w)``."""
+        gives the mean map per text position, shape ``(L, h, w)``.
+
+        A compiled network (:meth:`accelerate`) runs uncompiled within the block: the maps are
+        recorded inside the attention processors, which a compiled graph cannot do."""
         collector = AttentionCollector(self.data_shape[1:])
         net = self.network
         with capture(net.module, net.is_text_attention, net.text_attention, collector):
             self._collector, self._collect_prompt = collector, prompt
+            eager, net.eager = net.eager, True
             try:
                 yield collector
             finally:
                 self._collector = self._collect_prompt = None
+                net.eager = eager
 
     def default_batch_size(self, limit: int = 256) -> int:
         """Rows per network call: on CUDA, what fits in 70% of free memory (measured with one

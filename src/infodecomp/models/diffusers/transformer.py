@@ -14,13 +14,14 @@ from typing import Any
 import torch
 
 from .schedules import FlowSchedule
+from .speed import Compilable
 from .text import PromptEncoder, execution_device
 
 # Flux-dev's own default guidance, fed to a guidance-distilled model unless told.
 FLUX_GUIDANCE = 3.5
 
 
-class _FlowTransformer:
+class _FlowTransformer(Compilable):
     """What SD3 and Flux share: flow time, text encoding, the joint blocks' text attention."""
 
     family = ""
@@ -83,7 +84,7 @@ class SD3Network(_FlowTransformer):
         device, dtype = execution_device(self.pipeline), self.module.dtype
         text = self.text(conds, device, dtype)
         with torch.no_grad():
-            return self.module(
+            return self.runner()(
                 hidden_states=x.to(device, dtype),
                 timestep=timestep.to(device, torch.float32),  # as the pipeline: not rounded
                 encoder_hidden_states=text["hidden"],
@@ -135,7 +136,7 @@ class FluxNetwork(_FlowTransformer):
         if self.guidance_scale is not None:
             guidance = torch.full((b,), self.guidance_scale, device=device, dtype=torch.float32)
         with torch.no_grad():
-            out = self.module(
+            out = self.runner()(
                 hidden_states=packed,
                 timestep=timestep.to(device, dtype),
                 guidance=guidance,

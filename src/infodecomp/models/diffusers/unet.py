@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from .schedules import VPSchedule
+from .speed import Compilable
 from .text import PromptEncoder, execution_device
 
 
-class UNetNetwork:
+class UNetNetwork(Compilable):
     """The UNet call of an SD-style pipeline: ``(x_in, timestep, conds) -> output``.
 
     Attributes:
@@ -52,7 +53,7 @@ class UNetNetwork:
             added = {"text_embeds": text["pooled"], "time_ids": time_ids.expand(len(conds), 6)}
             added["time_ids"] = added["time_ids"].to(dtype)
         with torch.no_grad():
-            out = self.module(
+            out = self.runner()(
                 x.to(device, dtype),
                 timestep.to(device),
                 encoder_hidden_states=text["hidden"],
