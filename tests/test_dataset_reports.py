@@ -99,7 +99,17 @@ def test_localization_report_worst_first_updated_on_resume_and_by_summarize(tmp_
 
 def test_compositional_report_margins_and_verdicts(tmp_path):
     out = tmp_path / "comp"
-    argv = ["eval", "compositional", "--model", "exact", "--samples", "16", "--limit", "3", "--fixed"]
+    argv = [
+        "eval",
+        "compositional",
+        "--model",
+        "exact",
+        "--samples",
+        "16",
+        "--limit",
+        "3",
+        "--fixed",
+    ]
     assert main([*argv, "--out", str(out)]) == 0
     text, rows = browser(out)
     margins = [float(row[2][0]) for row in rows]

@@ -188,8 +188,8 @@ def test_the_paper_protocol_ranks_by_the_orthogonal_score_unless_told(tmp_path):
     assert paper["headline"] == "model/orthogonal" and paper["protocol"] == "paper"
     told = evaluate("compositional", tmp_path / "s", protocol="paper", estimator="standard", **kw)
     assert told["headline"] == "model/standard"
-    assert evaluate("compositional", tmp_path / "o", **kw)["headline"] == "model/sequential"
-    fixed = evaluate("compositional", tmp_path / "f", ranking="fixed", **kw)
-    assert fixed["headline"] == "model/standard"
+    assert evaluate("compositional", tmp_path / "o", **kw)["headline"] == "model/standard"
+    staged = evaluate("compositional", tmp_path / "f", ranking="sequential", **kw)
+    assert staged["headline"] == "model/sequential"
     with pytest.raises(ValueError, match="unknown protocol"):
         evaluate("compositional", tmp_path / "x", protocol="theirs", **kw)

@@ -325,15 +325,15 @@ def _eval_arguments(commands: Any) -> None:
             sub.add_argument(
                 "--estimator",
                 choices=["standard", "orthogonal"],
-                help="with --fixed: the ranking score, standard (log p(x|caption) - log p(x); "
-                "the default) or orthogonal (the paper's score; the default with --protocol "
-                "paper); both are measured and shown",
+                help="ranking score: standard (log p(x|caption) - log p(x); the default) or "
+                "orthogonal (the paper's score; the default with --protocol paper); both are "
+                "measured and shown",
             )
             sub.add_argument(
-                "--fixed",
+                "--sequential",
                 action="store_true",
-                help="the same --samples draws for every item (the paper's protocol; the default "
-                "with --protocol paper) instead of draws in stages until each item is decided",
+                help="draws in stages until each item's leader is decided (at most --samples; "
+                "the standard score's margins; experimental) instead of --samples for every item",
             )
         _device_arguments(sub)
         sub.add_argument(
@@ -376,7 +376,7 @@ def run_eval(args: argparse.Namespace) -> int:
         sampling=_sampling(args),
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", None),
-        ranking="fixed" if getattr(args, "fixed", False) else None,
+        ranking="sequential" if getattr(args, "sequential", False) else None,
         generated=getattr(args, "generated", False),
         device=args.device,
         dtype=DTYPES.get(args.dtype),

@@ -548,11 +548,11 @@ def table(summary: dict[str, Any]) -> str:
         )
     if summary["headline"].endswith("/sequential"):
         lines.append(
-            "* sequential (the default): the standard score's margins, log p(x|c_i) - "
+            "* sequential: the standard score's margins, log p(x|c_i) - "
             "log p(x|c_j), on draws taken in stages until the item is decided (an anytime-valid "
             "95% confidence sequence for every pair excludes 0), futile or at the maximum; "
-            "undecided items count as ties. --fixed: the same draws for every item, both scores "
-            "measured (the paper's protocol)."
+            "undecided items count as ties. Without --sequential: the same draws for every item, "
+            "both scores measured (the paper's protocol)."
         )
     lines.append(
         (

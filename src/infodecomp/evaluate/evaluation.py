@@ -123,8 +123,7 @@ def evaluate(
     sampling = check_sampling(sampling)
     if estimator is None:  # Kong et al. rank ARO's captions by the orthogonal estimate
         estimator = "orthogonal" if protocol == "paper" else "standard"
-    if ranking is None:
-        ranking = "fixed" if protocol == "paper" else "sequential"
+    ranking = ranking or "fixed"
     if ranking not in ("sequential", "fixed"):
         raise ValueError(f"unknown ranking {ranking!r}; choose 'sequential' or 'fixed'")
     if estimator not in ("standard", "orthogonal"):

@@ -1,0 +1,125 @@
+"""Sequential ranking: the confidence sequence's error rate under optional stopping, decisions
+and intervals against the exact world model's log-ratios, cost, and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infodecomp.evaluate.world_data import compositional_items
+from infodecomp.loading import load_model
+from infodecomp.sampling import Sampling
+from infodecomp.sequential import BLOCK, FIRST_LOOK, PILOT, boundary, rank_sequentially
+
+
+def test_the_boundary_is_scale_free_and_shrinks():
+    widths = [boundary(t, np.array([2.0]), 0.05)[0] for t in (16, 64, 256, 1024)]
+    assert widths == sorted(widths, reverse=True)
+    assert boundary(64, np.array([6.0]), 0.05)[0] == pytest.approx(3 * widths[1])
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        "normal",
+        pytest.param(
+            "lognormal",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the asymptotic boundary under-covers heavily skewed draws at a few dozen "
+                "(14% at the first look of 16, measured): why --sequential is opt-in",
+            ),
+        ),
+    ],
+)
+def test_looking_after_every_block_rarely_excludes_the_true_mean(draw):
+    """Under the null, a 95% confidence sequence checked at every look (as the ranking checks
+    it) excludes the true mean in at most about 5% of the runs (heavy-tailed draws too)."""
+    rng = np.random.default_rng(0)
+    runs, n = 4000, 256
+    if draw == "normal":
+        x, mean = rng.standard_normal((runs, n)), 0.0
+    else:
+        x, mean = rng.lognormal(0.0, 1.0, (runs, n)), float(np.exp(0.5))
+    looks = range(FIRST_LOOK, n + 1, BLOCK)
+    excluded = np.zeros(runs, dtype=bool)
+    for t in looks:
+        part = x[:, :t]
+        width = boundary(t, part.std(1, ddof=1), 0.05)
+        excluded |= np.abs(part.mean(1) - mean) > width
+    # 4 standard errors above 5% for the normal draws; skewed draws converge more slowly.
+    limit = 0.05 + 4 * np.sqrt(0.05 * 0.95 / runs) if draw == "normal" else 0.10
+    assert excluded.mean() < limit
+
+
+@pytest.fixture(scope="module")
+def exact_runs():
+    model = load_model("exact", device="cpu")
+    items = compositional_items("validation", 24)
+    runs = []
+    for item in items:
+        x = model.encode_image(item.image)
+        ranked = rank_sequentially(
+            model,
+            x,
+            list(item.captions),
+            sampling=Sampling(draws=256),
+            key=item.id,
+            true_index=item.true_index,
+        )
+        log_p = [model.log_prob(x, c).item() for c in item.captions]
+        runs.append((item, ranked, log_p))
+    return model, runs
+
+
+def test_the_exact_model_is_decided_right_for_a_tenth_of_the_rows(exact_runs):
+    _, runs = exact_runs
+    rows = fixed = 0
+    for item, ranked, _ in runs:
+        assert ranked["decision"] == "decided" and ranked["leader"] == item.true_index
+        assert ranked["credit"] == 1.0
+        rows += ranked["n_evaluations"]
+        fixed += Sampling(draws=256).rows(len(item.captions) + 1)
+        assert ranked["n_evaluations"] == (PILOT + ranked["draws"]) * len(item.captions)
+    assert rows / fixed <= 0.1
+
+
+def test_margins_cover_the_exact_log_ratios(exact_runs):
+    _, runs = exact_runs
+    covered = total = 0
+    for _, ranked, log_p in runs:
+        for margin in ranked["margins"]:
+            i, j = margin["pair"]
+            if margin["stderr"] == 0:  # two captions with the same text: margin 0 exactly
+                assert log_p[i] == pytest.approx(log_p[j]) and margin["value"] == 0
+                continue
+            lo, hi = margin["ci95"]
+            covered += lo <= log_p[i] - log_p[j] <= hi
+            total += 1
+    assert covered / total >= 0.9 and total >= 40
+
+
+def test_an_items_ranking_depends_only_on_it_and_the_seed(exact_runs):
+    model, runs = exact_runs
+    item, ranked, _ = runs[0]
+    again = rank_sequentially(
+        model,
+        model.encode_image(item.image),
+        list(item.captions),
+        sampling=Sampling(draws=256, batch_size=7),
+        key=item.id,
+        true_index=item.true_index,
+    )
+    assert again["draws"] == ranked["draws"]
+    assert [m["value"] for m in again["margins"]] == pytest.approx(
+        [m["value"] for m in ranked["margins"]], rel=1e-9
+    )
+    other = rank_sequentially(
+        model,
+        model.encode_image(item.image),
+        list(item.captions),
+        sampling=Sampling(draws=256, seed=1),
+        key=item.id,
+        true_index=item.true_index,
+    )
+    assert [m["value"] for m in other["margins"]] != [m["value"] for m in ranked["margins"]]
