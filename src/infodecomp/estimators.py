@@ -14,9 +14,10 @@ information quantities:
 
 Each integrand is a sum over data coordinates, so each estimate splits exactly into a map.
 The integral is estimated by importance sampling over a (logsnr.py: a truncated logistic, or an
-adaptive proposal fitted to the call's integrands); every condition of one call sees the same
-(a, eps) draws (sampling.py says which), and the tails beyond the range are extrapolated
-(tails.py: added to the log-likelihood, flagged for information).
+adaptive proposal fitted to the integrand of the estimator asked, the first listed when several
+are); every condition of one call sees the same (a, eps) draws (sampling.py says which), and the
+tails beyond the range are extrapolated in closed form and added to every value (tails.py; for
+information also flagged as ``truncated`` where they exceed the standard error).
 """
 
 from __future__ import annotations
@@ -202,7 +203,18 @@ def mutual_info(
     ``estimator="standard"`` estimates log p(x|cond) - log p(x) exactly in expectation;
     ``"orthogonal"`` (default) drops a zero-mean term: same mean over the data, lower variance,
     never negative. A tuple such as ``("standard", "orthogonal")`` computes each from the same
-    denoiser calls and returns ``{name: Estimate}``. Arguments as in :func:`log_likelihood`.
+    denoiser calls and returns ``{name: Estimate}``; the adaptive proposal is fitted to the
+    integrand of the one listed first (the others are unbiased on its draws, with more
+    variance than alone). ``settings["proposal_fitted_to"]`` records it.
+
+    The integral covers the sampling's log-SNR range (by default the range the model declares
+    it was trained on); what lies beyond it is extrapolated from the integrand at the range's
+    ends (decay like exp(-|a - end|)) and added to the value, with its standard error added to
+    the SE (``diagnostics["outside_range"]``, ``["outside_range_stderr"]``). For a model whose
+    range is its trained one, that tail is information the model never saw, extrapolated, not
+    measured: ``truncated`` marks values whose tail exceeds the standard error of the sampled
+    part, and ``value - diagnostics["outside_range"]`` is what the model itself measured.
+    Arguments as in :func:`log_likelihood`.
     """
     return conditional_mutual_info(
         model,
@@ -260,8 +272,9 @@ def conditional_mutual_info(
     Either may be a list (the other is then broadcast, or both lists of equal length) to measure
     several pairs on shared noise, e.g. a caption against each of its words removed; each distinct
     condition is evaluated once per draw. ``estimator`` as in :func:`mutual_info` (a tuple of
-    names returns ``{name: Estimate}``, all from one pass of denoiser calls). Other arguments as
-    in :func:`log_likelihood`.
+    names returns ``{name: Estimate}``, all from one pass of denoiser calls, the proposal fitted
+    to the first; with several pairs, to all of them). The tails beyond the log-SNR range are
+    added as in :func:`mutual_info`. Other arguments as in :func:`log_likelihood`.
     """
     names = (estimator,) if isinstance(estimator, str) else tuple(dict.fromkeys(estimator))
     if not names or any(e not in ESTIMATORS for e in names):
