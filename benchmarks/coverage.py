@@ -270,7 +270,10 @@ def main() -> None:
     if args.json:
         options = {k: v for k, v in vars(args).items() if k != "json"}
         with open(args.json, "w") as f:
-            json.dump({"options": options, "estimator_options": extra, "rows": rows}, f, indent=1)
+            described = {k: v.describe() if hasattr(v, "describe") else v for k, v in extra.items()}
+            json.dump(
+                {"options": options, "estimator_options": described, "rows": rows}, f, indent=1
+            )
         print(f"wrote {args.json}")
 
 
