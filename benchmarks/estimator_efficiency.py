@@ -48,8 +48,7 @@ def draws_for_target(model, x, words, sampler, draws, seeds, shared) -> tuple[li
                 [CAPTION] * len(group),
                 list(group),
                 progress=False,
-                **sampler,
-                sampling=Sampling(draws=draws, seed=seed),
+                sampling=Sampling(draws=draws, seed=seed, **sampler),
             )
             n = len(group)
             values[k : k + n] += est.value[0] / seeds
@@ -65,9 +64,9 @@ def draws_for_target(model, x, words, sampler, draws, seeds, shared) -> tuple[li
 def table(name: str, model, x, draws: int, seeds: int) -> None:
     wide = idc.TruncatedLogistic.from_range(*model.logsnr_range)
     samplers = {
-        "paper": dict(logsnr=idc.TruncatedLogistic(), sampling="iid", adaptive=False),
-        "fixed": dict(logsnr=wide, sampling="stratified", adaptive=False),
-        "adaptive": dict(logsnr=wide, sampling="stratified", adaptive=True),
+        "paper": dict(logsnr=idc.TruncatedLogistic(), stratified=False, adaptive=False),
+        "fixed": dict(logsnr=wide, stratified=True, adaptive=False),
+        "adaptive": dict(logsnr=wide, stratified=True, adaptive=True),
     }
     all_words = [w for w in dict.fromkeys(CAPTION.split()) if w not in ("a", "of")]
     for set_name, words in WORD_SETS.items():

@@ -14,9 +14,10 @@ information quantities:
 
 Each integrand is a sum over data coordinates, so each estimate splits exactly into a map.
 The integral is estimated by importance sampling over a (logsnr.py: a truncated logistic, or an
-adaptive proposal fitted to the call's integrands); every condition of one call sees the same
-(a, eps) draws (sampling.py says which), and the tails beyond the range are extrapolated
-(tails.py: added to the log-likelihood, flagged for information).
+adaptive proposal fitted to the integrand of the estimator asked, the first listed when several
+are); every condition of one call sees the same (a, eps) draws (sampling.py says which), and the
+tails beyond the range are extrapolated in closed form and added to every value (tails.py; for
+information also flagged as ``truncated`` where they exceed the standard error).
 """
 
 from __future__ import annotations
@@ -202,7 +203,18 @@ def mutual_info(
     ``estimator="standard"`` estimates log p(x|cond) - log p(x) exactly in expectation;
     ``"orthogonal"`` (default) drops a zero-mean term: same mean over the data, lower variance,
     never negative. A tuple such as ``("standard", "orthogonal")`` computes each from the same
-    denoiser calls and returns ``{name: Estimate}``. Arguments as in :func:`log_likelihood`.
+    denoiser calls and returns ``{name: Estimate}``; the adaptive proposal is fitted to the
+    integrand of the one listed first (the others are unbiased on its draws, with more
+    variance than alone). ``settings["proposal_fitted_to"]`` records it.
+
+    The integral covers the sampling's log-SNR range (by default the range the model declares
+    it was trained on); what lies beyond it is extrapolated from the integrand at the range's
+    ends (decay like exp(-|a - end|)) and added to the value, with its standard error added to
+    the SE (``diagnostics["outside_range"]``, ``["outside_range_stderr"]``). For a model whose
+    range is its trained one, that tail is information the model never saw, extrapolated, not
+    measured: ``truncated`` marks values whose tail exceeds the standard error of the sampled
+    part, and ``value - diagnostics["outside_range"]`` is what the model itself measured.
+    Arguments as in :func:`log_likelihood`.
     """
     return conditional_mutual_info(
         model,
@@ -260,8 +272,9 @@ def conditional_mutual_info(
     Either may be a list (the other is then broadcast, or both lists of equal length) to measure
     several pairs on shared noise, e.g. a caption against each of its words removed; each distinct
     condition is evaluated once per draw. ``estimator`` as in :func:`mutual_info` (a tuple of
-    names returns ``{name: Estimate}``, all from one pass of denoiser calls). Other arguments as
-    in :func:`log_likelihood`.
+    names returns ``{name: Estimate}``, all from one pass of denoiser calls, the proposal fitted
+    to the first; with several pairs, to all of them). The tails beyond the log-SNR range are
+    added as in :func:`mutual_info`. Other arguments as in :func:`log_likelihood`.
     """
     names = (estimator,) if isinstance(estimator, str) else tuple(dict.fromkeys(estimator))
     if not names or any(e not in ESTIMATORS for e in names):
@@ -342,11 +355,12 @@ def _estimate(
     for c in conds + (contexts or []):
         if not any(c == u for u in unique):
             unique.append(c)
-    # Every information integrand comes from the same denoiser outputs, so all are computed, and
-    # the proposal is fitted to the orthogonal one whichever was requested: a result does not
-    # depend on which estimators were asked for.
+    # Every information integrand comes from the same denoiser outputs, so all are computed; the
+    # adaptive proposal is fitted to the integrand of the estimator listed first (the one the
+    # caller reports or ranks by): the others ride on its draws, still unbiased. A value is a
+    # function of (row, seed, settings), ``estimators`` included (settings record the fit).
     kinds = [quantity] if likelihood else list(ESTIMATORS)
-    fit_kind = quantity if likelihood else "orthogonal"
+    fit_kind = quantity if likelihood else estimators[0]
     plan = _Plan.of(sampling)
     n_x = x.shape[0]
     # Random streams keyed by (seed, row key): a row's numbers do not depend on the other rows,
@@ -370,9 +384,7 @@ def _estimate(
     # adds the tails to its maps.
     logsnr = sampling.logsnr
     ends = {
-        end: draws.integrands(
-            np.full((n_x, plan.n_edge), at), np.ones((n_x, plan.n_edge)), per_dim and likelihood
-        )
+        end: draws.integrands(np.full((n_x, plan.n_edge), at), np.ones((n_x, plan.n_edge)), per_dim)
         for end, at in (("low", logsnr.low), ("high", logsnr.high))
     }
     stages, maps = _run_stages(draws, plan, sampling, alpha_rngs, ends, fit_kind, per_dim)
@@ -383,6 +395,10 @@ def _estimate(
         "estimator": None,
         **sampling.describe(),
         "stages": plan.describe(),
+        # The integrand the adaptive proposal was fitted to (None: the fixed ``logsnr``).
+        "proposal_fitted_to": fit_kind if plan.n_pilot else None,
+        # What lies beyond the range, extrapolated in closed form, is added to every value.
+        "tails": "added",
         "edge_draws": plan.n_edge,
         "conditions": [_jsonable(c) for c in conds],
         "contexts": None if contexts is None else [_jsonable(c) for c in contexts],
@@ -397,16 +413,15 @@ def _estimate(
     }
     out = {}
     for kind in [quantity] if likelihood else estimators:
-        # The tails are measured with the orthogonal integrand for information (the same mean as
-        # the standard one's, less noise).
-        at_low, at_high = (ends[end][0][kind if likelihood else fit_kind] for end in ends)
-        offset = None
+        # Each kind's tails from its own integrand at the ends: pointwise, the standard and
+        # orthogonal integrands have different means (equal only on average over the data).
+        at_low, at_high = (ends[end][0][kind] for end in ends)
         if likelihood:
             tails = likelihood_tails(at_low, at_high, logsnr.high, x)
-            end_maps = {end: ends[end][1][kind] for end in ends} if per_dim else None
-            offset = _Offset(x, sum_channels, tails, end_maps, plan.n_edge)
         else:
             tails = exponential_tails(at_low, at_high)
+        end_maps = {end: ends[end][1][kind] for end in ends} if per_dim else None
+        offset = _Offset(x if likelihood else None, sum_channels, tails, end_maps, plan.n_edge)
         result = _integral(
             kind, stages, maps.get(kind), plan, sampling.stratified, tails, profile_edges, offset
         )
@@ -518,11 +533,12 @@ def _integral(
     stratified: bool,
     tails: Tails,
     profile_edges: np.ndarray,
-    offset: _Offset | None = None,
+    offset: _Offset,
 ) -> dict[str, Any]:
-    """One kind's estimate from its counted draws (plus ``offset``, the log-likelihood's terms
-    outside the sampled integral): value, standard error, skew-aware interval, map, profile over
-    log-SNR and the reliability and truncation flags."""
+    """One kind's estimate from its counted draws (plus ``offset``, the terms outside the
+    sampled integral: the tails, and the log-likelihood's reference term): value, standard
+    error, skew-aware interval, map, profile over log-SNR and the reliability and truncation
+    flags."""
     # Importance-weighted draws of each stage, shape (n_x, n_pairs, size).
     parts = [f[kind] * torch.from_numpy(w).unsqueeze(1) for f, w, _ in stages]
     contrib = torch.cat(parts, -1)
@@ -534,15 +550,16 @@ def _integral(
     est_map = est_map_se = None
     if map_sums is not None:
         est_map, est_map_se = _map_mean(*map_sums, plan.n_counted)
-    # Information beyond the range is invisible to the model; flag estimates whose
-    # extrapolated tails (the best guess of what they miss) exceed their standard error.
+    # Information beyond the range is invisible to the model: the tails (added below) are an
+    # extrapolation of it, not a measurement. Flag the information estimates whose tails exceed
+    # the standard error of the sampled part (the log-likelihood's tails are its known limit).
     truncated = tails.total.abs() > stderr
-    if offset is not None:
-        value, stderr = value + offset.value, (stderr**2 + offset.stderr**2).sqrt()
-        truncated = torch.zeros_like(truncated)  # the tails are added, not missed
-        if est_map is not None:
-            est_map = est_map + offset.map
-            est_map_se = (est_map_se**2 + offset.map_stderr**2).sqrt()
+    if offset.reference:
+        truncated = torch.zeros_like(truncated)
+    value, stderr = value + offset.value, (stderr**2 + offset.stderr**2).sqrt()
+    if est_map is not None:
+        est_map = est_map + offset.map
+        est_map_se = (est_map_se**2 + offset.map_stderr**2).sqrt()
     # A pair whose draws missed its rare large values shows little skew; the pairs of one row
     # share their draws, so each takes the largest skew (in size; its own sign) of its row
     # (measured: world word CMIs covered 91% with their own skew, 94-96% with this).
@@ -571,28 +588,34 @@ def _integral(
 
 
 class _Offset:
-    """The log-likelihood's terms outside its sampled integral, added to the value and its map:
-    the standard-Gaussian reference's -log N(x; 0, I) (exact) and the tails beyond the range."""
+    """The terms outside a sampled integral, added to the value and its map: the tails beyond
+    the range, and for the log-likelihood (``x`` given) the standard-Gaussian reference's
+    -log N(x; 0, I) (exact)."""
 
     def __init__(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | None,
         sum_channels: bool,
         tails: Tails,
         end_maps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
         n_edge: int,
     ) -> None:
-        constant = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2)
-        if sum_channels:
-            constant = constant.sum(1)
-        self.value = constant.flatten(1).sum(-1, keepdim=True) + tails.total
+        self.reference = x is not None
+        constant: torch.Tensor | float = 0.0
+        self.value = tails.total
+        if x is not None:
+            constant = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2)
+            if sum_channels:
+                constant = constant.sum(1)
+            self.value = constant.flatten(1).sum(-1, keepdim=True) + tails.total
+            constant = constant.unsqueeze(1)
         self.stderr = tails.total_stderr
         self.map = self.map_stderr = None
         if end_maps is not None:
             low_map, low_se = _map_mean(*end_maps["low"], n_edge)
             high_map, high_se = _map_mean(*end_maps["high"], n_edge)
             r = tails.high_ratio.view(*tails.high_ratio.shape, *[1] * (low_map.dim() - 2))
-            self.map = constant.unsqueeze(1) + low_map + r * high_map
+            self.map = constant + low_map + r * high_map
             self.map_stderr = (low_se**2 + (r * high_se) ** 2).sqrt()
 
 

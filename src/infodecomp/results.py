@@ -124,11 +124,14 @@ class Estimate:
         reliable: ``False`` where the value rests on a few draws (its 3 largest carry over half
             of it), so its standard error rests on them too: take more draws.
         truncated: ``True`` where the information likely extends beyond the log-SNR range by
-            more than the standard error (the model cannot see it: the value is likely low).
+            more than the standard error of the sampled part (the model cannot see it: the
+            value rests on the extrapolated tails, ``diagnostics["outside_range"]``).
         diagnostics: per-value tensors behind those: ``top_share`` (of the 3 largest draws),
             ``skewness`` (of the mean, the largest among the row's conditions: the one
             ``ci95`` uses), ``outside_range`` and ``outside_range_stderr`` (nats the integrand
-            extrapolates to beyond the range; added to ``value`` for log-likelihoods only).
+            extrapolates to beyond the range, already in ``value``: for information, what the
+            model never saw if its range is its trained one; ``settings["tails"]`` is
+            ``"added"`` for estimates that include them).
     """
 
     quantity: str

@@ -383,8 +383,13 @@
     $("profile-title").textContent = `${row.label}: information profile over log-SNR`;
     $("profile-chart").innerHTML = profileSvg(k, true); // numbers and fixed words only
     const [lo, hi] = formatValues([P.edges[0], P.edges[P.edges.length - 1]]);
-    let note = `Area under the curve: ${row.text} nats, the value within the model's log-SNR range [${lo}, ${hi}]`;
-    note += row.outside === null ? "." : `; a further ${row.outside} nats are extrapolated beyond it (not in the value).`;
+    let note;
+    if (row.outside !== null && row.outsideInValue) {
+      note = `Value: ${row.text} nats, the area under the curve (the model's log-SNR range [${lo}, ${hi}]) plus ${row.outside} nats extrapolated beyond it (information the model never saw).`;
+    } else {
+      note = `Area under the curve: ${row.text} nats, the value within the model's log-SNR range [${lo}, ${hi}]`;
+      note += row.outside === null ? "." : `; a further ${row.outside} nats are extrapolated beyond it (not in the value).`;
+    }
     if (row.flags.length) note += ` Flagged: ${row.warnings.join("; ")}.`;
     $("profile-note").textContent = note;
     miniatures.forEach(({ button, chart }, j) => {

@@ -88,6 +88,8 @@ def viewer_data(res: Explanation) -> dict[str, Any]:
                 "flags": entry_flags(entry),
                 "warnings": entry_warnings(entry),
                 "outside": _outside(est, k, reference),
+                # Estimates made before the tails were added to information values lack this.
+                "outsideInValue": est.settings.get("tails") == "added",
             }
         )
     n_rows = len(rows)
@@ -141,8 +143,8 @@ def viewer_data(res: Explanation) -> dict[str, Any]:
 
 
 def _outside(est: Any, k: int, reference: float) -> str | None:
-    """The nats extrapolated beyond the log-SNR range for pair ``k`` (not in its value), with
-    its 95% interval; None without that diagnostic."""
+    """The nats extrapolated beyond the log-SNR range for pair ``k`` (in its value when its
+    settings say ``"tails": "added"``), with its 95% interval; None without that diagnostic."""
     if "outside_range" not in est.diagnostics:
         return None
     value = est.diagnostics["outside_range"][0, k].item()
