@@ -53,7 +53,7 @@ def test_world_compositional_items_have_known_truth():
 def test_compositional_on_the_exact_model(tmp_path, capsys):
     out = tmp_path / "comp"
     args = ["eval", "compositional", "--model", "exact", "--limit", "6", "--samples", "64"]
-    assert main([*args, "--fixed", "--out", str(out)]) == 0
+    assert main([*args, "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert "exact world model: standard" in table and "orthogonal (paper)" in table
     rows = read_rows(out)
@@ -433,7 +433,7 @@ def test_user_files_through_every_command(tmp_path, capsys):
     (tmp_path / "int.jsonl").write_text(json.dumps(line) + "\n")
 
     runs = [
-        ("compositional", "comp.jsonl", ["--fixed"]),  # Winoground's scores need each MI
+        ("compositional", "comp.jsonl", []),
         ("compositional", "aro.json", ["--image-root", str(tmp_path)]),
         ("localization", "loc.jsonl", ["--ddim-steps", "4"]),
         ("intervention", "int.jsonl", ["--ddim-steps", "4"]),
