@@ -322,6 +322,7 @@ def _describe(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     return (
         f"Model <b>{html.escape(str(model))}</b>{beside}, on {html.escape(data)}: "
         f"{summary.get('n_items', 0)} items measured, {summary.get('n_skipped', 0)} skipped; "
+        f"{'at most ' if settings.get('ranking') == 'sequential' else ''}"
         f"{sampling['draws']} noise draws per item{steps}, seed {sampling['seed']}. "
         "Numbers in nats unless stated, with 95% intervals in brackets."
     )
@@ -590,8 +591,15 @@ def _compositional_summary(summary: dict[str, Any]) -> str:
     cluster = summary.get("cluster", {"unit": "item", "n": summary.get("n_items", 0)})
     return (
         f"<table class=summary><tr><th>score: accuracy (true caption ranked first)</th>{head}"
-        f"</tr>{body}</table><ul>{listed}</ul><p class=note>* the ranking score chosen with "
-        "--estimator. standard: log p(x|caption) - log p(x), the score to rank captions with; "
+        f"</tr>{body}</table><ul>{listed}</ul><p class=note>"
+        + (
+            "* sequential: the standard score's margins on draws taken in stages until an "
+            "anytime-valid 95% confidence sequence decides the item (or it is futile, or at the "
+            "maximum: counted as a tie). "
+            if summary.get("headline", "").endswith("/sequential")
+            else "* the ranking score chosen with --estimator. "
+        )
+        + "standard: log p(x|caption) - log p(x), the score to rank captions with; "
         "orthogonal: the paper's protocol, which grows with how much a caption changes the "
         f"denoiser. Intervals: 95% bootstrap resampling {cluster['n']} {cluster['unit']}s. "
         f"Protocol {html.escape(summary.get('protocol_note', ''))}</p>"
