@@ -67,6 +67,8 @@ def make_task(
     data, so every table shows what a perfect model gets)."""
 
     fit = fit_of(settings)
+    staged = settings.get("ranking") == "sequential"
+    scorer = score_sequentially if staged else score
 
     def measure(item: CompositionalItem) -> dict[str, Any]:
         check_captions(model, item)
@@ -76,33 +78,16 @@ def make_task(
             "type": item.type,
             "group": item.group,
             "flags": item_flags(item, settings, model.image_size),
-            "scores": {"model": score(model, item, sampling, fit)},
+            "scores": {"model": scorer(model, item, sampling, fit)},
         }
         if reference is not None:
-            row["scores"]["reference"] = score(reference, item, sampling, fit)
-        return row | {PICTURES: {"image": thumbnail(_image(item))}}
-
-    def measure_sequentially(item: CompositionalItem) -> dict[str, Any]:
-        check_captions(model, item)
-        row = {
-            "captions": list(item.captions),
-            "true_index": item.true_index,
-            "type": item.type,
-            "group": item.group,
-            "flags": item_flags(item, settings, model.image_size),
-            "scores": {"model": score_sequentially(model, item, sampling, fit)},
-        }
-        if reference is not None:
-            row["scores"]["reference"] = score_sequentially(reference, item, sampling, fit)
+            row["scores"]["reference"] = scorer(reference, item, sampling, fit)
         return row | {PICTURES: {"image": thumbnail(_image(item))}}
 
     def denoiser_rows(item: CompositionalItem) -> int:
-        if settings.get("ranking") == "sequential":  # at most
+        if staged:  # at most
             return (sequential.PILOT + sampling.draws) * len(item.captions)
         return sampling.rows(len(item.captions) + 1)
-
-    if settings.get("ranking") == "sequential":
-        return Task("compositional", measure_sequentially, denoiser_rows)
 
     return Task("compositional", measure, denoiser_rows)
 
