@@ -123,3 +123,13 @@ def test_an_items_ranking_depends_only_on_it_and_the_seed(exact_runs):
         true_index=item.true_index,
     )
     assert [m["value"] for m in other["margins"]] != [m["value"] for m in ranked["margins"]]
+
+
+def test_too_few_draws_or_captions_are_refused(exact_runs):
+    model, runs = exact_runs
+    item = runs[0][0]
+    x = model.encode_image(item.image)
+    with pytest.raises(ValueError, match="at least 16 draws"):
+        rank_sequentially(model, x, list(item.captions), sampling=Sampling(draws=8), key="k")
+    with pytest.raises(ValueError, match="two or more captions"):
+        rank_sequentially(model, x, ["a red circle"], sampling=Sampling(draws=64), key="k")

@@ -83,7 +83,11 @@ def rank_sequentially(
     ``credit``.
     """
     sampling = sampling.resolve(model)
+    if sampling.draws < BLOCK:
+        raise ValueError(f"sequential ranking needs at least {BLOCK} draws, got {sampling.draws}")
     n = len(captions)
+    if n < 2:
+        raise ValueError(f"ranking needs two or more captions, got {n}")
     pairs = list(combinations(range(n), 2))
     stream = row_stream_key(x[0], key)
     draws = _Draws(

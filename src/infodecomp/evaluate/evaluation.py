@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .. import ddim
+from .. import ddim, sequential
 from ..results import versions
 from ..sampling import Sampling, check_sampling
 from . import (
@@ -126,6 +126,11 @@ def evaluate(
     ranking = ranking or "fixed"
     if ranking not in ("sequential", "fixed"):
         raise ValueError(f"unknown ranking {ranking!r}; choose 'sequential' or 'fixed'")
+    if ranking == "sequential" and sampling.draws < sequential.BLOCK:
+        raise ValueError(
+            f"sequential ranking needs at least {sequential.BLOCK} draws (`samples`), "
+            f"got {sampling.draws}"
+        )
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if generated and (task != "intervention" or data != "world"):
