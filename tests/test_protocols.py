@@ -189,7 +189,9 @@ def test_the_paper_protocol_ranks_by_the_orthogonal_score_unless_told(tmp_path):
     told = evaluate("compositional", tmp_path / "s", protocol="paper", estimator="standard", **kw)
     assert told["headline"] == "model/standard"
     assert evaluate("compositional", tmp_path / "o", **kw)["headline"] == "model/standard"
-    staged = evaluate("compositional", tmp_path / "f", ranking="sequential", **kw)
+    staged = evaluate(
+        "compositional", tmp_path / "f", ranking="sequential", **(kw | {"sampling": Sampling(16)})
+    )
     assert staged["headline"] == "model/sequential"
     with pytest.raises(ValueError, match="unknown protocol"):
         evaluate("compositional", tmp_path / "x", protocol="theirs", **kw)
