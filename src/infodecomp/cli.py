@@ -142,6 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(the winner's log-likelihood ratios stay standard)",
     )
     score.add_argument(
+        "--sequential",
+        action="store_true",
+        help="draws in stages (at most --samples) until the leader is decided by an "
+        "anytime-valid 95%% interval of each log-likelihood ratio (no i(x; prompt) itself; "
+        "experimental)",
+    )
+    score.add_argument(
         "--json",
         action="store_true",
         help="print JSON instead of a table: the estimate (columns: the prompts, then each pair "
@@ -718,6 +725,8 @@ def run_score(args: argparse.Namespace) -> int:
     if not all(prompts):
         raise ValueError("a prompt is empty")
     model = _load_model(args)
+    if args.sequential:
+        return _score_sequentially(args, model, prompts)
     ranked = rank_captions(
         model, args.image, prompts, estimator=args.estimator, sampling=_sampling(args)
     )
@@ -752,6 +761,51 @@ def run_score(args: argparse.Namespace) -> int:
     print(
         f"nats, {args.estimator} estimator; {est.n_evaluations} denoiser evaluations, "
         f"seed {args.seed}"
+    )
+    return 0
+
+
+def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]) -> int:
+    from .explanation import as_text_denoiser
+    from .sequential import pair_index, rank_sequentially
+
+    model = as_text_denoiser(model)
+    for prompt in prompts:
+        if hasattr(model, "check_prompt"):
+            model.check_prompt(prompt)
+    x = model.encode_image(args.image)
+    key = f"score:{args.image}"
+    ranked = rank_sequentially(model, x, prompts, sampling=_sampling(args), key=key)
+    if args.json:
+        print(
+            json.dumps(
+                {"model": model.name, "image": str(args.image), "prompts": prompts, **ranked},
+                indent=2,
+            )
+        )
+        return 0
+    leader = ranked["leader"]
+    first = leader if leader is not None else ranked["plausible"][0]
+    width = max(len("prompt"), *(len(p[:47]) for p in prompts)) + 2
+    verdict = {
+        "decided": f"decided after {ranked['draws']} draws",
+        "futile": f"undecided: futile after {ranked['draws']} draws",
+        "maximum": f"undecided at the maximum, {ranked['draws']} draws",
+    }[ranked["decision"]]
+    head = f"leader: {prompts[first][:47]}" if leader is not None else "no single leader"
+    print(f"{head} ({verdict}); plausible leaders: {len(ranked['plausible'])}")
+    print(f"{'- ' + 'other prompt':<{width + 2}}log p(x|first) - log p(x|other) [95% interval]")
+    for j in range(len(prompts)):
+        if j == first:
+            continue
+        margin = ranked["margins"][pair_index(len(prompts), first, j)]
+        sign = 1.0 if first < j else -1.0
+        lo, hi = sorted(sign * v for v in margin["ci95"])
+        value = sign * margin["value"]
+        print(f"{'- ' + prompts[j][:47]:<{width + 2}}{value:.4g} [{lo:.4g}, {hi:.4g}]")
+    print(
+        f"nats, standard estimator, anytime-valid intervals; {ranked['n_evaluations']} denoiser "
+        f"evaluations, seed {args.seed}"
     )
     return 0
 
