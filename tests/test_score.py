@@ -82,12 +82,12 @@ def test_one_prompt_has_no_pairs_and_orthogonal_pairs_stay_standard(world_image,
 
 def test_sequential_score_decides_the_true_caption_first(world_image, capsys):
     prompts = [WRONG, TRUE]
-    score(world_image, prompts, "--sequential", "--json")
+    score(world_image, prompts, "--sequential", "--samples", "64", "--json")
     doc = json.loads(capsys.readouterr().out)
     assert doc["decision"] == "decided" and doc["leader"] == 1 and doc["plausible"] == [1]
-    assert doc["n_evaluations"] == (8 + doc["draws"]) * 2 and doc["draws"] <= 32
+    assert doc["n_evaluations"] == (8 + doc["draws"]) * 2 and doc["draws"] <= 64
     (margin,) = doc["margins"]  # log p(x|WRONG) - log p(x|TRUE), decided below 0
     assert margin["pair"] == [0, 1] and margin["ci95"][1] < 0
-    score(world_image, prompts, "--sequential")
+    score(world_image, prompts, "--sequential", "--samples", "64")
     text = capsys.readouterr().out
     assert f"leader: {TRUE}" in text and "decided after" in text and f"- {WRONG}" in text

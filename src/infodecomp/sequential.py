@@ -1,7 +1,8 @@
 """Sequential caption ranking: draws in stages until the question is answered.
 
 Ranking captions needs neither the unconditional denoiser nor a fixed number of draws. The
-standard estimator's difference between two captions is log p(x|c_i) - log p(x|c_j), estimated
+standard estimator's difference between two captions is log p(x|c_i) - log p(x|c_j) (its part
+over the model's log-SNR range: unlike the estimators' values, no tails are added), estimated
 directly from the two captions' denoiser outputs on shared draws (``1/2 w(a) (||e - eps_hat_j||^2
 - ||e - eps_hat_i||^2)`` per draw). Draws are i.i.d. from the model's log-SNR distribution (no
 adaptive proposal, no stratification: every draw is one i.i.d. observation of every pair's
@@ -15,7 +16,8 @@ is the confidence sequence, which covers; both measured in ``benchmarks/eval_cos
 
 An item stops when its leader is decided (its margin over every other caption excludes 0), when
 (with a true caption) a false caption is decided to beat the true one, when the decision is
-futile (even the maximum draws would not decide it, by the current variance), or at the maximum
+futile (even the upper end of a plain 95% interval of each undecided margin lies inside the
+width the maximum draws would reach), or at the maximum
 (``Sampling.draws``). Captions that no other significantly beats are the plausible leaders; an
 item's credit is 1/(their number) if the true caption is among them, else 0: an undecided
 two-caption item counts as a tie.
@@ -46,7 +48,6 @@ PILOT = 8  # stratified draws from the model's range that fit the proposal (spen
 BLOCK = 16  # draws per stage
 FIRST_LOOK = 16  # draws before the first look (the boundary is asymptotic: measured)
 TIGHTEST_AT = 64  # draws at which the boundary is tuned to be tightest
-FUTILE = 0.5  # futile when every undecided margin is under this share of its maximum-draws width
 ALPHA = 0.05
 
 
@@ -75,7 +76,7 @@ def rank_sequentially(
     ``key``).
 
     Returns a JSON-ready dict: ``decision`` (``"decided"``, ``"futile"`` or ``"maximum"``),
-    ``draws`` (counted), ``n_evaluations`` (denoiser rows: (pilot + draws) x captions),
+    ``draws`` (counted), ``n_evaluations`` (denoiser rows: (pilot + draws) x distinct captions),
     ``plausible`` (the captions no other significantly beats), ``leader`` (the decided leader or
     ``None``), ``margins`` (every pair ``(i, j)``, ``i < j``: log p(x|c_i) - log p(x|c_j) in
     nats with its standard error and the confidence sequence's 95% interval at the stop) and,
@@ -132,17 +133,24 @@ def rank_sequentially(
         width = boundary(t, np.sqrt(var), level)
         beats = _beats(pairs, n, mean - width > 0, mean + width < 0)
         plausible = [i for i in range(n) if not beats[:, i].any()]
-        if len(plausible) == 1:
+        texts = {captions[i] for i in plausible}  # copies of one caption are one leader
+        if len(texts) == 1:
             decision, leader = "decided", plausible[0]
             break
         if true_index is not None and true_index not in plausible:
             decision = "decided"
             break
-        # Futile: every margin between two plausible leaders stays well inside the width the
-        # maximum draws would have at this variance.
-        undecided = [k for k, (i, j) in enumerate(pairs) if i in plausible and j in plausible]
+        # Futile: even the upper end of a plain 95% interval of every undecided margin (two
+        # plausible leaders' with different texts) lies inside the width the maximum draws
+        # would reach at this variance: more draws would not decide it.
+        undecided = [
+            k
+            for k, (i, j) in enumerate(pairs)
+            if i in plausible and j in plausible and captions[i] != captions[j]
+        ]
         at_max = boundary(sampling.draws, np.sqrt(var[undecided]), level)
-        if t < sampling.draws and (np.abs(mean[undecided]) < FUTILE * at_max).all():
+        reach = np.abs(mean[undecided]) + 2 * np.sqrt(var[undecided] / t)
+        if t < sampling.draws and (reach < at_max).all():
             decision = "futile"
             break
     draws.close()
@@ -153,7 +161,7 @@ def rank_sequentially(
     out: dict[str, Any] = {
         "decision": decision,
         "draws": t,
-        "n_evaluations": (PILOT + t) * n,
+        "n_evaluations": (PILOT + t) * len(set(captions)),  # each distinct caption once
         "plausible": plausible,
         "leader": leader,
         "margins": [
