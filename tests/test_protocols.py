@@ -195,3 +195,41 @@ def test_the_paper_protocol_ranks_by_the_orthogonal_score_unless_told(tmp_path):
     assert staged["headline"] == "model/sequential"
     with pytest.raises(ValueError, match="unknown protocol"):
         evaluate("compositional", tmp_path / "x", protocol="theirs", **kw)
+
+
+def test_sequential_credit_ranks_among_distinct_captions():
+    """A sequential row whose false caption 2 is the true caption's text: under ours the copy
+    leaves the ranking, and the true caption (ahead of caption 0 by its interval) wins."""
+    margins = [
+        {"pair": [0, 1], "value": -3.0, "ci95": [-5.0, -1.0]},  # 1 (true) beats 0
+        {"pair": [0, 2], "value": -3.0, "ci95": [-5.0, -1.0]},
+        {"pair": [1, 2], "value": -0.1, "ci95": [-0.2, -0.05]},  # the copy "ahead" (noise)
+    ]
+    entry = {"scores": [-3.0, 0.0, 0.1], "plausible": [2], "leader": 2, "margins": margins}
+    entry |= {"margin": {"verdict": "not significant"}, "decision": "decided", "draws": 16}
+    row = {
+        "id": "r",
+        "cluster": "r",
+        "type": None,
+        "captions": ["b a", "a b", "A b"],
+        "true_index": 1,
+        "group": None,
+        "flags": {"identical_captions": "."},
+        "scores": {"model": {"sequential": entry}},
+    }
+    settings = SETTINGS | {"ranking": "sequential"}
+    ours = summarize([row], settings | {"protocol": "ours"})
+    assert ours["columns"]["model/sequential"]["accuracy"]["value"] == 1.0
+    paper = summarize([row], settings | {"protocol": "paper"})
+    assert paper["columns"]["model/sequential"]["accuracy"]["value"] == 0.0
+
+
+def test_runs_made_before_the_protocol_setting_resume(tmp_path):
+    from infodecomp.evaluate.runner import _check_settings
+
+    old = {"task": "compositional", "sampling": {"draws": 8}, "estimator": "standard"}
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    (tmp_path / "rows.jsonl").write_text('{"id": "a", "index": 0}\n')
+    _check_settings(tmp_path, old | {"protocol": "ours", "ranking": "fixed", "sample": None})
+    with pytest.raises(ValueError, match="protocol: 'ours' -> 'paper'"):
+        _check_settings(tmp_path, old | {"protocol": "paper", "ranking": "fixed"})

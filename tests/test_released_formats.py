@@ -495,7 +495,7 @@ def test_parquet_image_str_is_cheap_and_content_based(aro_root: Path, tmp_path: 
     assert [str(it.image) for it in first] == [str(it.image) for it in second]
 
 
-def test_missing_libraries_are_named_in_one_line(monkeypatch, karpathy: Path) -> None:
+def test_missing_libraries_are_named_in_one_line(monkeypatch, karpathy: Path, capsys) -> None:
     import sys
 
     from infodecomp.evaluate import perturbations
@@ -507,3 +507,10 @@ def test_missing_libraries_are_named_in_one_line(monkeypatch, karpathy: Path) ->
     monkeypatch.setattr(perturbations, "_SPACY", [])
     with pytest.raises(ImportError, match=r"pip install spacy && python -m spacy download en_"):
         read_aro_order(karpathy)
+    # The command line says it in one line, exit 2.
+    from infodecomp.cli import main
+
+    argv = ["eval", "compositional", "--data", str(karpathy), "--model", "exact"]
+    assert main([*argv, "--out", str(karpathy.parent / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install spacy" in err and "Traceback" not in err

@@ -224,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, DenoiserOutputError, OSError, SafetensorError) as err:
         print(f"infodecomp: error: {_as_flags(_error_line(err))}", file=sys.stderr)
         return 2
+    except ImportError as err:
+        if "pip install" not in str(err):  # not an optional package we name: a real bug
+            raise
+        print(f"infodecomp: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("infodecomp: interrupted", file=sys.stderr)
         return 130

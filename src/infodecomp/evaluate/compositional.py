@@ -47,7 +47,8 @@ ARO_FORMATS = ("aro", "aro-parquet")
 # ARO scores them. The other flags are counted and the items scored.
 FLAGS = {
     "identical_captions": "a false caption is the true caption's text (ignoring case and spacing)",
-    "symmetric_relation": "a relation ARO leaves out of its macro accuracy (swapped, still true)",
+    "symmetric_relation": "a relation ARO's list leaves out of its macro accuracy (ARO calls "
+    "them symmetric; a few, such as 'biting', are not)",
     "centre_crop": "the centre crop keeps under half of the box (subject or object may be cut)",
     "squashed": "squashing to a square stretches the box over 2x",
     "small_box": "the box's short side is under 1/8 of the model's image size",
@@ -68,7 +69,11 @@ def make_task(
 
     fit = fit_of(settings)
     staged = settings.get("ranking") == "sequential"
-    scorer = score_sequentially if staged else score
+
+    def scorer(model: EvalModel, item: CompositionalItem, sampling: Sampling, fit: str) -> Any:
+        if staged:
+            return score_sequentially(model, item, sampling, fit)
+        return score(model, item, sampling, fit, first=settings.get("estimator", "standard"))
 
     def measure(item: CompositionalItem) -> dict[str, Any]:
         check_captions(model, item)
@@ -160,11 +165,16 @@ def item_flags(item: CompositionalItem, settings: dict[str, Any], size: int) -> 
 
 
 def score(
-    model: EvalModel, item: CompositionalItem, sampling: Sampling, fit: str = "crop"
+    model: EvalModel,
+    item: CompositionalItem,
+    sampling: Sampling,
+    fit: str = "crop",
+    first: str = "standard",
 ) -> dict[str, Any]:
     """Every caption's scores (nats, with standard errors), the true caption's margin over the
     best false one, and the ranking credit, for each estimator. ``fit``: how the image is brought
-    to the model's square (``"crop"`` or ``"squash"``)."""
+    to the model's square (``"crop"`` or ``"squash"``); ``first``: the estimator ranked by, to
+    which the draws' proposal is fitted."""
     x = model.input(_image(item), fit=fit)
     captions, k = list(item.captions), item.true_index
     falses = [j for j in range(len(captions)) if j != k]
@@ -177,7 +187,7 @@ def score(
         x,
         conds,
         contexts,
-        estimator=SCORES,
+        estimator=tuple(dict.fromkeys((first, *SCORES))),  # the proposal fits the first
         sampling=sampling,
         keys=[item.id],
         progress=False,
@@ -274,7 +284,11 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
         "flags": dict(Counter(f for r in rows for f in r.get("flags", {}))),
         "flag_texts": FLAGS,
         "cluster": {
-            "unit": "item" if clusters == [r["id"] for r in rows] else "image",
+            "unit": "item"
+            if clusters == [r["id"] for r in rows]
+            else "group"
+            if all(r.get("group") is not None for r in rows)
+            else "image",
             "n": len(set(clusters)),
         },
         **_scoring(rows, settings, protocol, full=True),
@@ -304,11 +318,19 @@ def _scoring(
 
     def credit_of(r: dict[str, Any], scored: dict[str, Any]) -> float:
         kept = ranked[r["id"]]
-        if "plausible" in scored:  # sequential: the plausible leaders left when it stopped
-            plausible = [j for j in scored["plausible"] if j in kept]
-            if protocol == "paper":  # only a decided true leader counts
-                return float(scored["leader"] == r["true_index"])
-            return 1 / len(plausible) if r["true_index"] in plausible else 0.0
+        if "margins" in scored:  # sequential: from each pair's interval at the stop
+            k = r["true_index"]
+            if protocol == "paper":  # only a decided true leader without a copy counts
+                copied = len(_ranked(r, "ours")) < len(r["captions"])
+                return float(scored["leader"] == k and not copied)
+            beaten = set()
+            for m in scored["margins"]:
+                i, j = m["pair"]
+                if i in kept and j in kept:
+                    lo, hi = m["ci95"]
+                    beaten |= {j} if lo > 0 else {i} if hi < 0 else set()
+            plausible = [j for j in kept if j not in beaten]
+            return 1 / len(plausible) if k in plausible else 0.0
         scores = scored["scores"]
         return rule([scores[j] for j in kept], kept.index(r["true_index"]))
 
@@ -424,8 +446,9 @@ PROTOCOL_NOTES = {
     "ours": "ours: images centre-cropped to the model's square (no distortion; flagged where the "
     "crop keeps under half of the box); an exact tie gets 1/k credit (a coin toss); a false "
     "caption that is the true one's text is dropped from the ranking (an item left with none is "
-    "left out) and items whose false caption is as true (ARO's symmetric relations) are left "
-    "out of every column, and counted.",
+    "left out) and the items of the relations ARO's list calls symmetric (their swapped "
+    "caption is mostly as true; a few, such as 'biting', are not) are left out of every "
+    "column, and counted.",
     "paper": "paper: ranked by the orthogonal score unless --estimator says otherwise, images "
     "squashed to the model's square (Kong et al.'s code); a tie fails "
     "(ARO's argmax, true caption last); every item is in 'all items' (ARO's plain accuracy), "

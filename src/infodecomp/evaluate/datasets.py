@@ -1023,7 +1023,7 @@ def read_coco(
     word is the plural if it occurs, else the name; the mask is the union of all the category's
     instances (crowd ones included). A category no caption names gives no item. Ids are
     ``"{image_id}/{category_id}"``; the source is the caption's. An item whose word the regular
-    expression finds but our word splitting does not ("dog" in "dog's") is a bad item.
+    expression finds inside one of our words ("dog" in "dog's", "hot-dog") measures that word.
     ``synonyms`` are refused with it.
 
     Both: items of one image share their ``cluster``, ``str(image_id)``. Masks are

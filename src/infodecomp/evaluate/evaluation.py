@@ -126,6 +126,10 @@ def evaluate(
     ranking = ranking or "fixed"
     if ranking not in ("sequential", "fixed"):
         raise ValueError(f"unknown ranking {ranking!r}; choose 'sequential' or 'fixed'")
+    if ranking == "sequential" and protocol == "paper":
+        raise ValueError(
+            "the paper's protocol takes the same draws for every item: no `sequential`"
+        )
     if ranking == "sequential" and sampling.draws < sequential.BLOCK:
         raise ValueError(
             f"sequential ranking needs at least {sequential.BLOCK} draws (`samples`), "

@@ -66,7 +66,7 @@ TASK_FORMATS = {
         "winoground-parquet",
     ),
     "localization": ("jsonl", "coco"),
-    "intervention": ("jsonl",),
+    "intervention": ("jsonl", "coco"),
 }
 # Bytes read from the start of a file to tell its format.
 _HEAD = 1 << 16

@@ -51,6 +51,8 @@ PICTURES = "_pictures"
 # sample's items are chosen by id, so a larger one keeps a smaller one's), how they
 # are batched (rows agree to float rounding), and package versions (each row records its own).
 RESUMABLE_KEYS = ("limit", "sample", "batch_size", "versions")
+# Settings added after runs were made, and the value those runs had without them.
+ADDED_DEFAULTS = {"protocol": "ours", "ranking": "fixed", "sample": None}
 # The item fields that hold files (by the items' schemas: images, masks, recorded noise): a
 # fingerprint reads these by content; every other string is text, never probed as a path.
 FILE_FIELDS = ("image", "masks", "noise")
@@ -407,6 +409,8 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         raise ValueError(f"{out} is not an evaluation's folder ({path} is not ours)")
     if not any(p.stat().st_size for p in out.glob("rows*.jsonl")):
         return
+    # Runs made before these settings existed ran with their defaults.
+    old = {k: v for k, v in ADDED_DEFAULTS.items() if k in settings and k not in old} | old
     changed = [
         f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
         for k in sorted(set(old) | set(settings))
