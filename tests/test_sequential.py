@@ -102,26 +102,18 @@ def test_margins_cover_the_exact_log_ratios(exact_runs):
 def test_an_items_ranking_depends_only_on_it_and_the_seed(exact_runs):
     model, runs = exact_runs
     item, ranked, _ = runs[0]
-    again = rank_sequentially(
-        model,
-        model.encode_image(item.image),
-        list(item.captions),
-        sampling=Sampling(draws=256, batch_size=7),
-        key=item.id,
-        true_index=item.true_index,
-    )
+
+    def rank(sampling):
+        x = model.encode_image(item.image)
+        captions, k = list(item.captions), item.true_index
+        return rank_sequentially(model, x, captions, sampling=sampling, key=item.id, true_index=k)
+
+    again = rank(Sampling(draws=256, batch_size=7))
     assert again["draws"] == ranked["draws"]
     assert [m["value"] for m in again["margins"]] == pytest.approx(
         [m["value"] for m in ranked["margins"]], rel=1e-9
     )
-    other = rank_sequentially(
-        model,
-        model.encode_image(item.image),
-        list(item.captions),
-        sampling=Sampling(draws=256, seed=1),
-        key=item.id,
-        true_index=item.true_index,
-    )
+    other = rank(Sampling(draws=256, seed=1))
     assert [m["value"] for m in other["margins"]] != [m["value"] for m in ranked["margins"]]
 
 

@@ -119,15 +119,15 @@ def rank_sequentially(
         widen_by=WIDEN_BY,
     )
     level = alpha / len(pairs)
-    seen: list[np.ndarray] = []
+    obs = np.empty((len(pairs), 0))  # each pair's weighted margin per counted draw
     decision, plausible, leader = "maximum", list(range(n)), None
-    while sum(s.shape[1] for s in seen) < sampling.draws:
-        t = sum(s.shape[1] for s in seen)
+    while obs.shape[1] < sampling.draws:
+        t = obs.shape[1]
         size = min(max(BLOCK, FIRST_LOOK - t), sampling.draws - t)
         a = logsnr.sample(size, alpha_rng, stratified=False)[None]
         f, _ = draws.integrands(a, np.ones_like(a), per_dim=False)
-        seen.append((f["standard"][0] * torch.from_numpy(logsnr.weight(a[0]))).numpy())
-        obs = np.concatenate(seen, 1)  # (pairs, t)
+        block = (f["standard"][0] * torch.from_numpy(logsnr.weight(a[0]))).numpy()
+        obs = np.concatenate([obs, block], 1)
         t = obs.shape[1]
         mean, var = obs.mean(1), obs.var(1, ddof=1)
         width = boundary(t, np.sqrt(var), level)
@@ -153,11 +153,7 @@ def rank_sequentially(
         if t < sampling.draws and (reach < at_max).all():
             decision = "futile"
             break
-    draws.close()
-    obs = np.concatenate(seen, 1)
-    t = obs.shape[1]
-    mean, var = obs.mean(1), obs.var(1, ddof=1)
-    width = boundary(t, np.sqrt(var), level)
+    draws.close()  # mean, var and width are those of the last look
     out: dict[str, Any] = {
         "decision": decision,
         "draws": t,

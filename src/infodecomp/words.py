@@ -64,6 +64,12 @@ def words_to_explain(prompt: str, words: list[str] | None = None) -> list[str]:
     return chosen
 
 
+def text_key(caption: str) -> str:
+    """What a CLIP-style tokenizer reads of ``caption``: lower-cased, white space collapsed
+    (two captions with one key are the same text to the model)."""
+    return " ".join(caption.casefold().split())
+
+
 def split_words(prompt: str) -> list[Word]:
     """Every word occurrence of ``prompt``, in order (punctuation is not a word)."""
     return [Word(m.group(), m.start(), m.end()) for m in _WORD.finditer(prompt)]

@@ -32,6 +32,7 @@ from ..estimators import conditional_mutual_info
 from ..report.datasets import thumbnail
 from ..results import Z95
 from ..sampling import Sampling
+from ..words import text_key
 from . import metrics
 from .common import EvalModel, sampling_line
 from .datasets import ARO_SYMMETRIC_RELATIONS
@@ -143,7 +144,7 @@ def fit_of(settings: dict[str, Any]) -> str:
 def item_flags(item: CompositionalItem, settings: dict[str, Any], size: int) -> dict[str, str]:
     """``{flag: one line}`` (keys of :data:`FLAGS`) of what makes the item degenerate."""
     flags = {}
-    text = [" ".join(c.casefold().split()) for c in item.captions]
+    text = [text_key(c) for c in item.captions]
     k = item.true_index
     same = [j for j, t in enumerate(text) if j != k and t == text[k]]
     if same:
@@ -395,7 +396,7 @@ def _ranked(row: dict[str, Any], protocol: str) -> list[int]:
     model can rank below it (ARO's word shuffles of short captions make such copies)."""
     if protocol == "paper":
         return list(range(len(row["captions"])))
-    text = [" ".join(c.casefold().split()) for c in row["captions"]]
+    text = [text_key(c) for c in row["captions"]]
     k = row["true_index"]
     return [j for j, t in enumerate(text) if j == k or t != text[k]]
 

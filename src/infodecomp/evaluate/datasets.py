@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..images import check_fit, is_lazy_image, load_image
-from ..words import occurrences, split_words
+from ..words import occurrences, split_words, text_key
 from .items import (
     PROTOCOLS,
     BadItemError,
@@ -196,7 +196,7 @@ def _check_distinct(captions: list[str] | tuple[str, ...]) -> None:
     """
     seen: dict[str, int] = {}
     for k, caption in enumerate(captions):
-        key = " ".join(caption.casefold().split())
+        key = text_key(caption)
         if key in seen:
             raise InvalidLine(
                 f"captions {seen[key]} and {k} are the same text (ignoring case and spacing, as "
