@@ -14,7 +14,10 @@ estimator. ``--sampling`` and ``--adaptive`` are passed to the estimators only w
 
     python benchmarks/coverage.py [--cases mi-gmm-a,...] [--draws 128,256,512] [--pairs 400]
         [--world-pairs 400] [--seed 0] [--sampling stratified|iid] [--adaptive 0|1]
-        [--paper-range] [--json PATH]
+        [--paper-range] [--target-se X] [--target-rel R] [--json PATH]
+
+With a precision target, ``--draws`` is the most a row may take; ``counted`` is the mean number of
+counted draws per value and ``met`` the share of values whose SE met the target.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ def run_case(case: Case, draws: int, seed: int, extra: dict[str, Any]) -> dict[s
         "stderr": torch.empty(n, q, dtype=torch.float64),
         "ci": torch.empty(n, q, 2, dtype=torch.float64),
         "reliable": torch.ones(n, q, dtype=torch.bool),
+        "draws": torch.empty(n, q, dtype=torch.float64),
     }
     has_reliable = False
     for call in case.calls:
@@ -161,6 +165,7 @@ def run_case(case: Case, draws: int, seed: int, extra: dict[str, Any]) -> dict[s
             ci = torch.stack([value - Z95 * stderr, value + Z95 * stderr], dim=-1)
         out["value"][call.rows], out["stderr"][call.rows] = value.double(), stderr.double()
         out["ci"][call.rows] = ci.reshape(len(x), q, 2).double()
+        out["draws"][call.rows] = est.diagnostics["draws"].reshape(len(x), q).double()
         reliable = getattr(est, "reliable", None)
         if reliable is not None:
             has_reliable = True
@@ -170,8 +175,11 @@ def run_case(case: Case, draws: int, seed: int, extra: dict[str, Any]) -> dict[s
     return out
 
 
-def summarise(res: dict[str, torch.Tensor], truth: torch.Tensor, cols: list[int]) -> dict:
-    """Coverage, z-score, relative SE, bias and reliability over the pairs of columns ``cols``."""
+def summarise(
+    res: dict[str, torch.Tensor], truth: torch.Tensor, cols: list[int], extra: dict[str, Any]
+) -> dict:
+    """Coverage, z-score, relative SE, bias and reliability over the pairs of columns ``cols``;
+    the counted draws, and under a precision target the share of values that met it."""
     value, se, t = res["value"][:, cols], res["stderr"][:, cols], truth[:, cols]
     lo, hi = res["ci"][:, cols, 0], res["ci"][:, cols, 1]
     err = (value - t).flatten()
@@ -192,7 +200,12 @@ def summarise(res: dict[str, torch.Tensor], truth: torch.Tensor, cols: list[int]
         "unreliable": None,
         "coverage_reliable": None,
         "truth_mean": t.mean().item(),
+        "draws_mean": res["draws"][:, cols].mean().item(),
+        "target_met": None,
     }
+    if extra.get("target_se") or extra.get("target_rel"):
+        tolerance = extra.get("target_se", 0.0) + extra.get("target_rel", 0.0) * value.abs()
+        row["target_met"] = (se <= tolerance).double().mean().item()
     if "reliable" in res:
         ok = res["reliable"][:, cols].flatten()
         row["unreliable"] = 1 - ok.double().mean().item()
@@ -202,7 +215,8 @@ def summarise(res: dict[str, torch.Tensor], truth: torch.Tensor, cols: list[int]
 
 HEADER = (
     f"{'case':<24}{'draws':>6}{'n':>6}{'truth':>8}{'cover':>7}{'unrel':>7}{'cov|rel':>8}"
-    f"{'z mean':>8}{'z q01':>7}{'z q99':>7}{'|z|>3':>7}{'rel SE':>8}{'bias ± SE':>18}{'wall s':>8}"
+    f"{'z mean':>8}{'z q01':>7}{'z q99':>7}{'|z|>3':>7}{'rel SE':>8}{'bias ± SE':>18}"
+    f"{'counted':>8}{'met':>7}{'wall s':>8}"
 )
 
 
@@ -215,7 +229,8 @@ def format_row(name: str, draws: int, r: dict, wall: float) -> str:
     return (
         f"{name:<24}{draws:>6}{r['n']:>6}{r['truth_mean']:>8.3f}{pct(r['coverage']):>7}"
         f"{pct(r['unreliable']):>7}{pct(r['coverage_reliable']):>8}{r['z_mean']:>8.2f}"
-        f"{r['z_q01']:>7.2f}{r['z_q99']:>7.2f}{pct(r['z_over_3']):>7}{rel:>8}{bias:>18}{wall:>8.1f}"
+        f"{r['z_q01']:>7.2f}{r['z_q99']:>7.2f}{pct(r['z_over_3']):>7}{rel:>8}{bias:>18}"
+        f"{r['draws_mean']:>8.0f}{pct(r['target_met']):>7}{wall:>8.1f}"
     )
 
 
@@ -234,6 +249,8 @@ def main() -> None:
         help="integrate over the paper's log-SNR range [-5, 7] (TruncatedLogistic()), not the "
         "model's: information beyond it is then the tails' to extrapolate",
     )
+    parser.add_argument("--target-se", type=float, default=None, help="precision target (nats)")
+    parser.add_argument("--target-rel", type=float, default=None, help="relative target")
     parser.add_argument("--json", default=None, help="save every row here")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -247,6 +264,9 @@ def main() -> None:
         extra["stratified"] = args.sampling == "stratified"
     if args.adaptive is not None:
         extra["adaptive"] = bool(args.adaptive)
+    for name in ("target_se", "target_rel"):
+        if getattr(args, name) is not None:
+            extra[name] = getattr(args, name)
     if args.paper_range:
         extra["logsnr"] = idc.TruncatedLogistic()
 
@@ -264,7 +284,7 @@ def main() -> None:
             groups = {col: [j] for j, col in enumerate(case.columns)} | case.pooled
             for label, cols in groups.items():
                 row_name = name if len(groups) == 1 else f"{name}[{label}]"
-                r = summarise(res, case.truth, cols)
+                r = summarise(res, case.truth, cols, extra)
                 print(format_row(row_name, draws, r, wall), flush=True)
                 rows.append({"case": row_name, "draws": draws, "wall_s": wall, **r})
     if args.json:

@@ -15,8 +15,15 @@ world model (a strong model) and the bundled model (a weak one), in one run:
   rows per item (captions scaled to the sets': 2, 2, 5, 5) / the rows/s of SD 1.5 at 512 px in
   float16 measured by ``benchmarks/gpu_check.py`` (``results/gpu_check_h200.txt``: 358).
 
+* precision targets on the world's localization items (the bundled model, every word's CMI
+  and the caption's MI, as ``eval localization`` measures them): rows per item and the mean
+  worst-word SE of fixed ``--draws`` draws against ``--target-se`` at a few targets (at most
+  ``--target-most`` draws), and the rows a target needs for the fixed run's mean worst-word SE
+  (interpolated between the targets, log-log).
+
     OMP_NUM_THREADS=1 python benchmarks/eval_cost.py [--items 24] [--draws 256]
-        [--reference-draws 1024] [--models exact,bundled]
+        [--reference-draws 1024] [--models exact,bundled] [--parts ranking,target]
+        [--localization-items 16]
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import time
 import numpy as np
 
 from infodecomp.estimators import conditional_mutual_info
-from infodecomp.evaluate.world_data import compositional_items
+from infodecomp.evaluate.world_data import compositional_items, localization_items
+from infodecomp.explanation import explain
 from infodecomp.loading import load_model
 from infodecomp.sampling import Sampling
 from infodecomp.sequential import rank_sequentially
@@ -58,6 +66,70 @@ def long_margins(model, x, item, draws: int) -> tuple[list[float], list[float]]:
     return est.value[0].tolist(), est.stderr[0].tolist()
 
 
+def worst_word_se(model, items, sampling: Sampling) -> tuple[float, float, float]:
+    """Mean rows per item, mean worst-word SE (nats) and the share of values (MI and every
+    word's CMI) above their target, for ``explain`` on each localization item."""
+    rows, worst, above, values = 0, [], 0, 0
+    for item in items:
+        words = list(item.masks)
+        res = explain(
+            model,
+            item.image,
+            item.caption,
+            words=words,
+            sampling=sampling,
+            attention=False,
+            key=item.id,
+            progress=False,
+        )
+        rows += res.estimate.n_evaluations
+        worst.append(max(res.entry(w)["stderr"] for w in words))
+        entries = [res.entry(), *(res.entry(w) for w in words)]
+        above += sum(e["stderr"] > e.get("target", np.inf) for e in entries)
+        values += len(entries)
+    return rows / len(items), float(np.mean(worst)), above / values
+
+
+def target_table(args: argparse.Namespace) -> None:
+    model = load_model("bundled", device="cpu")
+    items = localization_items(args.split, args.localization_items)
+    print(
+        f"\nprecision targets: {len(items)} world localization items ({args.split}), bundled "
+        f"model, MI and every word's CMI; fixed {args.draws} draws vs --target-se (at most "
+        f"{args.target_most})"
+    )
+    print(f"{'run':<22}{'rows/item':>10}{'worst-word SE':>15}{'above target':>14}{'s':>6}")
+    start = time.perf_counter()
+    fixed_rows, fixed_se, _ = worst_word_se(model, items, Sampling(draws=args.draws))
+    print(
+        f"{f'fixed {args.draws}':<22}{fixed_rows:>10.0f}{fixed_se:>15.3f}{'-':>14}"
+        f"{time.perf_counter() - start:>6.0f}",
+        flush=True,
+    )
+    points = []
+    for factor in (1.0, 1.4, 2.0):
+        start = time.perf_counter()
+        target = round(fixed_se * factor, 3)
+        sampling = Sampling(draws=args.target_most, target_se=target)
+        rows, se, above = worst_word_se(model, items, sampling)
+        points.append((rows, se))
+        print(
+            f"{f'--target-se {target}':<22}{rows:>10.0f}{se:>15.3f}{above:>14.1%}"
+            f"{time.perf_counter() - start:>6.0f}",
+            flush=True,
+        )
+    # Rows at the fixed run's worst-word SE: log-log interpolation between the two nearest.
+    points.sort(key=lambda p: p[1])
+    log_rows, log_se = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+    at = float(np.exp(np.interp(np.log(fixed_se), log_se, log_rows)))
+    inside = log_se[0] <= np.log(fixed_se) <= log_se[-1]
+    print(
+        f"rows for the fixed run's worst-word SE ({fixed_se:.3f}): {at:.0f} per item, "
+        f"{at / fixed_rows:.2f}x fixed {args.draws}"
+        + ("" if inside else " (extrapolated: outside the targets' range)")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=24)
@@ -65,7 +137,18 @@ def main() -> None:
     parser.add_argument("--reference-draws", type=int, default=1024)
     parser.add_argument("--models", default="exact,bundled")
     parser.add_argument("--split", default="validation")
+    parser.add_argument("--parts", default="ranking,target")
+    parser.add_argument("--localization-items", type=int, default=16)
+    parser.add_argument("--target-most", type=int, default=1024)
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if "ranking" in parts:
+        ranking_table(args)
+    if "target" in parts:
+        target_table(args)
+
+
+def ranking_table(args: argparse.Namespace) -> None:
     items = compositional_items(args.split, args.items)
     print(
         f"eval_cost: {args.items} world compositional items ({args.split}), sequential at most "

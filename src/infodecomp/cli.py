@@ -45,6 +45,14 @@ def _integer_type(low: int, what: str, high: float = float("inf")) -> Any:
     return parse
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def finite_float(text: str) -> float:
     """An argparse type: a finite number (``inf`` and ``nan`` refused)."""
     try:
@@ -464,6 +472,21 @@ def _sampling_arguments(
     )
     group.add_argument("--seed", type=seed_int, default=0, help=f"{seed} (default 0)")
     group.add_argument(
+        "--target-se",
+        type=positive_float,
+        metavar="NATS",
+        help="draw until every reported value's standard error is at most NATS (plus "
+        "--target-rel times the value), --samples at most; planned from draws that are then "
+        "spent, so values stay unbiased",
+    )
+    group.add_argument(
+        "--target-rel",
+        type=positive_float,
+        metavar="R",
+        help="draw until every reported value's standard error is at most R times its size "
+        "(e.g. 0.05), --samples at most",
+    )
+    group.add_argument(
         "--batch-size",
         type=positive_int,
         help="rows per denoiser call (default: what fits the device); never changes the numbers",
@@ -471,7 +494,18 @@ def _sampling_arguments(
 
 
 def _sampling(args: argparse.Namespace) -> Sampling:
-    return Sampling(draws=args.samples, seed=args.seed, batch_size=args.batch_size)
+    if getattr(args, "sequential", False) and (args.target_se or args.target_rel):
+        raise ValueError(
+            "--sequential draws until each ranking is decided: it takes no --target-se or "
+            "--target-rel (those set the precision of values)"
+        )
+    return Sampling(
+        draws=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        target_se=args.target_se,
+        target_rel=args.target_rel,
+    )
 
 
 def _device_arguments(sub: argparse.ArgumentParser) -> None:
@@ -605,11 +639,13 @@ def run_heatmap(args: argparse.Namespace) -> int:
     with output_folder(args.out) as folder:
         result.save(folder, scale=args.scale, fmt=args.figure_format)
     report = args.out / "report.html"
-    print(f"{'':<24}nats [95% interval]")
+    labels = ["whole prompt (MI)", *(f"{word} | rest (CMI)" for word in result.words)]
+    width = max(map(len, labels)) + 2
+    print(f"{'':<{width}}nats [95% interval]")
     mi = result.entry()
-    _print_entry("whole prompt (MI)", mi, 24)
-    for word in result.words:
-        _print_entry(f"{word} | rest (CMI)", result.entry(word), 24, mi["value"])
+    _print_entry(labels[0], mi, width)
+    for label, word in zip(labels[1:], result.words, strict=True):
+        _print_entry(label, result.entry(word), width, mi["value"])
     print(
         f"{result.estimate.n_evaluations} denoiser evaluations, seed {args.seed}; report: {report}"
     )

@@ -23,6 +23,7 @@ information also flagged as ``truncated`` where they exceed the standard error).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import sys
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 from . import intervals
 from .logsnr import Piecewise, TruncatedLogistic, fit_proposal
 from .results import Estimate
-from .sampling import Sampling, check_sampling
+from .sampling import MIN_COUNTED, TARGET_PILOT, TARGET_PROBE, Sampling, check_sampling
 from .tails import Tails, exponential_tails, likelihood_tails
 
 ESTIMATORS = ("orthogonal", "standard")
@@ -55,6 +56,9 @@ DEFENSIVE = 0.03
 # A value is marked unreliable when its TOP_DRAWS largest draws carry over RELIABLE_SHARE of it.
 TOP_DRAWS = 3
 RELIABLE_SHARE = 0.5
+# With a precision target, the plan is this many times the draws the spent ones say it needs
+# (measured by benchmarks/coverage.py --target-se: the share of values that meet their target).
+PLAN_MARGIN = 2.0
 # Bins of the information profile over log-SNR (diagnostics["profile"]).
 PROFILE_BINS = 24
 
@@ -361,7 +365,7 @@ def _estimate(
     # function of (row, seed, settings), ``estimators`` included (settings record the fit).
     kinds = [quantity] if likelihood else list(ESTIMATORS)
     fit_kind = quantity if likelihood else estimators[0]
-    plan = _Plan.of(sampling)
+    plan = _Plan(sampling)
     n_x = x.shape[0]
     # Random streams keyed by (seed, row key): a row's numbers do not depend on the other rows,
     # on batch_size or on how rows are grouped, sharded or resumed.
@@ -377,6 +381,7 @@ def _estimate(
         sum_channels,
         eps_rngs=[np.random.default_rng([sampling.seed, k, 1]) for k in streams],
         n_units=n_x * (sampling.draws + 2 * plan.n_edge),
+        at_most=sampling.targeted,
         progress=progress,
     )
     alpha_rngs = [np.random.default_rng([sampling.seed, k, 0]) for k in streams]
@@ -384,10 +389,23 @@ def _estimate(
     # adds the tails to its maps.
     logsnr = sampling.logsnr
     ends = {
-        end: draws.integrands(np.full((n_x, plan.n_edge), at), np.ones((n_x, plan.n_edge)), per_dim)
+        end: draws.integrands(
+            [np.full(plan.n_edge, at)] * n_x, [np.ones(plan.n_edge)] * n_x, per_dim
+        )
         for end, at in (("low", logsnr.low), ("high", logsnr.high))
     }
-    stages, maps = _run_stages(draws, plan, sampling, alpha_rngs, ends, fit_kind, per_dim)
+    # Each kind's tails from its own integrand at the ends: pointwise, the standard and
+    # orthogonal integrands have different means (equal only on average over the data).
+    tails = {}
+    for kind in kinds:
+        at_low, at_high = (_stack(ends[end][0][kind]) for end in ends)
+        if likelihood:
+            tails[kind] = likelihood_tails(at_low, at_high, logsnr.high, x)
+        else:
+            tails[kind] = exponential_tails(at_low, at_high)
+    stages, maps, counted = _run_stages(
+        draws, plan, sampling, alpha_rngs, ends, fit_kind, tails[fit_kind], per_dim
+    )
     draws.close()
 
     profile_edges = np.linspace(logsnr.low, logsnr.high, PROFILE_BINS + 1)
@@ -411,25 +429,34 @@ def _estimate(
         "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
         "profile_edges": profile_edges.tolist(),
     }
+    # Rows that took the same number of draws are integrated together.
+    groups = [np.flatnonzero(counted == n) for n in np.unique(counted)]
     out = {}
     for kind in [quantity] if likelihood else estimators:
-        # Each kind's tails from its own integrand at the ends: pointwise, the standard and
-        # orthogonal integrands have different means (equal only on average over the data).
-        at_low, at_high = (ends[end][0][kind] for end in ends)
-        if likelihood:
-            tails = likelihood_tails(at_low, at_high, logsnr.high, x)
-        else:
-            tails = exponential_tails(at_low, at_high)
-        end_maps = {end: ends[end][1][kind] for end in ends} if per_dim else None
-        offset = _Offset(x if likelihood else None, sum_channels, tails, end_maps, plan.n_edge)
-        result = _integral(
-            kind, stages, maps.get(kind), plan, sampling.stratified, tails, profile_edges, offset
-        )
+        parts = []
+        for rows in groups:
+            index, end_maps = torch.from_numpy(rows), None
+            if per_dim:
+                end_maps = {end: [m[index] for m in ends[end][1][kind]] for end in ends}
+            offset = _Offset(
+                x[index.to(x.device)] if likelihood else None,
+                sum_channels,
+                _take_rows(tails[kind], rows),
+                end_maps,
+                plan.n_edge,
+            )
+            group_maps = None if kind not in maps else [m[index] for m in maps[kind]]
+            group_stages = [_take_stage(stage, kind, rows) for stage in stages]
+            result = _integral(
+                kind, group_stages, group_maps, sampling.stratified, profile_edges, offset
+            )
+            parts.append((rows, result))
+        result = _merge_rows(parts, n_x)
         if not many:
             result = _first_condition(result)
         out[kind] = Estimate(
             quantity=quantity,
-            n_evaluations=n_x * sampling.rows(len(unique)),
+            n_evaluations=int((plan.spent + counted).sum()) * len(unique),
             seed=sampling.seed,
             settings=settings | {"estimator": None if likelihood else kind},
             **result,
@@ -439,33 +466,70 @@ def _estimate(
 
 class _Plan:
     """How the draws of one row are spent: ``n_edge`` at each end of the log-SNR range, an
-    adaptive pilot of ``n_pilot`` (spent, not counted: the estimate stays unbiased), then the
-    counted stages of ``sizes``."""
+    adaptive pilot of ``n_pilot`` (spent, not counted: the estimate stays unbiased), with a
+    precision target a probe of ``n_probe`` (spent) that plans how many draws to count, then
+    the counted stages (:func:`_stage_sizes`) of ``n_counted`` draws (the most, if targeted)."""
 
-    def __init__(self, n_edge: int, n_pilot: int, sizes: list[int]) -> None:
-        self.n_edge, self.n_pilot, self.sizes = n_edge, n_pilot, sizes
-
-    @classmethod
-    def of(cls, sampling: Sampling) -> _Plan:
-        adaptive = sampling.adaptive and sampling.draws >= MIN_ADAPTIVE_SAMPLES
-        n_pilot = max(8, sampling.draws // PILOT_FRACTION) if adaptive else 0
-        return cls(sampling.edge_draws, n_pilot, _stage_sizes(sampling.draws - n_pilot, adaptive))
+    def __init__(self, sampling: Sampling) -> None:
+        self.adaptive = sampling.adaptive and sampling.draws >= MIN_ADAPTIVE_SAMPLES
+        self.targeted = sampling.targeted
+        self.n_edge = sampling.edge_draws
+        if self.targeted:
+            self.n_pilot = TARGET_PILOT if self.adaptive else 0
+            self.n_probe = TARGET_PROBE
+        else:
+            self.n_pilot = max(8, sampling.draws // PILOT_FRACTION) if self.adaptive else 0
+            self.n_probe = 0
+        self.n_counted = sampling.draws - self.n_pilot - self.n_probe
 
     @property
-    def n_counted(self) -> int:
-        return sum(self.sizes)
+    def spent(self) -> int:
+        """Draws per row that are not counted in its value (the ends, pilot and probe)."""
+        return 2 * self.n_edge + self.n_pilot + self.n_probe
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "pilot": self.n_pilot,
-            "counted": self.sizes,
-            **(
-                {"bins": PROPOSAL_BINS, "widened": WIDENED, "widen_by": WIDEN_BY}
-                | {"defensive": DEFENSIVE}
-                if self.n_pilot
-                else {}
-            ),
-        }
+        described: dict[str, Any] = {"pilot": self.n_pilot}
+        if self.targeted:
+            described |= {"probe": self.n_probe, "counted": "planned per row (diagnostics draws)"}
+            described |= {"counted_at_least": MIN_COUNTED, "counted_at_most": self.n_counted}
+        else:
+            described["counted"] = _stage_sizes(self.n_counted, self.adaptive)
+        if self.n_pilot:
+            described |= {"bins": PROPOSAL_BINS, "widened": WIDENED, "widen_by": WIDEN_BY}
+            described["defensive"] = DEFENSIVE
+        return described
+
+
+def planned_draws(
+    f: torch.Tensor,
+    weights: np.ndarray,
+    weights_next: np.ndarray,
+    tails: Tails,
+    sampling: Sampling,
+    most: int,
+) -> np.ndarray:
+    """Counted draws per row for its precision target, from spent draws: the integrand ``f``
+    (shape ``(n_x, n_pairs, k)``) at draws from proposals whose importance weights there are
+    ``weights`` (``(n_x, k)``), and ``weights_next`` those of the proposal the counted draws
+    start from. The variance per draw under that proposal, int f^2 / q, is estimated by
+    importance from every spent draw; the plan is PLAN_MARGIN times the i.i.d. draws that bring
+    each pair's standard error, with the tails', to ``target_se + target_rel * |value|``: a
+    multiple of 16 from MIN_COUNTED to ``most``. (Few draws of a skewed integrand understate its
+    variance; stratified draws do better than i.i.d. ones.)
+
+    The spent draws are not counted: the number of counted draws is fixed before any of them
+    is seen, so their mean stays unbiased and its interval keeps its fixed-size coverage
+    (stopping when the draws seen so far look precise would bias it low: a run that missed the
+    rare large draws looks both small and precise)."""
+    w, w_next = torch.from_numpy(weights).unsqueeze(1), torch.from_numpy(weights_next).unsqueeze(1)
+    mean = (f * w).mean(-1)
+    var = ((f**2 * w * w_next).mean(-1) - mean**2).clamp(min=0)
+    value = mean + tails.total
+    tolerance = (sampling.target_se or 0.0) + (sampling.target_rel or 0.0) * value.abs()
+    room = tolerance**2 - tails.total_stderr**2
+    need = PLAN_MARGIN * torch.where(room > 0, var / room.clamp(min=1e-300), torch.inf).amax(1)
+    need = np.ceil(need.clamp(max=most).numpy() / 16) * 16
+    return np.clip(need, MIN_COUNTED, most).astype(int)
 
 
 def _run_stages(
@@ -475,32 +539,34 @@ def _run_stages(
     alpha_rngs: list[np.random.Generator],
     ends: dict[str, Any],
     fit_kind: str,
+    fit_tails: Tails,
     per_dim: bool,
-) -> tuple[list[tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]], dict[str, list]]:
-    """A pilot from the sampling's ``logsnr`` (spent), then the counted stages, each drawn from
-    a proposal fitted to every draw before it. Each stage is unbiased given the past, so the
-    plain mean of all counted draws is too. Returns each stage's (integrands, weights,
-    log-SNRs) and, with ``per_dim``, each kind's running map sums."""
+) -> tuple[list[_Stage], dict[str, list[torch.Tensor]], np.ndarray]:
+    """A pilot from the sampling's ``logsnr`` (spent), with a precision target a probe (spent)
+    that plans each row's counted draws, then the counted stages, each drawn from a proposal
+    fitted to every draw before it. Each stage is unbiased given the past, so the plain mean of
+    all counted draws is too. Returns each counted stage's (integrands, weights, log-SNRs) per
+    row, with ``per_dim`` each kind's running map sums, and each row's counted draws."""
     logsnr, stratified = sampling.logsnr, sampling.stratified
     n_x = len(alpha_rngs)
-    seen_a = [np.full((n_x, plan.n_edge), logsnr.low), np.full((n_x, plan.n_edge), logsnr.high)]
-    seen_f = [ends["low"][0][fit_kind], ends["high"][0][fit_kind]]
+    seen_a = [
+        [np.full(plan.n_edge, logsnr.low), np.full(plan.n_edge, logsnr.high)] for _ in range(n_x)
+    ]
+    seen_f = [[ends["low"][0][fit_kind][i], ends["high"][0][fit_kind][i]] for i in range(n_x)]
     proposals: list[TruncatedLogistic | Piecewise] = [logsnr] * n_x
-    if plan.n_pilot:
-        pilot = np.stack([logsnr.sample(plan.n_pilot, rng, stratified) for rng in alpha_rngs])
-        f_pilot, _ = draws.integrands(pilot, np.ones_like(pilot), per_dim=False)
-        seen_a.append(pilot)
-        seen_f.append(f_pilot[fit_kind])
-    stages: list[tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]] = []
-    maps: dict[str, list[torch.Tensor]] = {}
-    for size in plan.sizes:
+
+    def look(stage: _Stage) -> None:
+        for i in range(n_x):
+            seen_a[i].append(stage[2][i])
+            seen_f[i].append(stage[0][fit_kind][i])
+
+    def refit() -> None:
         if plan.n_pilot:
-            at, values = np.concatenate(seen_a, 1), torch.cat(seen_f, -1).numpy()
-            proposals = [
+            proposals[:] = [
                 fit_proposal(
                     logsnr,
-                    at[i],
-                    values[i],
+                    np.concatenate(seen_a[i]),
+                    torch.cat(seen_f[i], -1).numpy(),
                     n_bins=PROPOSAL_BINS,
                     defensive=DEFENSIVE,
                     widened=WIDENED,
@@ -508,39 +574,104 @@ def _run_stages(
                 )
                 for i in range(n_x)
             ]
-        alphas = np.stack(
-            [p.sample(size, rng, stratified) for p, rng in zip(proposals, alpha_rngs, strict=True)]
-        )
-        weights = np.stack([p.weight(a) for p, a in zip(proposals, alphas, strict=True)])
-        f_stage, stage_maps = draws.integrands(alphas, weights, per_dim)
-        stages.append((f_stage, weights, alphas))
-        seen_a.append(alphas)
-        seen_f.append(f_stage[fit_kind])
+
+    def draw(sizes: Sequence[int], with_maps: bool) -> tuple[_Stage, dict[str, Any]]:
+        alphas = [
+            p.sample(n, rng, stratified)
+            for p, n, rng in zip(proposals, sizes, alpha_rngs, strict=True)
+        ]
+        weights = [p.weight(a) for p, a in zip(proposals, alphas, strict=True)]
+        f, stage_maps = draws.integrands(alphas, weights, with_maps)
+        return (f, weights, alphas), stage_maps
+
+    spent: list[_Stage] = []
+    if plan.n_pilot:
+        spent.append(draw([plan.n_pilot] * n_x, False)[0])
+        look(spent[-1])
+        refit()
+    counted = np.full(n_x, plan.n_counted)
+    if plan.n_probe:
+        spent.append(draw([plan.n_probe] * n_x, False)[0])
+        look(spent[-1])
+        f = torch.cat([_stack(stage[0][fit_kind]) for stage in spent], -1)
+        at = [np.concatenate([stage[2][i] for stage in spent]) for i in range(n_x)]
+        weights = np.concatenate([np.stack(stage[1]) for stage in spent], 1)
+        weights_next = np.stack([p.weight(a) for p, a in zip(proposals, at, strict=True)])
+        counted = planned_draws(f, weights, weights_next, fit_tails, sampling, plan.n_counted)
+    stages: list[_Stage] = []
+    maps: dict[str, list[torch.Tensor]] = {}
+    sizes = np.array([_stage_sizes(int(n), plan.adaptive) for n in counted])
+    for j in range(sizes.shape[1]):
+        if plan.n_pilot and (j or plan.n_probe):
+            refit()
+        stage, stage_maps = draw(sizes[:, j].tolist(), per_dim)
+        stages.append(stage)
+        look(stage)
         for kind, (total, total_sq) in stage_maps.items():
             if kind in maps:
                 maps[kind][0] += total
                 maps[kind][1] += total_sq
             else:
                 maps[kind] = [total, total_sq]
-    return stages, maps
+    return stages, maps, counted
+
+
+# One stage's draws: each kind's integrand per row (shape (n_pairs, k)), weights, log-SNRs.
+_Stage = tuple[dict[str, list[torch.Tensor]], list[np.ndarray], list[np.ndarray]]
+
+
+def _stack(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-row tensors of equal shape ``(n_pairs, k)`` as one ``(n_x, n_pairs, k)``."""
+    return torch.stack(list(rows))
+
+
+def _take_stage(
+    stage: _Stage, kind: str, rows: np.ndarray
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One kind's draws of a stage for ``rows`` (which took equal draws), stacked."""
+    f, w, a = stage
+    return (
+        _stack([f[kind][i] for i in rows]),
+        np.stack([w[i] for i in rows]),
+        np.stack([a[i] for i in rows]),
+    )
+
+
+def _take_rows(tails: Tails, rows: np.ndarray) -> Tails:
+    index = torch.from_numpy(rows)
+    return Tails(*(getattr(tails, f.name)[index] for f in dataclasses.fields(tails)))
+
+
+def _merge_rows(parts: list[tuple[np.ndarray, dict[str, Any]]], n_x: int) -> dict[str, Any]:
+    """The results of groups of rows as one result over all ``n_x`` rows, in row order."""
+    if len(parts) == 1:
+        return parts[0][1]
+    order = torch.from_numpy(np.argsort(np.concatenate([rows for rows, _ in parts])))
+
+    def merge(values: list[Any]) -> Any:
+        if isinstance(values[0], dict):
+            return {k: merge([v[k] for v in values]) for k in values[0]}
+        if values[0] is None:
+            return None
+        return torch.cat(values)[order]
+
+    return merge([result for _, result in parts])
 
 
 def _integral(
     kind: str,
-    stages: list[tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]],
+    stages: list[tuple[torch.Tensor, np.ndarray, np.ndarray]],
     map_sums: list[torch.Tensor] | None,
-    plan: _Plan,
     stratified: bool,
-    tails: Tails,
     profile_edges: np.ndarray,
     offset: _Offset,
 ) -> dict[str, Any]:
-    """One kind's estimate from its counted draws (plus ``offset``, the terms outside the
-    sampled integral: the tails, and the log-likelihood's reference term): value, standard
-    error, skew-aware interval, map, profile over log-SNR and the reliability and truncation
-    flags."""
+    """One kind's estimate, for rows that took equal draws, from their counted draws (plus
+    ``offset``, the terms outside the sampled integral: the tails, and the log-likelihood's
+    reference term): value, standard error, skew-aware interval, map, profile over log-SNR and
+    the reliability and truncation flags."""
     # Importance-weighted draws of each stage, shape (n_x, n_pairs, size).
-    parts = [f[kind] * torch.from_numpy(w).unsqueeze(1) for f, w, _ in stages]
+    parts = [f * torch.from_numpy(w).unsqueeze(1) for f, w, _ in stages]
     contrib = torch.cat(parts, -1)
     value = contrib.mean(-1)
     stderr, skewness = intervals.stage_stderr_and_skewness(parts, stratified)
@@ -549,13 +680,14 @@ def _integral(
     share = intervals.top_share(contrib, TOP_DRAWS)
     est_map = est_map_se = None
     if map_sums is not None:
-        est_map, est_map_se = _map_mean(*map_sums, plan.n_counted)
+        est_map, est_map_se = _map_mean(*map_sums, contrib.shape[-1])
     # Information beyond the range is invisible to the model: the tails (added below) are an
     # extrapolation of it, not a measurement. Flag the information estimates whose tails exceed
     # the standard error of the sampled part (the log-likelihood's tails are its known limit).
-    truncated = tails.total.abs() > stderr
+    truncated = offset.tails.abs() > stderr
     if offset.reference:
         truncated = torch.zeros_like(truncated)
+    outside, outside_se = offset.tails, offset.tails_stderr
     value, stderr = value + offset.value, (stderr**2 + offset.stderr**2).sqrt()
     if est_map is not None:
         est_map = est_map + offset.map
@@ -577,10 +709,12 @@ def _integral(
         "diagnostics": {
             "top_share": share,
             "skewness": row_skew,
-            "outside_range": tails.total,
-            "outside_range_stderr": tails.total_stderr,
+            "outside_range": outside,
+            "outside_range_stderr": outside_se,
             "profile": profile,
             "profile_stderr": profile_se,
+            # Counted draws behind each value (planned per row under a precision target).
+            "draws": torch.full_like(value, float(contrib.shape[-1])),
         },
         "map": est_map,
         "map_stderr": est_map_se,
@@ -602,7 +736,8 @@ class _Offset:
     ) -> None:
         self.reference = x is not None
         constant: torch.Tensor | float = 0.0
-        self.value = tails.total
+        self.value = self.tails = tails.total
+        self.tails_stderr = tails.total_stderr
         if x is not None:
             constant = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2)
             if sum_channels:
@@ -670,6 +805,7 @@ class _Draws:
         eps_rngs: list[np.random.Generator],
         n_units: int,
         progress: bool,
+        at_most: bool = False,
     ) -> None:
         self.model, self.x, self.unique = model, x, unique
         self.cond_idx, self.ctx_idx, self.kinds = cond_idx, ctx_idx, integrands
@@ -678,20 +814,23 @@ class _Draws:
         self.eps_rngs = eps_rngs
         self.done = 0
         self.bar = tqdm(total=n_units, unit="draw", disable=None if progress else True, leave=False)
-        self.clock = _ProgressLog(n_units, len(unique)) if progress else None
+        self.clock = _ProgressLog(n_units, len(unique), at_most) if progress else None
 
     def integrands(
-        self, alphas: np.ndarray, weights: np.ndarray, per_dim: bool
-    ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """For draws at log-SNRs ``alphas`` (shape ``(n_x, k)``; noise from each row's stream, in
-        order): each kind's integrand summed over coordinates, unweighted, shape
-        ``(n_x, n_pairs, k)``; and, with ``per_dim``, the sum and sum of squares over draws of
-        its per-coordinate values times ``weights``."""
+        self, alphas: list[np.ndarray], weights: list[np.ndarray], per_dim: bool
+    ) -> tuple[dict[str, list[torch.Tensor]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """For draws at log-SNRs ``alphas`` (one array per row, any lengths; noise from each
+        row's stream, in order): each kind's integrand summed over coordinates, unweighted, one
+        tensor of shape ``(n_pairs, k_row)`` per row; and, with ``per_dim``, the sum and sum of
+        squares over draws of its per-coordinate values times ``weights``."""
         x, data_shape = self.x, tuple(self.x.shape[1:])
-        n_x, k = alphas.shape
+        n_x = len(alphas)
         n_u, n_q = len(self.unique), len(self.cond_idx)
+        counts = [len(a) for a in alphas]
+        row_of = np.repeat(np.arange(n_x), counts)
+        all_alphas, all_weights = np.concatenate(alphas), np.concatenate(weights)
         map_shape = data_shape[1:] if self.sum_channels else data_shape
-        totals = {kind: torch.zeros(n_x, n_q, k, dtype=torch.float64) for kind in self.kinds}
+        totals = {kind: torch.zeros(len(row_of), n_q, dtype=torch.float64) for kind in self.kinds}
         maps = {}
         if per_dim:
             for kind in self.kinds:
@@ -699,11 +838,11 @@ class _Draws:
                 maps[kind] = (zero, zero.clone())
         # Draws per step: enough that their rows (n_u per draw) fill whole calls of batch_size.
         step = self.batch_size // math.gcd(self.batch_size, n_u)
-        for start in range(0, n_x * k, step):
-            units = np.arange(start, min(start + step, n_x * k))
-            xi, si = units // k, units % k
+        for start in range(0, len(row_of), step):
+            units = np.arange(start, min(start + step, len(row_of)))
+            xi = row_of[units]
             eps = _draw_noise(self.eps_rngs, xi, data_shape).to(device=x.device, dtype=self.work)
-            alpha = torch.from_numpy(alphas[xi, si]).to(device=x.device, dtype=self.work)
+            alpha = torch.from_numpy(all_alphas[units]).to(device=x.device, dtype=self.work)
             sig = torch.sigmoid(alpha).view(-1, *[1] * len(data_shape))
             x_rows = x[torch.from_numpy(xi).to(x.device)].to(self.work)
             x_noisy = sig.sqrt() * x_rows + (1 - sig).sqrt() * eps
@@ -718,9 +857,9 @@ class _Draws:
                 f = integrand(e, fuller, context, sig.unsqueeze(1), x_noisy)
                 if self.sum_channels:
                     f = f.sum(dim=2)
-                totals[kind][xi, :, si] = f.flatten(2).sum(-1).double().cpu()
+                totals[kind][units] = f.flatten(2).sum(-1).double().cpu()
                 if per_dim:
-                    w = torch.from_numpy(weights[xi, si]).view(-1, 1, *[1] * (f.dim() - 2))
+                    w = torch.from_numpy(all_weights[units]).view(-1, 1, *[1] * (f.dim() - 2))
                     contrib, rows = f.double().cpu() * w, torch.from_numpy(xi)
                     maps[kind][0].index_add_(0, rows, contrib)
                     maps[kind][1].index_add_(0, rows, contrib**2)
@@ -728,7 +867,8 @@ class _Draws:
             self.bar.update(len(units))
             if self.clock is not None:
                 self.clock.update(self.done)
-        return totals, maps
+        per_row = {kind: [t.T for t in total.split(counts)] for kind, total in totals.items()}
+        return per_row, maps
 
     def close(self) -> None:
         self.bar.close()
@@ -756,21 +896,24 @@ class _ProgressLog:
     first step the time left, and (when no progress bar shows, e.g. in a log) a line a
     minute."""
 
-    def __init__(self, n_units: int, n_conditions: int) -> None:
+    def __init__(self, n_units: int, n_conditions: int, at_most: bool = False) -> None:
         self.n_units, self.start, self.last = n_units, time.monotonic(), time.monotonic()
         self.first = True
         self.bar_shown = sys.stderr.isatty()
+        # With a precision target the count is a maximum, and the time left too.
+        self.at_most = "at most " if at_most else ""
         self._say(
-            f"{n_units * n_conditions} denoiser rows ({n_units} draws x {n_conditions} conditions)"
+            f"{self.at_most}{n_units * n_conditions} denoiser rows ({n_units} draws x "
+            f"{n_conditions} conditions)"
         )
 
     def update(self, done: int) -> None:
         now = time.monotonic()
         left = (now - self.start) / done * (self.n_units - done)
         if self.first and left > 10:
-            self._say(f"about {left:.0f} s left")
+            self._say(f"{self.at_most or 'about '}{left:.0f} s left")
         elif not self.bar_shown and now - self.last > 60 and done < self.n_units:
-            self._say(f"{done}/{self.n_units} draws, about {left:.0f} s left")
+            self._say(f"{done}/{self.n_units} draws, {self.at_most or 'about '}{left:.0f} s left")
             self.last = now
         self.first = False
 

@@ -159,14 +159,22 @@ class Estimate:
 
     def entry(self, *index: int) -> dict[str, Any]:
         """One value with its uncertainty as plain Python: ``value``, ``stderr``, ``ci95``
-        ``[lower, upper]``, ``reliable``, ``truncated`` (nats; index as into ``value``)."""
-        return {
+        ``[lower, upper]``, ``reliable``, ``truncated`` (nats; index as into ``value``); with a
+        precision target also ``target`` (the standard error it asked for, nats) and ``draws``
+        (the counted draws it took) and ``draws_most`` (the most it could take)."""
+        entry = {
             "value": self.value[index].item(),
             "stderr": self.stderr[index].item(),
             "ci95": self.ci95[index].tolist(),
             "reliable": bool(self.reliable[index]),
             "truncated": bool(self.truncated[index]),
         }
+        target_se, target_rel = self.settings.get("target_se"), self.settings.get("target_rel")
+        if target_se or target_rel:
+            entry["target"] = (target_se or 0.0) + (target_rel or 0.0) * abs(entry["value"])
+            entry["draws"] = int(self.diagnostics["draws"][index].item())
+            entry["draws_most"] = self.settings["stages"]["counted_at_most"]
+        return entry
 
     @property
     def bits_per_dim(self) -> torch.Tensor:
@@ -301,6 +309,16 @@ def entry_warnings(entry: dict[str, Any]) -> list[str]:
         out.append("unreliable: rests on a few draws, take more")
     if entry.get("truncated", False):
         out.append("truncated: information likely beyond the model's log-SNR range")
+    if "target" in entry and entry["stderr"] > entry["target"]:
+        why = (
+            "the most --samples allows"
+            if entry["draws"] >= entry.get("draws_most", entry["draws"])
+            else "planned too few"
+        )
+        out.append(
+            f"imprecise: SE {entry['stderr']:.2g} above its target {entry['target']:.2g} after "
+            f"{entry['draws']} counted draws, {why}"
+        )
     return out
 
 

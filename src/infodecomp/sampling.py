@@ -10,6 +10,7 @@ log-SNR range the model was trained on, its batch size) and written the same way
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,12 @@ DEFAULT_DRAWS = 256
 DEFAULT_BATCH_SIZE = 256
 # Largest seed: numpy takes any non-negative integer, torch.Generator.manual_seed below 2**64.
 MAX_SEED = 2**64 - 1
+# With a precision target: a pilot (fits the proposal) and a probe (plans the number of counted
+# draws), both spent, then at least 64 counted draws (see estimators.planned_draws).
+TARGET_PILOT = 16
+TARGET_PROBE = 16
+MIN_COUNTED = 64
+MIN_TARGETED_DRAWS = TARGET_PILOT + TARGET_PROBE + MIN_COUNTED
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,12 @@ class Sampling:
         adaptive: fit the proposal to the integrand in stages (at 64 draws or more).
         batch_size: rows per denoiser call; ``None`` takes the model's ``default_batch_size()``,
             else 256. Changes speed and memory, never the numbers (beyond float rounding).
+        target_se: a precision target in nats: each row takes as many draws as its quantities
+            need for standard errors of at most ``target_se + target_rel * |value|`` (as
+            ``numpy.isclose`` combines tolerances), ``draws`` being the most it may take. The
+            number is planned from draws that are then spent, so the value stays unbiased
+            (estimators.py, :func:`planned_draws`).
+        target_rel: a relative precision target (a share of each value); see ``target_se``.
     """
 
     draws: int = DEFAULT_DRAWS
@@ -48,6 +61,8 @@ class Sampling:
     stratified: bool = True
     adaptive: bool = True
     batch_size: int | None = None
+    target_se: float | None = None
+    target_rel: float | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.draws) or self.draws < 2:
@@ -62,6 +77,17 @@ class Sampling:
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        for name in ("target_se", "target_rel"):
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if value is not None and not (ok and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+        if self.targeted and self.draws < MIN_TARGETED_DRAWS:
+            raise ValueError(
+                f"with a precision target, draws is the most a row may take: at least "
+                f"{MIN_TARGETED_DRAWS} (a pilot, a probe and the fewest counted draws), "
+                f"got {self.draws}"
+            )
 
     def replace(self, **changes: Any) -> Sampling:
         """A copy with ``changes`` (validated again)."""
@@ -80,6 +106,11 @@ class Sampling:
         return self.replace(logsnr=logsnr, batch_size=batch_size)
 
     @property
+    def targeted(self) -> bool:
+        """Whether each row's number of draws follows a precision target (else ``draws``)."""
+        return self.target_se is not None or self.target_rel is not None
+
+    @property
     def edge_draws(self) -> int:
         """Draws at each end of the log-SNR range (for the tails beyond it): at least 4, fewer
         make the truncation flag a coin toss."""
@@ -87,7 +118,8 @@ class Sampling:
 
     def rows(self, n_conditions: int) -> int:
         """Denoiser rows (network evaluations) per row of data measured under ``n_conditions``
-        distinct conditions: every draw, those at the range's ends included, evaluates each."""
+        distinct conditions: every draw, those at the range's ends included, evaluates each
+        (with a precision target, the most it may take)."""
         return (self.draws + 2 * self.edge_draws) * n_conditions
 
     def describe(self) -> dict[str, Any]:
@@ -99,6 +131,12 @@ class Sampling:
             "stratified": self.stratified,
             "adaptive": self.adaptive,
             "batch_size": self.batch_size,
+            # Only when set: runs without a target describe themselves as before (and resume).
+            **(
+                {"target_se": self.target_se, "target_rel": self.target_rel}
+                if self.targeted
+                else {}
+            ),
         }
 
     @classmethod

@@ -86,6 +86,11 @@ def rank_sequentially(
     sampling = sampling.resolve(model)
     if sampling.draws < BLOCK:
         raise ValueError(f"sequential ranking needs at least {BLOCK} draws, got {sampling.draws}")
+    if sampling.targeted:
+        raise ValueError(
+            "sequential ranking draws until the ranking is decided: it takes no precision "
+            "target (target_se, target_rel)"
+        )
     n = len(captions)
     if n < 2:
         raise ValueError(f"ranking needs two or more captions, got {n}")
@@ -107,11 +112,11 @@ def rank_sequentially(
     alpha_rng = np.random.default_rng([sampling.seed, stream, 0])
     # A pilot fits the proposal to the margins (as the estimators' adaptive stages do); the
     # proposal then stays fixed, so the counted draws are i.i.d., as the boundary needs.
-    pilot = sampling.logsnr.sample(PILOT, alpha_rng, stratified=True)[None]
-    f_pilot, _ = draws.integrands(pilot, np.ones_like(pilot), per_dim=False)
+    pilot = sampling.logsnr.sample(PILOT, alpha_rng, stratified=True)
+    f_pilot, _ = draws.integrands([pilot], [np.ones_like(pilot)], per_dim=False)
     logsnr = fit_proposal(
         sampling.logsnr,
-        pilot[0],
+        pilot,
         f_pilot["standard"][0].numpy(),
         n_bins=PROPOSAL_BINS,
         defensive=DEFENSIVE,
@@ -124,9 +129,9 @@ def rank_sequentially(
     while obs.shape[1] < sampling.draws:
         t = obs.shape[1]
         size = min(max(BLOCK, FIRST_LOOK - t), sampling.draws - t)
-        a = logsnr.sample(size, alpha_rng, stratified=False)[None]
-        f, _ = draws.integrands(a, np.ones_like(a), per_dim=False)
-        block = (f["standard"][0] * torch.from_numpy(logsnr.weight(a[0]))).numpy()
+        a = logsnr.sample(size, alpha_rng, stratified=False)
+        f, _ = draws.integrands([a], [np.ones_like(a)], per_dim=False)
+        block = (f["standard"][0] * torch.from_numpy(logsnr.weight(a))).numpy()
         obs = np.concatenate([obs, block], 1)
         t = obs.shape[1]
         mean, var = obs.mean(1), obs.var(1, ddof=1)
