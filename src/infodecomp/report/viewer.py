@@ -61,6 +61,7 @@ def viewer_html(
         mi=html.escape(mi_text),
         evaluations=f"{res.estimate.n_evaluations:,}",
         seed=res.estimate.seed,
+        target=html.escape(_target_note(res.estimate.settings)),
         input_note=html.escape(_input_note(res)),
         table=_table(res, columns or {}, reference),
         figures=_figures(figures or {}),
@@ -223,6 +224,14 @@ def _asset(name: str) -> str:
     return files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
+def _target_note(settings: dict[str, Any]) -> str:
+    """The precision target the draws followed, if any (`` · target SE ≤ 0.3 nats``)."""
+    target_se, target_rel = settings.get("target_se"), settings.get("target_rel")
+    parts = [f"{target_se:g} nats"] if target_se else []
+    parts += [f"{target_rel:g} × |value|"] if target_rel else []
+    return f" · target SE ≤ {' + '.join(parts)}" if parts else ""
+
+
 def _script_json(data: dict[str, Any]) -> str:
     """``data`` as JSON that cannot end its ``<script>`` element early (``<``, ``>``, ``&``
     escaped as JSON unicode escapes); NaN (unknown) as null."""
@@ -248,7 +257,7 @@ _PAGE = """<!doctype html>
 <p class=kicker>infodecomp &middot; what each word tells about this image</p>
 <h1 id=prompt>{prompt}</h1>
 <p class=meta>i(x; prompt) = <b>{mi}</b> nats &middot; model <code>{model}</code> &middot;
-{evaluations} denoiser evaluations &middot; seed {seed}</p>
+{evaluations} denoiser evaluations &middot; seed {seed}{target}</p>
 <p class=meta>{input_note}</p>
 </header>
 <main>
