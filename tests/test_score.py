@@ -91,3 +91,19 @@ def test_sequential_score_decides_the_true_caption_first(world_image, capsys):
     score(world_image, prompts, "--sequential", "--samples", "64")
     text = capsys.readouterr().out
     assert f"leader: {TRUE}" in text and "decided after" in text and f"- {WRONG}" in text
+
+
+def test_sequential_score_reports_each_prompts_mi_when_asked(world_image, capsys):
+    prompts = [WRONG, TRUE]
+    score(world_image, prompts, "--sequential", "--samples", "64", "--report-mi", "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n_evaluations"] == (8 + doc["draws"]) * 2 + (64 + 8) * 2
+    (margin,) = doc["margins"]
+    wrong, true = doc["mi"]  # the first prompt's MI measured, the other's through the margin
+    assert wrong["value"] - true["value"] == pytest.approx(margin["value"])
+    assert true["stderr"] > 0 and true["ci95"][0] < true["value"] < true["ci95"][1]
+    score(world_image, prompts, "--sequential", "--samples", "64", "--report-mi")
+    assert "i(x; prompt) [95% interval]" in capsys.readouterr().out
+    argv = ["score", "--model", "bundled", "--image", str(world_image), "--report-mi"]
+    assert main([*argv, "--prompt", TRUE]) == 2
+    assert "--report-mi goes with --sequential" in capsys.readouterr().err

@@ -9,7 +9,14 @@ import pytest
 from infodecomp.evaluate.world_data import compositional_items
 from infodecomp.loading import load_model
 from infodecomp.sampling import Sampling
-from infodecomp.sequential import BLOCK, FIRST_LOOK, PILOT, boundary, rank_sequentially
+from infodecomp.sequential import (
+    BLOCK,
+    FIRST_LOOK,
+    PILOT,
+    boundary,
+    caption_mi,
+    rank_sequentially,
+)
 
 
 def test_the_boundary_is_scale_free_and_shrinks():
@@ -125,3 +132,43 @@ def test_too_few_draws_or_captions_are_refused(exact_runs):
         rank_sequentially(model, x, list(item.captions), sampling=Sampling(draws=8), key="k")
     with pytest.raises(ValueError, match="two or more captions"):
         rank_sequentially(model, x, ["a red circle"], sampling=Sampling(draws=64), key="k")
+
+
+def test_report_mi_gives_each_captions_own_mi_within_its_error(exact_runs):
+    """Each caption's MI after a sequential ranking (the true caption's, measured, plus the
+    margins) against the exact log p(x|c) - log p(x), on two conditions' draws."""
+    model, runs = exact_runs
+    z, rows = [], []
+    for item, ranked, log_p in runs[:8]:
+        x = model.encode_image(item.image)
+        entries, n = caption_mi(
+            model,
+            x,
+            list(item.captions),
+            ranked,
+            sampling=Sampling(draws=256),
+            key=item.id,
+            anchor=item.true_index,
+        )
+        rows.append(n)
+        unconditional = model.log_prob(x, None).item()
+        for entry, lp in zip(entries, log_p, strict=True):
+            z.append((entry["value"] - (lp - unconditional)) / entry["stderr"])
+            lo, hi = entry["ci95"]
+            assert lo < entry["value"] < hi
+    assert max(abs(v) for v in z) < 4, z
+    assert rows == [Sampling(draws=256).rows(2)] * 8
+
+
+def test_eval_reports_each_captions_mi_only_with_the_sequential_ranking(tmp_path):
+    from infodecomp.evaluate.evaluation import evaluate
+    from infodecomp.evaluate.runner import read_rows
+
+    kw = {"model": "exact", "limit": 2, "sampling": Sampling(draws=64), "progress": False}
+    evaluate("compositional", tmp_path / "s", ranking="sequential", report_mi=True, **kw)
+    for row in read_rows(tmp_path / "s"):
+        entry = row["scores"]["model"]["sequential"]
+        assert len(entry["mi"]) == len(row["captions"])
+        assert all(lo < e["value"] < hi for e in entry["mi"] for lo, hi in [e["ci95"]])
+    with pytest.raises(ValueError, match="report_mi goes with the sequential ranking"):
+        evaluate("compositional", tmp_path / "f", report_mi=True, **kw)

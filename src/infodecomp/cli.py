@@ -153,8 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sequential",
         action="store_true",
         help="draws in stages (at most --samples) until the leader is decided by an "
-        "anytime-valid 95%% interval of each log-likelihood ratio (no i(x; prompt) itself; "
-        "experimental)",
+        "anytime-valid 95%% interval of each log-likelihood ratio (no i(x; prompt) itself "
+        "unless --report-mi; experimental)",
+    )
+    score.add_argument(
+        "--report-mi",
+        action="store_true",
+        help="with --sequential: also each prompt's own MI i(x; prompt) (the first prompt's on "
+        "two conditions' draws, plus the ranking's margins)",
     )
     score.add_argument(
         "--json",
@@ -355,6 +361,12 @@ def _eval_arguments(commands: Any) -> None:
                 help="draws in stages until each item's leader is decided (at most --samples; "
                 "the standard score's margins; experimental) instead of --samples for every item",
             )
+            sub.add_argument(
+                "--report-mi",
+                action="store_true",
+                help="with --sequential: also each caption's own MI (the true caption's, on two "
+                "conditions' draws, plus the ranking's margins)",
+            )
         _device_arguments(sub)
         sub.add_argument(
             "--skip-bad", action="store_true", help="record and skip bad items instead of stopping"
@@ -397,6 +409,7 @@ def run_eval(args: argparse.Namespace) -> int:
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", None),
         ranking="sequential" if getattr(args, "sequential", False) else None,
+        report_mi=getattr(args, "report_mi", False),
         generated=getattr(args, "generated", False),
         device=args.device,
         dtype=DTYPES.get(args.dtype),
@@ -765,6 +778,10 @@ def run_score(args: argparse.Namespace) -> int:
     prompts = [check_text(p.strip()) for p in args.prompt]
     if not all(prompts):
         raise ValueError("a prompt is empty")
+    if args.report_mi and not args.sequential:
+        raise ValueError(
+            "--report-mi goes with --sequential (without it every prompt's MI is reported)"
+        )
     model = _load_model(args)
     if args.sequential:
         return _score_sequentially(args, model, prompts)
@@ -808,7 +825,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]) -> int:
     from .explanation import as_text_denoiser
-    from .sequential import pair_index, rank_sequentially
+    from .sequential import caption_mi, pair_index, rank_sequentially
 
     model = as_text_denoiser(model)
     for prompt in prompts:
@@ -817,6 +834,11 @@ def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]
     x = model.encode_image(args.image)
     key = f"score:{args.image}"
     ranked = rank_sequentially(model, x, prompts, sampling=_sampling(args), key=key)
+    if args.report_mi:
+        ranked["mi"], rows = caption_mi(
+            model, x, prompts, ranked, sampling=_sampling(args), key=key
+        )
+        ranked["n_evaluations"] += rows
     if args.json:
         print(
             json.dumps(
@@ -844,6 +866,10 @@ def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]
         lo, hi = sorted(sign * v for v in margin["ci95"])
         value = sign * margin["value"]
         print(f"{'- ' + prompts[j][:47]:<{width + 2}}{value:.4g} [{lo:.4g}, {hi:.4g}]")
+    if args.report_mi:
+        print(f"{'prompt':<{width + 2}}i(x; prompt) [95% interval]")
+        for prompt, entry in zip(prompts, ranked["mi"], strict=True):
+            print(f"{prompt[:47]:<{width + 2}}{format_entry(entry, flags='none')}")
     print(
         f"nats, standard estimator, anytime-valid intervals; {ranked['n_evaluations']} denoiser "
         f"evaluations, seed {args.seed}"

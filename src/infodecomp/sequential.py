@@ -39,9 +39,11 @@ from .estimators import (
     WIDEN_BY,
     WIDENED,
     _Draws,
+    conditional_mutual_info,
     row_stream_key,
 )
 from .logsnr import fit_proposal
+from .results import Z95
 from .sampling import Sampling
 
 PILOT = 8  # stratified draws from the model's range that fit the proposal (spent, not counted)
@@ -185,6 +187,45 @@ def rank_sequentially(
         ]
         out["credit"] = 1 / len(plausible) if true_index in plausible else 0.0
     return out
+
+
+def caption_mi(
+    model: Any,
+    x: torch.Tensor,
+    captions: list[str],
+    ranked: dict[str, Any],
+    *,
+    sampling: Sampling,
+    key: str,
+    anchor: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """Each caption's own pointwise MI i(x; c) = log p(x|c) - log p(x) (nats) after a
+    sequential ranking, for two conditions' draws instead of one per caption: the ``anchor``
+    caption's MI from a fixed standard estimate (``sampling.draws``, its own stream keyed
+    ``key + "/mi"``), plus the ranking's margin of each caption over it. The two come from
+    independent draws, so their variances add; intervals are normal (the margin's is its
+    plain standard error at the stop, not the confidence sequence). Returns the entries
+    (``value``, ``stderr``, ``ci95``) in caption order and the denoiser rows the MI took."""
+    est = conditional_mutual_info(
+        model,
+        x,
+        captions[anchor],
+        None,
+        estimator="standard",
+        sampling=sampling,
+        keys=[f"{key}/mi"],
+        progress=False,
+    )
+    base, base_se = est.value[0].item(), est.stderr[0].item()
+    entries = []
+    for c in range(len(captions)):
+        value, se = base, base_se
+        if c != anchor:
+            margin = ranked["margins"][pair_index(len(captions), c, anchor)]
+            sign = 1.0 if c < anchor else -1.0  # pairs (i, j), i < j: log p(c_i) - log p(c_j)
+            value, se = base + sign * margin["value"], math.hypot(base_se, margin["stderr"])
+        entries.append({"value": value, "stderr": se, "ci95": [value - Z95 * se, value + Z95 * se]})
+    return entries, est.n_evaluations
 
 
 def pair_index(n: int, a: int, b: int) -> int:

@@ -73,7 +73,7 @@ def make_task(
 
     def scorer(model: EvalModel, item: CompositionalItem, sampling: Sampling, fit: str) -> Any:
         if staged:
-            return score_sequentially(model, item, sampling, fit)
+            return score_sequentially(model, item, sampling, fit, settings.get("report_mi", False))
         return score(model, item, sampling, fit, first=settings.get("estimator", "standard"))
 
     def measure(item: CompositionalItem) -> dict[str, Any]:
@@ -92,20 +92,27 @@ def make_task(
 
     def denoiser_rows(item: CompositionalItem) -> int:
         if staged:  # at most
-            return (sequential.PILOT + sampling.draws) * len(item.captions)
+            mi = sampling.rows(2) if settings.get("report_mi") else 0
+            return (sequential.PILOT + sampling.draws) * len(item.captions) + mi
         return sampling.rows(len(item.captions) + 1)
 
     return Task("compositional", measure, denoiser_rows)
 
 
 def score_sequentially(
-    model: EvalModel, item: CompositionalItem, sampling: Sampling, fit: str = "crop"
+    model: EvalModel,
+    item: CompositionalItem,
+    sampling: Sampling,
+    fit: str = "crop",
+    report_mi: bool = False,
 ) -> dict[str, Any]:
     """The item ranked with as few draws as decide it (:mod:`infodecomp.sequential`): under
     ``"sequential"`` each caption's log p(x|c) - log p(x|c_true) (nats; the true caption 0),
     the credit (1/(plausible leaders) if the true caption is one of them, else 0), the margin of
     the true caption over the best false one with its confidence-sequence interval, the decision
-    and the draws; for the exact model also the exact log-ratios (against the true caption)."""
+    and the draws; with ``report_mi`` each caption's own MI (:func:`sequential.caption_mi`,
+    anchored on the true caption); for the exact model also the exact log-ratios (against the
+    true caption)."""
     x = model.input(_image(item), fit=fit)
     k = item.true_index
     ranked = sequential.rank_sequentially(
@@ -129,6 +136,11 @@ def score_sequentially(
         **{key: ranked[key] for key in ("decision", "draws", "plausible", "leader", "margins")},
     }
     out: dict[str, Any] = {"n_evaluations": ranked["n_evaluations"], "sequential": entry}
+    if report_mi:
+        entry["mi"], rows = sequential.caption_mi(
+            model.denoiser, x, list(item.captions), ranked, sampling=sampling, key=item.id, anchor=k
+        )
+        out["n_evaluations"] += rows
     if model.is_exact:
         log_p = [model.denoiser.log_prob(x, c).item() for c in item.captions]
         exact = [lp - log_p[k] for lp in log_p]

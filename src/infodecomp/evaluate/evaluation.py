@@ -51,6 +51,7 @@ def evaluate(
     ddim_steps: int = ddim.DEFAULT_STEPS,
     estimator: str | None = None,
     ranking: str | None = None,
+    report_mi: bool = False,
     protocol: str = "ours",
     tagger: Callable[[str], list[tuple[str, str]]] | None = None,
     generated: bool = False,
@@ -93,6 +94,8 @@ def evaluate(
         estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
             or ``"orthogonal"``, the paper's score); default: ``"orthogonal"`` under the paper's
             protocol, else ``"standard"``; both are always measured and shown.
+        report_mi: with ``ranking="sequential"``, also each caption's own MI (from the true
+            caption's, measured on two conditions' draws, plus the ranking's margins).
         tagger: ``text -> [(token, Penn Treebank tag), ...]`` for the word-order perturbations
             of ``"aro-order"`` data (default: spaCy's ``en_core_web_sm``, as ARO); its name is
             recorded in the settings.
@@ -129,6 +132,11 @@ def evaluate(
     if ranking == "sequential" and protocol == "paper":
         raise ValueError(
             "the paper's protocol takes the same draws for every item: no `sequential`"
+        )
+    if report_mi and ranking != "sequential":
+        raise ValueError(
+            "report_mi goes with the sequential ranking (the fixed one measures every "
+            "caption's MI already)"
         )
     if ranking == "sequential" and sampling.draws < sequential.BLOCK:
         raise ValueError(
@@ -184,7 +192,7 @@ def evaluate(
         "sampling": sampling.describe(),
         # Only what changes this evaluation's rows (a rerun must match these).
         **(
-            {"estimator": estimator, "ranking": ranking}
+            {"estimator": estimator, "ranking": ranking, "report_mi": report_mi}
             if task == "compositional"
             else {"ddim_steps": ddim_steps}
         ),

@@ -52,7 +52,7 @@ PICTURES = "_pictures"
 # are batched (rows agree to float rounding), and package versions (each row records its own).
 RESUMABLE_KEYS = ("limit", "sample", "batch_size", "versions")
 # Settings added after runs were made, and the value those runs had without them.
-ADDED_DEFAULTS = {"protocol": "ours", "ranking": "fixed", "sample": None}
+ADDED_DEFAULTS = {"protocol": "ours", "ranking": "fixed", "sample": None, "report_mi": False}
 # The item fields that hold files (by the items' schemas: images, masks, recorded noise): a
 # fingerprint reads these by content; every other string is text, never probed as a path.
 FILE_FIELDS = ("image", "masks", "noise")
