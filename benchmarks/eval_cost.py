@@ -110,7 +110,7 @@ def target_table(args: argparse.Namespace) -> None:
         f"{fixed_se.max():>7.3f}{'-':>14}{time.perf_counter() - start:>6.0f}",
         flush=True,
     )
-    targets = {"its median": np.median(fixed_se), "its largest": fixed_se.max()}
+    targets = {"median": np.median(fixed_se), "largest": fixed_se.max()}
     ratios = {}
     for name, target in targets.items():
         start = time.perf_counter()
