@@ -40,11 +40,6 @@ class EvalModel:
     def is_exact(self) -> bool:
         return isinstance(unwrap(self.denoiser), WorldModel)
 
-    def batched(self) -> EvalModel:
-        """This model with its denoiser wrapped so that the runner merges its calls across the
-        items in flight (:mod:`infodecomp.batching`)."""
-        return dataclasses.replace(self, denoiser=batched(self.denoiser))
-
     def input(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """The model's input for an image, ``(1, *data_shape)``: the image as given for the exact
         model (float64, never clamped), VAE latents or pixels for a diffusers model. ``fit``:
@@ -100,13 +95,23 @@ def load_evaluated(
     return EvalModel(model, name, label, model.revision, model.image_size)
 
 
-def shared_denoisers(model: EvalModel, reference: EvalModel | None) -> dict[str, BatchedDenoiser]:
+def in_batches(model: Any) -> Any:
+    """``model`` (an :class:`EvalModel`) with its denoiser wrapped so that the runner merges its
+    calls across the items in flight (:mod:`infodecomp.batching`). Anything else (``None``, a
+    test's stand-in that measures in its own way) is returned as it is: its items run one at a
+    time."""
+    if type(model) is EvalModel:
+        return dataclasses.replace(model, denoiser=batched(model.denoiser))
+    return model
+
+
+def shared_denoisers(model: Any, reference: Any) -> dict[str, BatchedDenoiser]:
     """The batched denoisers of a task's models, by name, for :class:`~.runner.Task`."""
     named = {"model": model, "reference": reference}
     return {
         name: m.denoiser
         for name, m in named.items()
-        if m is not None and isinstance(m.denoiser, BatchedDenoiser)
+        if isinstance(getattr(m, "denoiser", None), BatchedDenoiser)
     }
 
 

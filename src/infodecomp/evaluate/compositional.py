@@ -34,7 +34,7 @@ from ..results import Z95
 from ..sampling import Sampling
 from ..words import text_key
 from . import metrics
-from .common import EvalModel, sampling_line, shared_denoisers
+from .common import EvalModel, in_batches, sampling_line, shared_denoisers
 from .datasets import ARO_SYMMETRIC_RELATIONS
 from .items import CompositionalItem
 from .runner import PICTURES, Task
@@ -69,7 +69,7 @@ def make_task(
     data, so every table shows what a perfect model gets)."""
 
     # The runner merges these denoisers' calls across the items in flight (batching.py).
-    model, reference = model.batched(), reference and reference.batched()
+    model, reference = in_batches(model), in_batches(reference)
     fit = fit_of(settings)
     staged = settings.get("ranking") == "sequential"
 

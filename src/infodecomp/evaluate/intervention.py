@@ -32,7 +32,7 @@ from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..sampling import Sampling
 from . import metrics
-from .common import EvalModel, sampling_line, shared_denoisers
+from .common import EvalModel, in_batches, sampling_line, shared_denoisers
 from .items import BadItemError, InterventionItem
 from .runner import PICTURES, Task
 
@@ -45,7 +45,7 @@ def make_task(
 ) -> Task:
     """The intervention evaluation of ``model`` (and of the exact ``reference`` on the world)."""
     # The runner merges these denoisers' calls across the items in flight (batching.py).
-    model, reference = model.batched(), reference and reference.batched()
+    model, reference = in_batches(model), in_batches(reference)
 
     def measure(item: InterventionItem) -> dict[str, Any]:
         pictures: dict[str, Any] = {}

@@ -40,7 +40,7 @@ from ..report.datasets import map_pictures, small_mask, thumbnail
 from ..results import Estimate
 from ..sampling import Sampling
 from . import metrics
-from .common import EvalModel, sampling_line, shared_denoisers
+from .common import EvalModel, in_batches, sampling_line, shared_denoisers
 from .datasets import UNSCORED_FLAGS, flag_reason
 from .items import LocalizationItem
 from .metrics import ATTN_INFO, CMI, COMBINED, DAAM, EXACT, MI, REPORT_MAPS, WHOLE
@@ -57,7 +57,7 @@ def make_task(
     world's data)."""
 
     # The runner merges these denoisers' calls across the items in flight (batching.py).
-    model, reference = model.batched(), reference and reference.batched()
+    model, reference = in_batches(model), in_batches(reference)
     protocol = settings.get("protocol", "ours")
     fit = "squash" if protocol == "paper" else "crop"
 
