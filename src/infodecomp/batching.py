@@ -26,7 +26,8 @@ after another in the runner's thread, as before this module.
 Fill. Rows wait in the queue until a full call of ``batch_size`` can be made; a partial call is
 sent only when nothing else would let any item go on. Denoiser calls made inside an attention
 block (``collect_attention``: the model records the attention of its rows) are sent alone, under
-the model's lock, since the recorder would also see other items' rows.
+the model's lock, since the recorder would also see other items' rows; the other items wait
+meanwhile.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +71,11 @@ class BatchedDenoiser:
 
     def __call__(self, x_noisy: torch.Tensor, logsnr: torch.Tensor, conds: Sequence[Any]) -> Any:
         slot = getattr(_local, "slot", None)
-        if slot is None or getattr(_local, "alone", 0):
+        if slot is None:  # not an item's thread: straight to the model
+            return self.call(x_noisy, logsnr, conds)
+        if slot.cancelled or slot.scheduler.closed:
+            raise Cancelled
+        if getattr(_local, "alone", 0):  # in an attention block
             return self.call(x_noisy, logsnr, conds)
         return slot.scheduler.submit(self, x_noisy, logsnr, conds)
 
@@ -177,7 +183,7 @@ class Scheduler:
         self._live: list[_Slot] = []
         self._queues: dict[tuple[Any, ...], list[_Request]] = {}
         self._stop_at: int | None = None  # no item after this index is measured
-        self._closed = False
+        self.closed = False  # stopped: every item raises Cancelled at its next call
         self._counts = {name: (d.calls, d.rows) for name, d in self.denoisers.items()}
 
     def __enter__(self) -> Scheduler:
@@ -203,11 +209,11 @@ class Scheduler:
                     outcome = err
                 yield index, item, outcome
             return
-        waiting = list(todo)
+        waiting = deque(todo)
         while True:
             with self._cond:
                 while waiting and len(self._live) < self.in_flight and self._stop_at is None:
-                    self._start(*waiting.pop(0), measure)
+                    self._start(*waiting.popleft(), measure)
                 while any(slot.state == RUNNING for slot in self._live):
                     self._cond.wait()
                 done = sorted((s for s in self._live if s.state == DONE), key=lambda s: s.index)
@@ -236,7 +242,7 @@ class Scheduler:
         """Stop every item still in flight: each raises :class:`Cancelled` in its thread at its
         next denoiser call (threads are daemons: one busy elsewhere keeps no process alive)."""
         with self._cond:
-            self._closed = True
+            self.closed = True
             for slot in self._live:
                 self._cancel(slot)
             self._queues.clear()
@@ -286,7 +292,7 @@ class Scheduler:
             return denoiser.call(x, logsnr, conds)
         request = _Request(denoiser, x, logsnr, list(conds), slot)
         with self._cond:
-            if self._closed or slot.cancelled:
+            if self.closed or slot.cancelled:
                 raise Cancelled
             slot.request, slot.state = request, WAITING
             self._cond.notify_all()
