@@ -23,11 +23,12 @@ each row other partners in its calls, and numerics that agree to float rounding 
 output for one row may depend on the rest of its batch). ``in_flight=1`` measures the items one
 after another in the runner's thread, as before this module.
 
-Fill. Rows wait in the queue until a full call of ``batch_size`` can be made; a partial call is
-sent only when nothing else would let any item go on. Denoiser calls made inside an attention
-block (``collect_attention``: the model records the attention of its rows) are sent alone, under
-the model's lock, since the recorder would also see other items' rows; the other items wait
-meanwhile.
+Fill. Rows wait in their queue until a full call of ``batch_size`` can be made; a partial call
+is sent only when nothing else would let any item go on, and then of one model only (the one
+with most rows waiting): the others may gain rows from the items it wakes. Denoiser calls made
+inside an attention block (``collect_attention``: the model records the attention of its rows)
+are sent alone, under the model's lock, since the recorder would also see other items' rows; the
+other items wait meanwhile.
 """
 
 from __future__ import annotations
@@ -321,7 +322,8 @@ class Scheduler:
     # --- the calls ------------------------------------------------------------------------------
     def _flush(self) -> None:
         """Every item in flight waits: queue their new requests (in item order), send every
-        full call, and if that lets no item go on, the partial ones too."""
+        full call, and if that lets no item go on, the fullest queue's rows in a partial call
+        (the other queues may yet gain rows from the items it wakes)."""
         with self._cond:
             for slot in sorted(self._live, key=lambda s: s.index):
                 request = slot.request
@@ -333,10 +335,9 @@ class Scheduler:
         for queue in list(self._queues.values()):
             while _unsent(queue) >= self.batch_size:
                 woke |= self._send(queue, self.batch_size)
-        if not woke:
-            for queue in list(self._queues.values()):
-                if queue:
-                    self._send(queue, _unsent(queue))
+        if not woke:  # the first of the fullest queues: it wakes every item it holds
+            queue = max((q for q in self._queues.values() if q), key=_unsent)
+            self._send(queue, _unsent(queue))
         self._queues = {key: queue for key, queue in self._queues.items() if queue}
 
     def _send(self, queue: list[_Request], n: int) -> bool:
