@@ -78,7 +78,7 @@ class Task:
         denoiser_rows: item -> denoiser rows (network evaluations) the item will take.
         denoisers: the denoisers ``measure`` calls, by name (``"model"``, ``"reference"``), each
             wrapped by :func:`~infodecomp.batching.batched`: the runner merges their
-            calls across the items in flight. None: one item at a time.
+            calls across the items in flight. Empty: one item at a time.
         batch_size: rows per merged denoiser call (the sampling's).
     """
 
