@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -34,3 +36,24 @@ def error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if not line.startswith("infodecomp: running on ")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def assert_rows_close(got, expected, rtol: float = 1e-5, atol: float = 1e-8, where: str = "rows"):
+    """``got`` equals ``expected`` (JSON-like: dicts, lists, numbers, strings) but for floats,
+    which agree to float rounding: what another packing of the denoiser's batches changes
+    (several items in flight, a resumed run, a shard)."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), where
+        for key in expected:
+            assert_rows_close(got[key], expected[key], rtol, atol, f"{where}[{key!r}]")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for k, (g, e) in enumerate(zip(got, expected, strict=True)):
+            assert_rows_close(g, e, rtol, atol, f"{where}[{k}]")
+    elif isinstance(expected, float) and not isinstance(got, bool):
+        assert isinstance(got, (int, float)), where
+        assert math.isclose(got, expected, rel_tol=rtol, abs_tol=atol), (
+            f"{where}: {got} != {expected}"
+        )
+    else:
+        assert got == expected, f"{where}: {got!r} != {expected!r}"

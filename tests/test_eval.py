@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import error_line
+from conftest import assert_rows_close, error_line
 from PIL import Image
 
 from infodecomp import ddim
@@ -323,7 +323,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_rows(tmp_path):
     assert rows.read_text().count("\n") < 8  # killed in the middle
     for out in (killed, tmp_path / "whole"):
         assert cli(*args, "--out", str(out), stderr=subprocess.DEVNULL).wait() == 0
-    assert read_rows(killed) == read_rows(tmp_path / "whole")
+    # The rerun measures the rest with other items in flight: to float rounding.
+    assert_rows_close(read_rows(killed), read_rows(tmp_path / "whole"))
 
 
 @pytest.mark.slow
@@ -355,9 +356,10 @@ def test_two_processes_give_the_rows_of_one(tmp_path):
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in two.glob("rows*.jsonl")) == ["rows.0.jsonl", "rows.1.jsonl"]
-    assert read_rows(two) == read_rows(one)
+    # Each process batches its own items in flight: to float rounding.
+    assert_rows_close(read_rows(two), read_rows(one))
     summary = json.loads((two / "summary.json").read_text())
-    assert summary == json.loads((one / "summary.json").read_text())
+    assert_rows_close(summary, json.loads((one / "summary.json").read_text()))
     # Refused in every process alike: one line each, no traceback of ours.
     launch[launch.index("16")] = "32"
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)

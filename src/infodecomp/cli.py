@@ -265,6 +265,7 @@ def _error_line(err: Exception) -> str:
 
 
 def _eval_arguments(commands: Any) -> None:
+    from .batching import DEFAULT_IN_FLIGHT
     from .ddim import DEFAULT_STEPS
 
     ev = commands.add_parser(
@@ -371,6 +372,15 @@ def _eval_arguments(commands: Any) -> None:
         sub.add_argument(
             "--skip-bad", action="store_true", help="record and skip bad items instead of stopping"
         )
+        sub.add_argument(
+            "--in-flight",
+            type=positive_int,
+            default=DEFAULT_IN_FLIGHT,
+            metavar="K",
+            help=f"items measured at once, their denoiser calls merged into full batches "
+            f"(default {DEFAULT_IN_FLIGHT}; 1: one after another); rows agree to float rounding "
+            "whatever K, a resume may use another",
+        )
     summ = kinds.add_parser(
         "summarize",
         help="rebuild OUT/summary.json and OUT/report.html from the rows; print the table",
@@ -415,6 +425,7 @@ def run_eval(args: argparse.Namespace) -> int:
         dtype=DTYPES.get(args.dtype),
         compile=args.compile,
         skip_bad=args.skip_bad,
+        in_flight=args.in_flight,
     )
     if summary is not None:
         print(EVALUATIONS[args.evaluation].table(summary))

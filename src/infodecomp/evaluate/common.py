@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..batching import BatchedDenoiser, batched, unwrap
 from ..explanation import Explanation, explain
 from ..images import check_fit
 from ..loading import load_model
@@ -36,7 +38,7 @@ class EvalModel:
 
     @property
     def is_exact(self) -> bool:
-        return isinstance(self.denoiser, WorldModel)
+        return isinstance(unwrap(self.denoiser), WorldModel)
 
     def input(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """The model's input for an image, ``(1, *data_shape)``: the image as given for the exact
@@ -91,6 +93,26 @@ def load_evaluated(
     model = load_model(name, device=device, dtype=dtype, compile=compile)
     label = {"bundled": "bundled model", "exact": "exact world model"}.get(name, name)
     return EvalModel(model, name, label, model.revision, model.image_size)
+
+
+def in_batches(model: Any) -> Any:
+    """``model`` (an :class:`EvalModel`) with its denoiser wrapped so that the runner merges its
+    calls across the items in flight (:mod:`infodecomp.batching`). Anything else (``None``, a
+    test's stand-in that measures in its own way) is returned as it is: its items run one at a
+    time."""
+    if type(model) is EvalModel:
+        return dataclasses.replace(model, denoiser=batched(model.denoiser))
+    return model
+
+
+def shared_denoisers(model: Any, reference: Any) -> dict[str, BatchedDenoiser]:
+    """The batched denoisers of a task's models, by name, for :class:`~.runner.Task`."""
+    named = {"model": model, "reference": reference}
+    return {
+        name: m.denoiser
+        for name, m in named.items()
+        if isinstance(getattr(m, "denoiser", None), BatchedDenoiser)
+    }
 
 
 def sampling_line(settings: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from ..results import Z95
 from ..sampling import Sampling
 from ..words import text_key
 from . import metrics
-from .common import EvalModel, sampling_line
+from .common import EvalModel, in_batches, sampling_line, shared_denoisers
 from .datasets import ARO_SYMMETRIC_RELATIONS
 from .items import CompositionalItem
 from .runner import PICTURES, Task
@@ -68,6 +68,8 @@ def make_task(
     """The compositional evaluation of ``model`` (and of the exact ``reference`` on the world's
     data, so every table shows what a perfect model gets)."""
 
+    # The runner merges these denoisers' calls across the items in flight (batching.py).
+    model, reference = in_batches(model), in_batches(reference)
     fit = fit_of(settings)
     staged = settings.get("ranking") == "sequential"
 
@@ -96,7 +98,8 @@ def make_task(
             return (sequential.PILOT + sampling.draws) * len(item.captions) + mi
         return sampling.rows(len(item.captions) + 1)
 
-    return Task("compositional", measure, denoiser_rows)
+    denoisers = shared_denoisers(model, reference)
+    return Task("compositional", measure, denoiser_rows, denoisers, sampling.batch_size)
 
 
 def score_sequentially(

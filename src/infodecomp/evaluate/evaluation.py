@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .. import ddim, sequential
+from ..batching import DEFAULT_IN_FLIGHT
 from ..results import versions
 from ..sampling import Sampling, check_sampling
 from . import (
@@ -59,6 +60,7 @@ def evaluate(
     dtype: torch.dtype | None = None,
     compile: bool = False,
     skip_bad: bool = False,
+    in_flight: int = DEFAULT_IN_FLIGHT,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any] | None:
@@ -107,6 +109,10 @@ def evaluate(
             channels-last: :func:`~infodecomp.load_model`); not a setting of the rows (their
             numbers agree to float rounding), so a run may resume with or without it.
         skip_bad: record and skip bad items instead of stopping at the first.
+        in_flight: items measured at once, their denoiser calls merged into full batches
+            (:mod:`~infodecomp.batching`); 1 measures one item after another. Not a
+            setting of the rows: a run repeated with the same one is bit for bit the same, and
+            with another (or resumed, or sharded) agrees to float rounding.
         progress: progress bar (on a terminal) or periodic log lines.
         log: where messages go (default: standard error).
     """
@@ -145,6 +151,8 @@ def evaluate(
         )
     if estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
+        raise ValueError(f"`in_flight` must be a positive integer, got {in_flight!r}")
     if generated and (task != "intervention" or data != "world"):
         raise ValueError("generated applies to interventions on the world's data")
     n_world = limit or max(sample or 0, WORLD_ITEMS[task])
@@ -210,6 +218,7 @@ def evaluate(
         progress=progress,
         log=log,
         bad_data=bad,
+        in_flight=in_flight,
     )
 
 

@@ -32,7 +32,7 @@ from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..sampling import Sampling
 from . import metrics
-from .common import EvalModel, sampling_line
+from .common import EvalModel, in_batches, sampling_line, shared_denoisers
 from .items import BadItemError, InterventionItem
 from .runner import PICTURES, Task
 
@@ -44,6 +44,8 @@ def make_task(
     reference: EvalModel | None = None,
 ) -> Task:
     """The intervention evaluation of ``model`` (and of the exact ``reference`` on the world)."""
+    # The runner merges these denoisers' calls across the items in flight (batching.py).
+    model, reference = in_batches(model), in_batches(reference)
 
     def measure(item: InterventionItem) -> dict[str, Any]:
         pictures: dict[str, Any] = {}
@@ -58,7 +60,8 @@ def make_task(
         ddim_rows = (steps - 1) + steps * (1 + len(item.words))
         return sampling.rows(2 + len(item.words)) + ddim_rows
 
-    return Task("intervention", measure, denoiser_rows)
+    denoisers = shared_denoisers(model, reference)
+    return Task("intervention", measure, denoiser_rows, denoisers, sampling.batch_size)
 
 
 def measure_item(

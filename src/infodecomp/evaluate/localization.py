@@ -40,7 +40,7 @@ from ..report.datasets import map_pictures, small_mask, thumbnail
 from ..results import Estimate
 from ..sampling import Sampling
 from . import metrics
-from .common import EvalModel, sampling_line
+from .common import EvalModel, in_batches, sampling_line, shared_denoisers
 from .datasets import UNSCORED_FLAGS, flag_reason
 from .items import LocalizationItem
 from .metrics import ATTN_INFO, CMI, COMBINED, DAAM, EXACT, MI, REPORT_MAPS, WHOLE
@@ -56,6 +56,8 @@ def make_task(
     """The localization evaluation of ``model`` (with the exact ``reference``'s CMI maps on the
     world's data)."""
 
+    # The runner merges these denoisers' calls across the items in flight (batching.py).
+    model, reference = in_batches(model), in_batches(reference)
     protocol = settings.get("protocol", "ours")
     fit = "squash" if protocol == "paper" else "crop"
 
@@ -95,7 +97,8 @@ def make_task(
         n = sampling.rows(2 + len(item.masks))
         return n + (0 if model.is_exact else 2 * settings["ddim_steps"] - 1)
 
-    return Task("localization", measure, denoiser_rows)
+    denoisers = shared_denoisers(model, reference)
+    return Task("localization", measure, denoiser_rows, denoisers, sampling.batch_size)
 
 
 def _image_and_masks(

@@ -12,10 +12,14 @@ Layout of an output folder ``DIR``:
 * ``items/<id>.npz``: each item's small pictures (thumbnail, maps, masks), written whole just
   before its row, and ``report.html`` (:mod:`infodecomp.report.datasets`), rebuilt with the
   summary.
+* ``batching.json`` (``batching.<rank>.json`` per process): the last session's denoiser calls,
+  the rows they carried and their mean fill (rows / (calls x batch size)).
 
 Items are assigned to processes by position (item ``i`` to process ``i % n``) and skipped if any
 rows file already holds their id, so a rerun (with any number of processes) neither loses nor
-repeats an item; each item's numbers depend only on the item, the seed and the settings.
+repeats an item; each item's numbers depend only on the item, the seed and the settings (bit for
+bit when one item is in flight; with several, to float rounding across resumes and shards, which
+give an item other partners in its denoiser calls: :mod:`infodecomp.batching`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..batching import DEFAULT_IN_FLIGHT, BatchedDenoiser, Scheduler
 from ..files import appending, remove_leftovers, write_atomic
 from ..report.datasets import ITEMS, write_item_pictures, write_report
 from .items import BadItemError
@@ -71,11 +76,17 @@ class Task:
         measure: item -> the item's row (a JSON-ready dict), from the item alone; it may hold
             the item's pictures for the report under :data:`PICTURES` (name: array).
         denoiser_rows: item -> denoiser rows (network evaluations) the item will take.
+        denoisers: the denoisers ``measure`` calls, by name (``"model"``, ``"reference"``), each
+            wrapped by :func:`~infodecomp.batching.batched`: the runner merges their
+            calls across the items in flight. Empty: one item at a time.
+        batch_size: rows per merged denoiser call (the sampling's).
     """
 
     name: str
     measure: Callable[[Any], dict[str, Any]]
     denoiser_rows: Callable[[Any], int]
+    denoisers: dict[str, BatchedDenoiser] = dataclasses.field(default_factory=dict)
+    batch_size: int | None = None
 
 
 def process_state() -> tuple[int, int, Callable[[], None], Callable[[bool], bool]]:
@@ -125,10 +136,13 @@ def run(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     bad_data: Sequence[tuple[str, str]] = (),
+    in_flight: int = DEFAULT_IN_FLIGHT,
 ) -> dict[str, Any] | None:
     """Measure every item not yet in ``out`` and write its row; then (on the main process)
     rebuild and return the summary. ``bad_data``: ``(source, message)`` of the data's lines
     that were skipped when read (recorded in ``skipped_data.jsonl``, counted as skipped).
+    ``in_flight``: items measured at once, their denoiser calls merged
+    (:mod:`infodecomp.batching`; not a setting: rows agree to float rounding whatever it is).
 
     Raises ``ValueError`` if ``out`` holds a run with other settings, or another run is writing
     into it; :class:`BadItemError` on a bad item unless ``skip_bad`` (then the item's row records
@@ -152,6 +166,8 @@ def run(
                 locks.enter_context(_lock(out / ".lock"))
                 locked = True
                 _remove_leftovers(out)  # before the other processes write any
+                for stale in out.glob("batching*.json"):  # an earlier session's
+                    stale.unlink()
             _check_settings(out, settings)
             done = {row["id"]: row for row in read_rows(out) if "skipped" not in row}
             _check_unchanged(items, done, out)
@@ -183,7 +199,8 @@ def run(
             + (f" over {n_proc} processes" if n_proc > 1 else "")
         )
         try:
-            _measure_all(task, todo, rows_path, settings, skip_bad, progress and rank == 0, quiet)
+            show = progress and rank == 0
+            _measure_all(task, todo, rows_path, settings, skip_bad, show, quiet, in_flight)
         except (ValueError, OSError) as err:
             error = err
         _all_or_none(all_ok, error)
@@ -292,19 +309,35 @@ def _measure_all(
     skip_bad: bool,
     progress: bool,
     log: Callable[[str], None],
+    in_flight: int = DEFAULT_IN_FLIGHT,
 ) -> None:
     on_terminal = progress and sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="item", disable=not on_terminal, leave=False)
     start = last_log = time.monotonic()
-    with appending(rows_path) as append:
-        for n_done, (index, item) in enumerate(todo, start=1):
-            try:
-                result = task.measure(item)
-            except ValueError as err:  # BadItemError and any other reason it cannot be measured
-                message = str(err) if str(err).startswith(item.source) else f"{item.source}: {err}"
-                if not skip_bad:
-                    raise BadItemError(message) from None
-                result = {"skipped": message}
+    failure: BaseException | None = None
+    with (
+        appending(rows_path) as append,
+        Scheduler(task.denoisers, task.batch_size, in_flight) as scheduler,
+    ):
+        outcomes = scheduler.run(todo, task.measure)
+        for n_done, (index, item, outcome) in enumerate(outcomes, start=1):
+            if isinstance(outcome, BaseException):
+                # ValueError: BadItemError and any other reason it cannot be measured.
+                bad = isinstance(outcome, ValueError)
+                message = str(outcome)
+                if bad and not message.startswith(item.source):
+                    message = f"{item.source}: {message}"
+                if not (bad and skip_bad):
+                    # The first failing item stops the run, as when items ran one by one: the
+                    # items before it finish and are written, those after it are dropped.
+                    failure = BadItemError(message) if bad else outcome
+                    scheduler.stop_after(index)
+                    if not isinstance(outcome, Exception):  # e.g. Ctrl-C: at once
+                        break
+                    continue
+                result: dict[str, Any] = {"skipped": message}
+            else:
+                result = outcome
             pictures = result.pop(PICTURES, None)
             if pictures:  # before the row: a row on disk always has its pictures
                 write_item_pictures(rows_path.parent, item.id, pictures)
@@ -323,9 +356,19 @@ def _measure_all(
                 log(f"{n_done}/{len(todo)} items, {_duration(left)} left")
                 last_log = now
     bar.close()
+    if failure is not None:
+        raise failure from None
     if todo:
         seconds = time.monotonic() - start
         log(f"measured {len(todo)} items in {seconds:.1f} s ({seconds / len(todo):.2f} s/item)")
+    stats = scheduler.stats()
+    if stats["calls"]:
+        log(
+            f"{stats['calls']} denoiser calls of {stats['rows']} rows: mean fill "
+            f"{stats['fill']:.2f} of {stats['batch_size']} rows ({stats['in_flight']} in flight)"
+        )
+        name = rows_path.name.replace("rows", "batching", 1).replace(".jsonl", ".json")
+        _write_json(rows_path.with_name(name), stats)
 
 
 def read_rows(out: str | Path) -> list[dict[str, Any]]:
