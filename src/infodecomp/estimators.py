@@ -425,7 +425,7 @@ def _estimate(
         "data_dims": math.prod(x.shape[1:]),
         "per_dim": per_dim,
         "sum_channels": sum_channels,
-        "model": type(model).__name__,
+        "model": type(getattr(model, "wrapped", model)).__name__,  # through a batching wrapper
         "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
         "profile_edges": profile_edges.tolist(),
     }
