@@ -230,4 +230,20 @@ def test_ctrl_c_at_any_moment_is_one_line(tmp_path, delay):
     _, err = proc.communicate(timeout=120)
     # 130, or ended by the signal itself at interpreter exit (-2): a shell shows both as 130.
     assert proc.returncode in (130, -signal.SIGINT), err[-500:]
-    assert "Traceback" not in err and err.strip().endswith("infodecomp: interrupted")
+    assert "Traceback" not in err and err.strip().endswith("infodecomp: interrupted"), err
+
+
+def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
+    """The parser imports matplotlib (figure formats) before any work: a Ctrl-C there (a cold
+    start, as on a fresh clone) was a traceback."""
+    import sys
+
+    from infodecomp import _entry, cli
+
+    def interrupted(sub):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_figure_arguments", interrupted)
+    monkeypatch.setattr(sys, "argv", ["infodecomp", "reference"])
+    assert _entry.main() == 130
+    assert capsys.readouterr().err.strip() == "infodecomp: interrupted"

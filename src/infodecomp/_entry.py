@@ -17,6 +17,13 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     if interrupted:
-        print("infodecomp: interrupted", file=sys.stderr)
-        return 130
-    return run()
+        return _interrupted()
+    try:
+        return run()
+    except KeyboardInterrupt:  # e.g. while the parser imports matplotlib, before the work
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    print("infodecomp: interrupted", file=sys.stderr)
+    return 130
