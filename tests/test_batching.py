@@ -137,6 +137,16 @@ def test_a_bad_item_is_skipped_or_stops_the_run_as_one_by_one(tmp_path, plain_su
         run(echo_task(batched(Echo()), 8), items(9, bad={3}), tmp_path / "stop", SETTINGS, **kwargs)
     # The items before the bad one are written, none after it (as when items ran one by one).
     assert [r["id"] for r in read_rows(tmp_path / "stop")] == ["i0", "i1", "i2"]
+    # Two bad items failing in the same round: the first is the error, nothing after it written.
+    with pytest.raises(BadItemError, match="f:2: unreadable image"):
+        run(
+            echo_task(batched(Echo()), 8),
+            items(9, bad={1, 3}),
+            tmp_path / "two",
+            SETTINGS,
+            **kwargs,
+        )
+    assert [r["id"] for r in read_rows(tmp_path / "two")] == ["i0"]
 
 
 def within(seconds: float, fn, *args, **kwargs):

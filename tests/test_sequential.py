@@ -170,5 +170,5 @@ def test_eval_reports_each_captions_mi_only_with_the_sequential_ranking(tmp_path
         entry = row["scores"]["model"]["sequential"]
         assert len(entry["mi"]) == len(row["captions"])
         assert all(lo < e["value"] < hi for e in entry["mi"] for lo, hi in [e["ci95"]])
-    with pytest.raises(ValueError, match="report_mi goes with the sequential ranking"):
+    with pytest.raises(ValueError, match="goes with the sequential ranking"):
         evaluate("compositional", tmp_path / "f", report_mi=True, **kw)

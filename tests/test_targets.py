@@ -118,3 +118,29 @@ def test_command_line_targets_are_checked_in_one_line():
     assert f"at least {MIN_TARGETED_DRAWS}" in short.stderr
     ok = cli("reference", "--target-rel", "0.2", "--samples", "256", "--json")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_eval_refuses_a_target_where_draws_are_not_the_values(tmp_path):
+    from infodecomp.evaluate.evaluation import evaluate
+
+    targeted = Sampling(draws=128, target_se=0.2)
+    kw = {"model": "exact", "limit": 1, "sampling": targeted, "progress": False}
+    with pytest.raises(ValueError, match="sequential ranking draws until"):
+        evaluate("compositional", tmp_path / "s", ranking="sequential", **kw)
+    with pytest.raises(ValueError, match="paper's protocol takes the same draws"):
+        evaluate("compositional", tmp_path / "p", protocol="paper", **kw)
+
+
+def test_every_estimator_reported_is_planned_for():
+    g = example_mixture()
+    x, labels = g.sample(24, seed=5)
+    label, rows = max(label_groups(labels), key=lambda group: len(group[1]))
+    sampling = Sampling(draws=2048, seed=6, target_se=0.15)
+    both = idc.mutual_info(
+        g, x[rows], label, estimator=("orthogonal", "standard"), sampling=sampling, progress=False
+    )
+    alone = idc.mutual_info(
+        g, x[rows], label, estimator="orthogonal", sampling=sampling, progress=False
+    )
+    # The standard estimator's larger variance on the same draws asks for more of them.
+    assert both["standard"].n_evaluations > alone.n_evaluations

@@ -49,7 +49,8 @@ from .estimators import DenoiserOutputError
 # every stage (a sequential ranking asks for 16 draws x 2-5 captions at a time), few enough that
 # their buffers stay small beside the network's. Measured by benchmarks/batch_fill.py (64 world
 # items, sequential, bundled model with the exact one beside it, batch size 256): mean fill 0.92
-# with 16 in flight, 0.97 with 32 and with 64.
+# with 16 in flight, 0.97 with 32 and with 64 (16 and 64 measured apart; results/batch_fill.txt
+# holds 1 and 32).
 DEFAULT_IN_FLIGHT = 32
 
 RUNNING, WAITING, DONE = "running", "waiting", "done"
@@ -224,7 +225,10 @@ class Scheduler:
                 live = bool(self._live)
             if done:  # their places are filled before the next call is decided
                 for slot in done:
-                    if not slot.cancelled:
+                    # An item after a failed one (stop_after, perhaps during this loop) is
+                    # dropped even when it finished in the same round: as one by one.
+                    stopped = self._stop_at is not None and slot.index > self._stop_at
+                    if not slot.cancelled and not stopped:
                         yield slot.index, slot.item, slot.outcome
                 continue
             if not live:

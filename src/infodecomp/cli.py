@@ -499,16 +499,16 @@ def _sampling_arguments(
         "--target-se",
         type=positive_float,
         metavar="NATS",
-        help="draw until every reported value's standard error is at most NATS (plus "
-        "--target-rel times the value), --samples at most; planned from draws that are then "
-        "spent, so values stay unbiased",
+        help="plan each image's draws for a standard error of at most NATS on every reported "
+        "value (plus --target-rel times the value), --samples at most; planned from draws that "
+        "are then spent, so values stay unbiased; values the plan left above it are flagged",
     )
     group.add_argument(
         "--target-rel",
         type=positive_float,
         metavar="R",
-        help="draw until every reported value's standard error is at most R times its size "
-        "(e.g. 0.05), --samples at most",
+        help="plan each image's draws for a standard error of at most R times each value "
+        "(e.g. 0.05), --samples at most (values near 0 then take --samples)",
     )
     group.add_argument(
         "--batch-size",

@@ -403,8 +403,15 @@ def _estimate(
             tails[kind] = likelihood_tails(at_low, at_high, logsnr.high, x)
         else:
             tails[kind] = exponential_tails(at_low, at_high)
+    # What each reported kind adds to its sampled integral (value, SE; shape (n_x, n_pairs)):
+    # a precision target is planned for the value as reported.
+    reported = [quantity] if likelihood else list(estimators)
+    offsets = {kind: (tails[kind].total, tails[kind].total_stderr) for kind in reported}
+    if likelihood:
+        reference = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2).flatten(1).sum(-1)
+        offsets[quantity] = (offsets[quantity][0] + reference[:, None], offsets[quantity][1])
     stages, maps, counted = _run_stages(
-        draws, plan, sampling, alpha_rngs, ends, fit_kind, tails[fit_kind], per_dim
+        draws, plan, sampling, alpha_rngs, ends, fit_kind, offsets, per_dim
     )
     draws.close()
 
@@ -425,7 +432,7 @@ def _estimate(
         "data_dims": math.prod(x.shape[1:]),
         "per_dim": per_dim,
         "sum_channels": sum_channels,
-        "model": type(getattr(model, "wrapped", model)).__name__,  # through a batching wrapper
+        "model": _model_name(model),
         "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
         "profile_edges": profile_edges.tolist(),
     }
@@ -451,7 +458,7 @@ def _estimate(
                 kind, group_stages, group_maps, sampling.stratified, profile_edges, offset
             )
             parts.append((rows, result))
-        result = _merge_rows(parts, n_x)
+        result = _merge_rows(parts)
         if not many:
             result = _first_condition(result)
         out[kind] = Estimate(
@@ -500,11 +507,11 @@ class _Plan:
         return described
 
 
-def planned_draws(
+def _planned_draws(
     f: torch.Tensor,
     weights: np.ndarray,
     weights_next: np.ndarray,
-    tails: Tails,
+    offset: tuple[torch.Tensor, torch.Tensor],
     sampling: Sampling,
     most: int,
 ) -> np.ndarray:
@@ -513,7 +520,8 @@ def planned_draws(
     ``weights`` (``(n_x, k)``), and ``weights_next`` those of the proposal the counted draws
     start from. The variance per draw under that proposal, int f^2 / q, is estimated by
     importance from every spent draw; the plan is PLAN_MARGIN times the i.i.d. draws that bring
-    each pair's standard error, with the tails', to ``target_se + target_rel * |value|``: a
+    each pair's standard error, with ``offset``'s (what the reported value adds to the sampled
+    integral: its value and SE), to ``target_se + target_rel * |value|``: a
     multiple of 16 from MIN_COUNTED to ``most``. (Few draws of a skewed integrand understate its
     variance; stratified draws do better than i.i.d. ones.)
 
@@ -524,9 +532,9 @@ def planned_draws(
     w, w_next = torch.from_numpy(weights).unsqueeze(1), torch.from_numpy(weights_next).unsqueeze(1)
     mean = (f * w).mean(-1)
     var = ((f**2 * w * w_next).mean(-1) - mean**2).clamp(min=0)
-    value = mean + tails.total
+    value = mean + offset[0]
     tolerance = (sampling.target_se or 0.0) + (sampling.target_rel or 0.0) * value.abs()
-    room = tolerance**2 - tails.total_stderr**2
+    room = tolerance**2 - offset[1] ** 2
     need = PLAN_MARGIN * torch.where(room > 0, var / room.clamp(min=1e-300), torch.inf).amax(1)
     need = np.ceil(need.clamp(max=most).numpy() / 16) * 16
     return np.clip(need, MIN_COUNTED, most).astype(int)
@@ -539,7 +547,7 @@ def _run_stages(
     alpha_rngs: list[np.random.Generator],
     ends: dict[str, Any],
     fit_kind: str,
-    fit_tails: Tails,
+    offsets: dict[str, tuple[torch.Tensor, torch.Tensor]],
     per_dim: bool,
 ) -> tuple[list[_Stage], dict[str, list[torch.Tensor]], np.ndarray]:
     """A pilot from the sampling's ``logsnr`` (spent), with a precision target a probe (spent)
@@ -593,16 +601,30 @@ def _run_stages(
     if plan.n_probe:
         spent.append(draw([plan.n_probe] * n_x, False)[0])
         look(spent[-1])
-        f = torch.cat([_stack(stage[0][fit_kind]) for stage in spent], -1)
+        refit()  # the proposal the counted draws start from, whose variance is planned
         at = [np.concatenate([stage[2][i] for stage in spent]) for i in range(n_x)]
         weights = np.concatenate([np.stack(stage[1]) for stage in spent], 1)
         weights_next = np.stack([p.weight(a) for p, a in zip(proposals, at, strict=True)])
-        counted = planned_draws(f, weights, weights_next, fit_tails, sampling, plan.n_counted)
+        # Every estimator reported is planned for (the fit follows the first one only).
+        counted = np.max(
+            [
+                _planned_draws(
+                    torch.cat([_stack(stage[0][kind]) for stage in spent], -1),
+                    weights,
+                    weights_next,
+                    offsets[kind],
+                    sampling,
+                    plan.n_counted,
+                )
+                for kind in offsets
+            ],
+            axis=0,
+        )
     stages: list[_Stage] = []
     maps: dict[str, list[torch.Tensor]] = {}
     sizes = np.array([_stage_sizes(int(n), plan.adaptive) for n in counted])
     for j in range(sizes.shape[1]):
-        if plan.n_pilot and (j or plan.n_probe):
+        if plan.n_pilot and j:
             refit()
         stage, stage_maps = draw(sizes[:, j].tolist(), per_dim)
         stages.append(stage)
@@ -642,8 +664,8 @@ def _take_rows(tails: Tails, rows: np.ndarray) -> Tails:
     return Tails(*(getattr(tails, f.name)[index] for f in dataclasses.fields(tails)))
 
 
-def _merge_rows(parts: list[tuple[np.ndarray, dict[str, Any]]], n_x: int) -> dict[str, Any]:
-    """The results of groups of rows as one result over all ``n_x`` rows, in row order."""
+def _merge_rows(parts: list[tuple[np.ndarray, dict[str, Any]]]) -> dict[str, Any]:
+    """The results of groups of rows as one result over all their rows, in row order."""
     if len(parts) == 1:
         return parts[0][1]
     order = torch.from_numpy(np.argsort(np.concatenate([rows for rows, _ in parts])))
@@ -878,6 +900,13 @@ def _map_mean(total: torch.Tensor, total_sq: torch.Tensor, n: int) -> tuple[torc
     """Mean over n draws and its (i.i.d.) standard error, from a sum and a sum of squares."""
     mean = total / n
     return mean, ((total_sq / n - mean**2).clamp(min=0) / (n - 1)).sqrt()
+
+
+def _model_name(model: Any) -> str:
+    """The denoiser's class name, through the evaluation runner's batching wrapper."""
+    from .batching import unwrap  # lazily: batching imports this module
+
+    return type(unwrap(model)).__name__
 
 
 def _first_condition(result: dict[str, Any]) -> dict[str, Any]:

@@ -126,7 +126,8 @@ class Estimate:
         truncated: ``True`` where the information likely extends beyond the log-SNR range by
             more than the standard error of the sampled part (the model cannot see it: the
             value rests on the extrapolated tails, ``diagnostics["outside_range"]``).
-        diagnostics: per-value tensors behind those: ``top_share`` (of the 3 largest draws),
+        diagnostics: per-value tensors behind those: ``draws`` (counted draws behind each
+            value), ``top_share`` (of the 3 largest draws),
             ``skewness`` (of the mean, the largest among the row's conditions: the one
             ``ci95`` uses), ``outside_range`` and ``outside_range_stderr`` (nats the integrand
             extrapolates to beyond the range, already in ``value``: for information, what the

@@ -25,7 +25,7 @@ DEFAULT_BATCH_SIZE = 256
 # Largest seed: numpy takes any non-negative integer, torch.Generator.manual_seed below 2**64.
 MAX_SEED = 2**64 - 1
 # With a precision target: a pilot (fits the proposal) and a probe (plans the number of counted
-# draws), both spent, then at least 64 counted draws (see estimators.planned_draws).
+# draws), both spent, then at least 64 counted draws (see estimators._planned_draws).
 TARGET_PILOT = 16
 TARGET_PROBE = 16
 MIN_COUNTED = 64
@@ -47,11 +47,11 @@ class Sampling:
         adaptive: fit the proposal to the integrand in stages (at 64 draws or more).
         batch_size: rows per denoiser call; ``None`` takes the model's ``default_batch_size()``,
             else 256. Changes speed and memory, never the numbers (beyond float rounding).
-        target_se: a precision target in nats: each row takes as many draws as its quantities
-            need for standard errors of at most ``target_se + target_rel * |value|`` (as
+        target_se: a precision target in nats: each row's draws are planned for standard
+            errors of at most ``target_se + target_rel * |value|`` (as
             ``numpy.isclose`` combines tolerances), ``draws`` being the most it may take. The
             number is planned from draws that are then spent, so the value stays unbiased
-            (estimators.py, :func:`planned_draws`).
+            (estimators.py, ``_planned_draws``; a plan can fall short: the value says so).
         target_rel: a relative precision target (a share of each value); see ``target_se``.
     """
 

@@ -204,7 +204,11 @@ def caption_mi(
     caption's MI from a fixed standard estimate (``sampling.draws``, its own stream keyed
     ``key + "/mi"``), plus the ranking's margin of each caption over it. The two come from
     independent draws, so their variances add; intervals are normal (the margin's is its
-    plain standard error at the stop, not the confidence sequence). Returns the entries
+    plain standard error at the stop, not the confidence sequence). Two approximations: the
+    anchor's MI includes the tails beyond the log-SNR range, the margins do not (they differ
+    between captions only by the captions' tail differences); and a margin is the mean at a
+    data-dependent stop, so it carries the optional-stopping bias the ranking's anytime-valid
+    intervals guard against, which these normal intervals do not. Returns the entries
     (``value``, ``stderr``, ``ci95``) in caption order and the denoiser rows the MI took."""
     est = conditional_mutual_info(
         model,

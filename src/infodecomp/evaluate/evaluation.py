@@ -139,9 +139,18 @@ def evaluate(
         raise ValueError(
             "the paper's protocol takes the same draws for every item: no `sequential`"
         )
+    if sampling.targeted and (ranking == "sequential" or protocol == "paper"):
+        raise ValueError(
+            "a precision target (`target_se`, `target_rel`) sets the draws of values; the "
+            + (
+                "sequential ranking draws until the ranking is decided"
+                if ranking == "sequential"
+                else "paper's protocol takes the same draws for every item"
+            )
+        )
     if report_mi and ranking != "sequential":
         raise ValueError(
-            "report_mi goes with the sequential ranking (the fixed one measures every "
+            "`report_mi` goes with the sequential ranking (the fixed one measures every "
             "caption's MI already)"
         )
     if ranking == "sequential" and sampling.draws < sequential.BLOCK:
