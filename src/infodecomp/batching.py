@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ from .estimators import DenoiserOutputError
 DEFAULT_IN_FLIGHT = 32
 
 RUNNING, WAITING, DONE = "running", "waiting", "done"
+# Seconds close() waits in all for the items' threads to end (a stopped item ends at its next call).
+CLOSE_WAIT_S = 10.0
 
 
 class Cancelled(BaseException):
@@ -71,6 +74,11 @@ class BatchedDenoiser:
         self.lock = threading.RLock()  # one model call or method at a time
         self.calls = 0
         self.rows = 0
+
+    @property
+    def measured_model(self) -> Any:
+        """The model whose calls this routes (what estimates name as their model)."""
+        return self.wrapped
 
     def __call__(self, x_noisy: torch.Tensor, logsnr: torch.Tensor, conds: Sequence[Any]) -> Any:
         slot = getattr(_local, "slot", None)
@@ -143,6 +151,7 @@ class _Slot:
     request: _Request | None = None
     outcome: Any = None  # its row, or the exception it raised
     cancelled: bool = False
+    thread: threading.Thread | None = None
 
 
 @dataclass(eq=False)
@@ -223,6 +232,8 @@ class Scheduler:
                 for slot in done:
                     self._live.remove(slot)
                 live = bool(self._live)
+            for slot in done:  # ended, or about to: none may outlive the run (see close)
+                slot.thread.join()
             if done:  # their places are filled before the next call is decided
                 for slot in done:
                     # An item after a failed one (stop_after, perhaps during this loop) is
@@ -252,6 +263,12 @@ class Scheduler:
             for slot in self._live:
                 self._cancel(slot)
             self._queues.clear()
+            threads = [slot.thread for slot in self._live if slot.thread is not None]
+        # A thread still inside torch when the interpreter exits can abort the process (seen
+        # under Accelerate); cancelled ones end at their next denoiser call.
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> dict[str, Any]:
         """The denoiser calls made since the scheduler was made, the rows they carried and the
@@ -273,10 +290,10 @@ class Scheduler:
     def _start(self, index: int, item: Any, measure: Callable[[Any], Any]) -> None:
         slot = _Slot(self, index, item)
         self._live.append(slot)
-        thread = threading.Thread(
+        slot.thread = threading.Thread(
             target=self._work, args=(slot, measure), name=f"item-{index}", daemon=True
         )
-        thread.start()
+        slot.thread.start()
 
     def _work(self, slot: _Slot, measure: Callable[[Any], Any]) -> None:
         _local.slot = slot
