@@ -257,7 +257,8 @@ class Scheduler:
 
     def close(self) -> None:
         """Stop every item still in flight: each raises :class:`Cancelled` in its thread at its
-        next denoiser call (threads are daemons: one busy elsewhere keeps no process alive)."""
+        next denoiser call; wait up to CLOSE_WAIT_S in all for their threads to end (daemons:
+        one still busy after that keeps no process alive)."""
         with self._cond:
             self.closed = True
             for slot in self._live:
