@@ -35,7 +35,7 @@ import torch
 import infodecomp as idc
 from infodecomp.explanation import word_contexts
 from infodecomp.models import GaussianMixture
-from infodecomp.sampling import Sampling
+from infodecomp.sampling import Sampling, precision_target
 from infodecomp.words import distinct_words
 from infodecomp.world.model import WorldModel
 
@@ -204,7 +204,7 @@ def summarise(
         "target_met": None,
     }
     if extra.get("target_se") or extra.get("target_rel"):
-        tolerance = extra.get("target_se", 0.0) + extra.get("target_rel", 0.0) * value.abs()
+        tolerance = precision_target(extra.get("target_se"), extra.get("target_rel"), value)
         row["target_met"] = (se <= tolerance).double().mean().item()
     if "reliable" in res:
         ok = res["reliable"][:, cols].flatten()

@@ -57,3 +57,11 @@ def assert_rows_close(got, expected, rtol: float = 1e-5, atol: float = 1e-8, whe
         )
     else:
         assert got == expected, f"{where}: {got!r} != {expected!r}"
+
+
+def by_label(labels: list) -> dict[str, tuple[dict, list[int]]]:
+    """Rows of a mixture sample grouped by label: ``{repr(label): (label, [row, ...])}``."""
+    groups: dict[str, tuple[dict, list[int]]] = {}
+    for i, lab in enumerate(labels):
+        groups.setdefault(repr(lab), (lab, []))[1].append(i)
+    return groups

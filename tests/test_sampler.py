@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import by_label
 
 import infodecomp as idc
 from infodecomp.models import GaussianMixture
@@ -18,13 +19,6 @@ def four_components(seed: int, dims: int = 8) -> GaussianMixture:
     means = torch.randn(4, dims, generator=g, dtype=torch.float64) * math.sqrt(2 / dims)
     variances = 0.1 + 0.4 * torch.rand(4, generator=g, dtype=torch.float64)
     return GaussianMixture(means, variances, labels=[{"a": k % 2, "b": k // 2} for k in range(4)])
-
-
-def by_label(labels: list) -> dict[str, tuple[dict, list[int]]]:
-    groups: dict[str, tuple[dict, list[int]]] = {}
-    for i, lab in enumerate(labels):
-        groups.setdefault(repr(lab), (lab, []))[1].append(i)
-    return groups
 
 
 @pytest.mark.parametrize("quantity", ["mi", "cmi"])

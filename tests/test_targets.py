@@ -7,18 +7,12 @@ import sys
 
 import pytest
 import torch
+from conftest import by_label
 
 import infodecomp as idc
 from infodecomp.models.reference import example_mixture
 from infodecomp.results import entry_warnings
 from infodecomp.sampling import MIN_TARGETED_DRAWS, Sampling
-
-
-def label_groups(labels: list) -> list[tuple[dict, list[int]]]:
-    groups: dict[str, tuple[dict, list[int]]] = {}
-    for i, lab in enumerate(labels):
-        groups.setdefault(repr(lab), (lab, []))[1].append(i)
-    return list(groups.values())
 
 
 def test_sampling_validates_targets_and_describes_them_only_when_set():
@@ -62,7 +56,7 @@ def test_rows_take_the_draws_their_own_values_need():
 def test_a_tighter_target_takes_more_draws_and_reaches_a_smaller_error():
     g = example_mixture()
     x, labels = g.sample(48, seed=5)
-    label, rows = max(label_groups(labels), key=lambda group: len(group[1]))
+    label, rows = max(by_label(labels).values(), key=lambda group: len(group[1]))
     runs = {}
     for target in (0.4, 0.1):
         sampling = Sampling(draws=2048, seed=6, target_se=target)
@@ -82,7 +76,7 @@ def test_targeted_values_are_unbiased_and_cover(quantity):
     g = example_mixture()
     x, labels = g.sample(96, seed=11)
     errors, ses, covered = [], [], []
-    for label, rows in label_groups(labels):
+    for label, rows in by_label(labels).values():
         context = None if quantity == "mi" else {"shape": label["shape"]}
         est = idc.conditional_mutual_info(
             g,
@@ -134,7 +128,7 @@ def test_eval_refuses_a_target_where_draws_are_not_the_values(tmp_path):
 def test_every_estimator_reported_is_planned_for():
     g = example_mixture()
     x, labels = g.sample(24, seed=5)
-    label, rows = max(label_groups(labels), key=lambda group: len(group[1]))
+    label, rows = max(by_label(labels).values(), key=lambda group: len(group[1]))
     sampling = Sampling(draws=2048, seed=6, target_se=0.15)
     both = idc.mutual_info(
         g, x[rows], label, estimator=("orthogonal", "standard"), sampling=sampling, progress=False

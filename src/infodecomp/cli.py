@@ -844,11 +844,10 @@ def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]
             model.check_prompt(prompt)
     x = model.encode_image(args.image)
     key = f"score:{args.image}"
-    ranked = rank_sequentially(model, x, prompts, sampling=_sampling(args), key=key)
+    sampling = _sampling(args)
+    ranked = rank_sequentially(model, x, prompts, sampling=sampling, key=key)
     if args.report_mi:
-        ranked["mi"], rows = caption_mi(
-            model, x, prompts, ranked, sampling=_sampling(args), key=key
-        )
+        ranked["mi"], rows = caption_mi(model, x, prompts, ranked, sampling=sampling, key=key)
         ranked["n_evaluations"] += rows
     if args.json:
         print(

@@ -38,7 +38,14 @@ from tqdm.auto import tqdm
 from . import intervals
 from .logsnr import Piecewise, TruncatedLogistic, fit_proposal
 from .results import Estimate
-from .sampling import MIN_COUNTED, TARGET_PILOT, TARGET_PROBE, Sampling, check_sampling
+from .sampling import (
+    MIN_COUNTED,
+    TARGET_PILOT,
+    TARGET_PROBE,
+    Sampling,
+    check_sampling,
+    precision_target,
+)
 from .tails import Tails, exponential_tails, likelihood_tails
 
 ESTIMATORS = ("orthogonal", "standard")
@@ -533,7 +540,7 @@ def _planned_draws(
     mean = (f * w).mean(-1)
     var = ((f**2 * w * w_next).mean(-1) - mean**2).clamp(min=0)
     value = mean + offset[0]
-    tolerance = (sampling.target_se or 0.0) + (sampling.target_rel or 0.0) * value.abs()
+    tolerance = precision_target(sampling.target_se, sampling.target_rel, value)
     room = tolerance**2 - offset[1] ** 2
     need = PLAN_MARGIN * torch.where(room > 0, var / room.clamp(min=1e-300), torch.inf).amax(1)
     need = np.ceil(need.clamp(max=most).numpy() / 16) * 16

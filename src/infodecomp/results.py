@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .files import is_leftover, naming, remove_leftovers, temporary, write_atomic
+from .sampling import precision_target
 
 OUR_FILES = ("result.json", "maps.safetensors", "report.html")  # a result folder's files
 FIGURES = (".png", ".pdf", ".svg")
@@ -172,7 +173,7 @@ class Estimate:
         }
         target_se, target_rel = self.settings.get("target_se"), self.settings.get("target_rel")
         if target_se or target_rel:
-            entry["target"] = (target_se or 0.0) + (target_rel or 0.0) * abs(entry["value"])
+            entry["target"] = precision_target(target_se, target_rel, entry["value"])
             entry["draws"] = int(self.diagnostics["draws"][index].item())
             entry["draws_most"] = self.settings["stages"]["counted_at_most"]
         return entry

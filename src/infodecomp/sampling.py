@@ -149,6 +149,12 @@ class Sampling:
         return cls(logsnr=logsnr, **{k: v for k, v in described.items() if k in fields})
 
 
+def precision_target(target_se: float | None, target_rel: float | None, value: Any) -> Any:
+    """The standard error a value of size ``value`` (a float or a tensor, nats) is planned for
+    under a precision target: ``target_se + target_rel * |value|``, a missing part as 0."""
+    return (target_se or 0.0) + (target_rel or 0.0) * abs(value)
+
+
 def check_sampling(sampling: Any) -> Sampling:
     """``sampling`` itself, ``Sampling()`` for ``None``, else ``TypeError`` with one line (what
     every function taking ``sampling=`` does first)."""
