@@ -120,6 +120,9 @@ class Estimate:
             shape without its channel axis when channels were summed); sums to ``value``.
         map_stderr: standard error of each entry of ``map`` (i.i.d. formula; conservative for
             stratified sampling).
+        map_ci95: 95% interval of each entry of ``map``, shape ``map.shape + (2,)``, where it is
+            not ``map +- Z95 map_stderr`` (e.g. bootstrap intervals of nonlinear pixel
+            quantities); else ``None``.
         ci95: 95% interval of ``value``, shape ``value.shape + (2,)`` (lower, upper); corrected
             for the skewness of the draws, so not always symmetric. Default ``value +- Z95 SE``.
         reliable: ``False`` where the value rests on a few draws (its 3 largest carry over half
@@ -148,6 +151,7 @@ class Estimate:
     reliable: torch.Tensor | None = None
     truncated: torch.Tensor | None = None
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+    map_ci95: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.ci95 is None:
@@ -215,6 +219,8 @@ class Estimate:
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.map is not None:
             maps = {"map": self.map.contiguous(), "map_stderr": self.map_stderr.contiguous()}
+            if self.map_ci95 is not None:
+                maps["map_ci95"] = self.map_ci95.contiguous()
             write_atomic(path.with_suffix(".safetensors"), save(maps))
         return write_atomic(path.with_suffix(".json"), self.to_json() + "\n")
 
@@ -239,6 +245,7 @@ class Estimate:
             settings=data["settings"],
             map=maps.get("map"),
             map_stderr=maps.get("map_stderr"),
+            map_ci95=maps.get("map_ci95"),
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,318 @@
+"""How two words share what they tell about an image: interaction information, with maps that
+add up, and DiffusionPID's redundancy, unique and synergistic atoms (all in nats).
+
+For two parts w1, w2 of a condition and the rest r (the condition without both), on one set of
+shared draws:
+
+    i1  = i(x; w1 | r)        = log p(x | r + w1) - log p(x | r)
+    i2  = i(x; w2 | r)        = log p(x | r + w2) - log p(x | r)
+    i12 = i(x; w1, w2 | r)    = log p(x | r + w1 + w2) - log p(x | r)
+    ii  = i(x; w1; w2 | r)    = i1 + i2 - i12     (> 0: redundant, < 0: synergistic)
+    i(x; w1 | r + w2) = i12 - i2,  i(x; w2 | r + w1) = i12 - i1   (each word's CMI given the other)
+
+Each is a linear combination of integrands evaluated on the same draws, so each has an exact
+per-pixel map that sums to it, and a standard error and interval that account for the
+correlation of its terms (``estimators._estimate``'s ``combine``). With ``estimator="standard"``
+every value targets this image's log-probability combination; the orthogonal estimator's terms
+agree with it only on average over images (for one image they are not log-ratios), so its
+interaction information is an average-over-data quantity.
+
+DiffusionPID (Dewan et al., NeurIPS 2024, arXiv 2406.05191) splits i12 into redundancy
+R = min(i1, i2), unique U1 = i1 - R and U2 = i2 - R, and synergy S = i12 - U1 - U2 - R; image
+atoms from the image's informations, pixel atoms from each pixel's. A minimum is not linear:
+pixel atoms do not sum to the image's (the pixels' minima sum to at most the image's minimum)
+and the plug-in minimum is biased low where i1 ~ i2. Their intervals are percentile bootstraps
+over the counted draws (resampled within each stage, the same draws for all three terms, the
+tails' standard error added as normal noise): checked for coverage against the exact world model
+(tests/test_interaction.py, benchmarks/interaction_coverage.py). Note S - R = -ii: the atoms
+carry the interaction information and one more number, the minimum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .estimators import ESTIMATORS, _broadcast_pairs, _check_inputs, _estimate, row_stream_key
+from .results import Estimate
+from .sampling import Sampling, check_sampling
+
+# The linear quantities, each a combination of (i1, i2, i12): the weights on them.
+LINEAR = {
+    "first": (1, 0, 0),
+    "second": (0, 1, 0),
+    "joint": (0, 0, 1),
+    "interaction": (1, 1, -1),
+    "first_given_second": (0, -1, 1),
+    "second_given_first": (-1, 0, 1),
+}
+ATOMS = ("redundancy", "unique_first", "unique_second", "synergy")
+BOOTSTRAP = 1000  # resamples behind the atoms' intervals
+_PIXEL_CHUNK = 2048  # pixels resampled at once (memory: BOOTSTRAP x 3 x chunk floats)
+
+
+def interaction_information(
+    model: Any,
+    x: torch.Tensor,
+    joint: Any,
+    first: Any,
+    second: Any,
+    rest: Any,
+    *,
+    estimator: str = "standard",
+    sampling: Sampling | None = None,
+    per_dim: bool = False,
+    sum_channels: bool = False,
+    keys: Sequence[Any] | None = None,
+    atoms: bool = True,
+    progress: bool = True,
+) -> dict[str, Estimate]:
+    """The interaction of two parts of a condition, in nats, on shared draws.
+
+    Args:
+        model: a denoiser ``model(x_noisy, logsnr, conds) -> eps_hat``.
+        x: data rows, shape ``(n_x, *data_shape)``.
+        joint: the condition with both parts (r + w1 + w2); ``first``: with w1 only (r + w1);
+            ``second``: with w2 only; ``rest``: with neither (``None`` for the null condition).
+            Each may be a list (one entry per pair of parts; the others broadcast), to measure
+            many pairs on the same draws: each distinct condition is evaluated once per draw.
+        estimator: ``"standard"`` (each image's log-probability combination; the default) or
+            ``"orthogonal"`` (its mean over images only; see the module docstring).
+        sampling, per_dim, sum_channels, keys, progress: as in
+            :func:`~infodecomp.conditional_mutual_info`.
+        atoms: also DiffusionPID's atoms, with bootstrap intervals (and pixel atoms with
+            ``per_dim``).
+
+    Returns ``{name: Estimate}`` for the names of :data:`LINEAR` (value shape ``(n_x,)``, or
+    ``(n_x, n_pairs)`` when a list was given; maps with ``per_dim``) and, with ``atoms``, of
+    :data:`ATOMS` (``ci95`` and ``stderr`` from the bootstrap; with ``per_dim`` the pixel atoms
+    as ``map``, their bootstrap SE as ``map_stderr`` and intervals as ``map_ci95``). All share
+    one set of denoiser calls: ``n_evaluations`` is that total, the same in each.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
+    many = any(isinstance(c, list) for c in (joint, first, second, rest))
+    joints, rests = _broadcast_pairs(joint, rest)
+    firsts, seconds = _broadcast_pairs(first, second)
+    if len(firsts) != len(joints):
+        if len(firsts) == 1:
+            firsts, seconds = firsts * len(joints), seconds * len(joints)
+        elif len(joints) == 1:
+            joints, rests = joints * len(firsts), rests * len(firsts)
+        else:
+            raise ValueError(
+                f"condition lists differ in length ({len(joints)} and {len(firsts)} pairs)"
+            )
+    n_pairs = len(joints)
+    # Base pairs 3p, 3p+1, 3p+2: i1, i2, i12 of pair p; then each pair's linear quantities.
+    conds, contexts = [], []
+    for p in range(n_pairs):
+        conds += [firsts[p], seconds[p], joints[p]]
+        contexts += [rests[p]] * 3
+    combine = torch.zeros(len(LINEAR) * n_pairs, 3 * n_pairs, dtype=torch.float64)
+    for p in range(n_pairs):
+        for q, weights in enumerate(LINEAR.values()):
+            combine[len(LINEAR) * p + q, 3 * p : 3 * p + 3] = torch.tensor(weights)
+    x = _check_inputs(x, sum_channels, keys)
+    sampling = check_sampling(sampling)
+    kept: dict[str, Any] | None = {} if atoms else None
+    est = _estimate(
+        "conditional_mutual_info",
+        model,
+        x,
+        conds,
+        contexts,
+        estimators=(estimator,),
+        many=True,
+        sampling=sampling,
+        per_dim=per_dim,
+        sum_channels=sum_channels,
+        keys=keys,
+        progress=progress,
+        combine=combine,
+        kept=kept,
+    )[estimator]
+    settings = est.settings | {
+        "pairs": [
+            {"joint": c[2], "first": c[0], "second": c[1], "rest": r[0]}
+            for c, r in zip(
+                _chunks(est.settings["conditions"], 3),
+                _chunks(est.settings["contexts"], 3),
+                strict=True,
+            )
+        ],
+        "shared_draws": "every quantity and pair comes from the same denoiser calls",
+    }
+    out: dict[str, Estimate] = {}
+    for q, name in enumerate(LINEAR):
+        columns = [3 * n_pairs + len(LINEAR) * p + q for p in range(n_pairs)]
+        out[name] = _columns(est, columns, f"interaction/{name}", settings, many)
+    if atoms:
+        assert kept is not None
+        streams = [
+            row_stream_key(x[i], None if keys is None else keys[i]) for i in range(x.shape[0])
+        ]
+        found = pid_atoms(est, kept[estimator], n_pairs, streams, est.seed)
+        boot = {"interval": f"percentile bootstrap, {BOOTSTRAP} resamples of the counted draws"}
+        draws = out["joint"].diagnostics["draws"]
+        for name, parts in found.items():
+            out[name] = _atom_estimate(parts, draws, est, f"pid/{name}", settings | boot, many)
+    return out
+
+
+def pid_atoms(
+    est: Estimate,
+    kept: list[list[tuple[torch.Tensor, torch.Tensor | None]]],
+    n_pairs: int,
+    streams: Sequence[int],
+    seed: int,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """DiffusionPID's atoms of every row and pair, from the estimate ``est`` whose pairs
+    ``3p, 3p+1, 3p+2`` are pair p's i1, i2, i12, and its counted draws ``kept`` (per row, per
+    stage: weighted integrands ``(n_all, k)`` and maps ``(k, n_all, *map_shape)`` or None).
+
+    Returns per atom ``value``, ``stderr``, ``ci95`` (shape ``(n_x, n_pairs[, 2])``) and, with
+    maps, ``map``, ``map_stderr``, ``map_ci95``. Each row's resamples come from its own stream
+    (seed, row key): a row's atoms do not depend on its neighbours."""
+    n_x = est.value.shape[0]
+    value_out = {a: torch.zeros(n_x, n_pairs, dtype=torch.float64) for a in ATOMS}
+    se_out = {a: torch.zeros_like(value_out[a]) for a in ATOMS}
+    ci_out = {a: torch.zeros(n_x, n_pairs, 2, dtype=torch.float64) for a in ATOMS}
+    with_maps = est.map is not None
+    if with_maps:
+        map_shape = tuple(est.map.shape[2:])
+        maps_out = {a: torch.zeros(n_x, n_pairs, *map_shape, dtype=torch.float64) for a in ATOMS}
+        map_se_out = {a: torch.zeros_like(maps_out[a]) for a in ATOMS}
+        map_ci_out = {a: torch.zeros(*maps_out[a].shape, 2, dtype=torch.float64) for a in ATOMS}
+    tails_se = est.diagnostics["outside_range_stderr"]
+    for i in range(n_x):
+        rng = np.random.default_rng([seed, streams[i], 3])
+        stages = kept[i]
+        sizes = [f.shape[-1] for f, _ in stages]
+        total = sum(sizes)
+        # One set of resampled draws for every pair of the row: counts per stage (B, k).
+        counts = [torch.from_numpy(rng.multinomial(k, np.full(k, 1 / k), BOOTSTRAP)) for k in sizes]
+        noise = torch.from_numpy(rng.standard_normal((BOOTSTRAP, n_pairs, 3)))
+        for p in range(n_pairs):
+            cols = [3 * p, 3 * p + 1, 3 * p + 2]
+            draws = torch.cat([f[cols] for f, _ in stages], -1)  # (3, total)
+            resampled = sum(
+                c.double() @ f[cols].T for c, (f, _) in zip(counts, stages, strict=True)
+            )
+            shift = resampled / total - draws.mean(-1)  # (B, 3)
+            terms = est.value[i, cols] + shift + noise[:, p] * tails_se[i, cols]
+            plug_in = _atoms(est.value[i, cols])
+            for name, reps in _atoms(terms.T).items():
+                value_out[name][i, p] = plug_in[name]
+                se_out[name][i, p] = reps.std()
+                ci_out[name][i, p] = torch.quantile(reps, torch.tensor([0.025, 0.975]).double())
+            if not with_maps:
+                continue
+            flat = [m[:, cols].flatten(2) for _, m in stages]  # each (k, 3, P)
+            mean_map = torch.cat(flat).mean(0)
+            est_map, est_map_se = est.map[i, cols].flatten(1), est.map_stderr[i, cols].flatten(1)
+            # What the sampled draws do not explain of the map's SE: the tails' (i.i.d. formula,
+            # as est.map_stderr).
+            all_draws = torch.cat(flat)
+            sampled_var = all_draws.var(0, unbiased=False) / (total - 1)
+            tail_sd = (est_map_se**2 - sampled_var).clamp(min=0).sqrt()
+            plug_map = _atoms(est_map)
+            for lo in range(0, est_map.shape[-1], _PIXEL_CHUNK):
+                part = slice(lo, lo + _PIXEL_CHUNK)
+                resampled_map = sum(
+                    torch.einsum("bk,kcp->bcp", c.double(), m[..., part])
+                    for c, m in zip(counts, flat, strict=True)
+                )
+                shift_map = resampled_map / total - mean_map[:, part]
+                pixel_noise = torch.from_numpy(rng.standard_normal(shift_map.shape))
+                reps_map = est_map[:, part] + shift_map + pixel_noise * tail_sd[:, part]
+                for name, reps in _atoms(reps_map.transpose(0, 1)).items():
+                    where = (i, p, Ellipsis)
+                    maps_out[name][where].view(-1)[part] = plug_map[name][part]
+                    map_se_out[name][where].view(-1)[part] = reps.std(0)
+                    bounds = torch.quantile(reps, torch.tensor([0.025, 0.975]).double(), dim=0)
+                    map_ci_out[name][where].view(-1, 2)[part] = bounds.T
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name in ATOMS:
+        out[name] = {"value": value_out[name], "stderr": se_out[name], "ci95": ci_out[name]}
+        if with_maps:
+            out[name] |= {
+                "map": maps_out[name],
+                "map_stderr": map_se_out[name],
+                "map_ci95": map_ci_out[name],
+            }
+    return out
+
+
+def _atoms(terms: torch.Tensor) -> dict[str, torch.Tensor]:
+    """DiffusionPID's atoms from (i1, i2, i12) along the first axis of ``terms``."""
+    i1, i2, i12 = terms[0], terms[1], terms[2]
+    redundancy = torch.minimum(i1, i2)
+    unique_first, unique_second = i1 - redundancy, i2 - redundancy
+    return {
+        "redundancy": redundancy,
+        "unique_first": unique_first,
+        "unique_second": unique_second,
+        "synergy": i12 - unique_first - unique_second - redundancy,
+    }
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[k : k + size] for k in range(0, len(items), size)]
+
+
+def _columns(
+    est: Estimate, columns: list[int], quantity: str, settings: dict[str, Any], many: bool
+) -> Estimate:
+    """The estimate's pairs ``columns`` (axis 1) as an estimate of their own."""
+    index = torch.tensor(columns)
+
+    def take(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        t = t.index_select(1, index)
+        return t if many else t[:, 0]
+
+    return Estimate(
+        quantity=quantity,
+        value=take(est.value),
+        stderr=take(est.stderr),
+        ci95=take(est.ci95),
+        reliable=take(est.reliable),
+        truncated=take(est.truncated),
+        n_evaluations=est.n_evaluations,
+        seed=est.seed,
+        settings=settings,
+        map=take(est.map),
+        map_stderr=take(est.map_stderr),
+        diagnostics={k: take(v) for k, v in est.diagnostics.items()},
+    )
+
+
+def _atom_estimate(
+    parts: dict[str, torch.Tensor],
+    draws: torch.Tensor,
+    est: Estimate,
+    quantity: str,
+    settings: dict[str, Any],
+    many: bool,
+) -> Estimate:
+    """One atom's parts (from :func:`pid_atoms`) as an estimate; ``draws``: the counted draws
+    behind each value."""
+    take = {k: v if many else v[:, 0] for k, v in parts.items()}
+    return Estimate(
+        quantity=quantity,
+        value=take["value"],
+        stderr=take["stderr"],
+        ci95=take["ci95"],
+        n_evaluations=est.n_evaluations,
+        seed=est.seed,
+        settings=settings,
+        map=take.get("map"),
+        map_stderr=take.get("map_stderr"),
+        map_ci95=take.get("map_ci95"),
+        diagnostics={"draws": draws},
+    )
