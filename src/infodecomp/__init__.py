@@ -22,6 +22,9 @@ _EXPORTS = {
     "mutual_info": "estimators",
     "Explanation": "explanation",
     "explain": "explanation",
+    "Interaction": "interaction",
+    "interaction": "interaction",
+    "interaction_information": "interaction",
     "Estimate": "results",
     "Sampling": "sampling",
     "load_model": "loading",
@@ -34,11 +37,14 @@ __all__ = [
     "DenoiserOutputError",
     "Estimate",
     "Explanation",
+    "Interaction",
     "Sampling",
     "Trace",
     "TruncatedLogistic",
     "conditional_mutual_info",
     "explain",
+    "interaction",
+    "interaction_information",
     "load_model",
     "log_likelihood",
     "models",
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
         mutual_info,
     )
     from .explanation import Explanation, explain
+    from .interaction import Interaction, interaction, interaction_information
     from .loading import load_model
     from .logsnr import TruncatedLogistic
     from .results import Estimate

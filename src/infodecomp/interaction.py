@@ -30,15 +30,24 @@ carry the interaction information and one more number, the minimum.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from .estimators import ESTIMATORS, _broadcast_pairs, _check_inputs, _estimate, row_stream_key
-from .results import Estimate
+from .files import write_atomic
+from .images import prepare_image
+from .models.diffusers.text import PaddedPrompt
+from .results import Estimate, format_entry, versions
 from .sampling import Sampling, check_sampling
+from .words import check_text, occurrences, remove_spans
 
 # The linear quantities, each a combination of (i1, i2, i12): the weights on them.
 LINEAR = {
@@ -316,3 +325,346 @@ def _atom_estimate(
         map_ci95=take.get("map_ci95"),
         diagnostics={"draws": draws},
     )
+
+
+@dataclass
+class Interaction:
+    """How pairs of words of a prompt share what they tell about an image (nats).
+
+    Attributes:
+        prompt: the prompt.
+        pairs: the pairs of words (or phrases), lower case, as asked.
+        estimates: per quantity (:data:`LINEAR` and, when computed, :data:`ATOMS`) an
+            :class:`~infodecomp.Estimate` with ``value`` of shape ``(1, n_pairs)`` and maps
+            ``(1, n_pairs, h, w)`` at the model's input resolution, channels summed.
+        image: the image as the model saw it, ``(3, H, W)`` in [-1, 1].
+        model_name, model_revision: where the model came from.
+        image_note: how the input was fitted to the model's size, or ``None``.
+    """
+
+    prompt: str
+    pairs: list[tuple[str, str]]
+    estimates: dict[str, Estimate]
+    image: torch.Tensor
+    model_name: str
+    model_revision: str | None = None
+    image_note: str | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.estimates["joint"].settings
+
+    @property
+    def estimator(self) -> str:
+        return self.settings["estimator"]
+
+    def entry(self, pair: Sequence[str] | int = 0, quantity: str = "interaction") -> dict[str, Any]:
+        """One quantity of one pair (index or words) as plain Python: value, stderr, 95%
+        interval and flags (:meth:`Estimate.entry`)."""
+        return self._estimate(quantity).entry(0, self._pair(pair))
+
+    def heat_map(
+        self, pair: Sequence[str] | int = 0, quantity: str = "interaction"
+    ) -> torch.Tensor:
+        """One quantity's map for one pair, nats per model-input pixel, ``(h, w)``. The linear
+        quantities' maps sum to their values; the atoms' pixel maps do not."""
+        est = self._estimate(quantity)
+        if est.map is None:
+            raise ValueError("maps were not computed")
+        return est.map[0, self._pair(pair)].float()
+
+    def to_dict(self) -> dict[str, Any]:
+        pairs = []
+        for p, (w1, w2) in enumerate(self.pairs):
+            conditions = self.settings["pairs"][p]
+            doc: dict[str, Any] = {"words": [w1, w2], "conditions": conditions}
+            doc |= {name: self.entry(p, name) for name in LINEAR}
+            if "redundancy" in self.estimates:
+                doc["atoms"] = {name: self.entry(p, name) for name in ATOMS}
+                if self.estimates["redundancy"].map is not None:
+                    doc["pixel_atoms_total"] = {
+                        name: self.heat_map(p, name).double().sum().item() for name in ATOMS
+                    }
+            pairs.append(doc)
+        return {
+            "model": self.model_name,
+            "model_revision": self.model_revision,
+            "prompt": self.prompt,
+            "units": "nats",
+            "definitions": DEFINITIONS,
+            "estimator": self.estimator,
+            "estimator_note": ESTIMATOR_NOTES[self.estimator],
+            "pairs": pairs,
+            "n_evaluations": self.estimates["joint"].n_evaluations,
+            "seed": self.estimates["joint"].seed,
+            "settings": self.settings,
+            "image_note": self.image_note,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, out_dir: str | Path, fmt: str = "png") -> Path:
+        """Write into ``out_dir``: ``result.json`` (every pair's quantities with intervals,
+        conditions, settings, seed), ``maps.safetensors`` (every map in nats per model-input
+        pixel with its standard error, the atoms' pixel intervals, and the image: :meth:`load`
+        reads it all back), a figure per pair in ``fmt`` (png, pdf or svg) and the viewer
+        ``report.html``; each file whole or not at all. Returns the report's path."""
+        from .report.figures import interaction_figures
+        from .report.viewer import interaction_html
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {"image": self.image.contiguous()}
+        for name, est in self.estimates.items():
+            if est.map is None:
+                continue
+            tensors[f"map/{name}"] = est.map[0].float().contiguous()
+            tensors[f"map_stderr/{name}"] = est.map_stderr[0].float().contiguous()
+            if est.map_ci95 is not None:
+                tensors[f"map_ci95/{name}"] = est.map_ci95[0].float().contiguous()
+        write_atomic(out / "maps.safetensors", save(tensors))
+        write_atomic(out / "result.json", self.to_json() + "\n")  # after its maps
+        for name, data in interaction_figures(self, fmt).items():
+            write_atomic(out / name, data)
+        return write_atomic(out / "report.html", interaction_html(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Interaction:
+        """The result :meth:`save` wrote into the folder ``path``."""
+        folder = Path(path)
+        try:
+            doc = json.loads((folder / "result.json").read_text())
+            tensors = load_file(str(folder / "maps.safetensors"))
+            names = [*LINEAR, *(ATOMS if "atoms" in doc["pairs"][0] else ())]
+            estimates = {}
+            for name in names:
+                entries = [
+                    pair[name] if name in LINEAR else pair["atoms"][name] for pair in doc["pairs"]
+                ]
+                found = f"map/{name}" in tensors
+                estimates[name] = Estimate(
+                    quantity=f"{'interaction' if name in LINEAR else 'pid'}/{name}",
+                    value=_row(entries, "value"),
+                    stderr=_row(entries, "stderr"),
+                    ci95=_row(entries, "ci95"),
+                    reliable=_row(entries, "reliable", torch.bool),
+                    truncated=_row(entries, "truncated", torch.bool),
+                    n_evaluations=doc["n_evaluations"],
+                    seed=doc["seed"],
+                    settings=doc["settings"],
+                    map=tensors[f"map/{name}"][None] if found else None,
+                    map_stderr=tensors[f"map_stderr/{name}"][None] if found else None,
+                    map_ci95=tensors[f"map_ci95/{name}"][None]
+                    if f"map_ci95/{name}" in tensors
+                    else None,
+                )
+        except (OSError, ValueError, SafetensorError, KeyError, TypeError, IndexError) as err:
+            what = f"missing {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(f"cannot read an interaction from {str(folder)!r}: {what}") from None
+        return cls(
+            prompt=doc["prompt"],
+            pairs=[tuple(p["words"]) for p in doc["pairs"]],
+            estimates=estimates,
+            image=tensors["image"],
+            model_name=doc["model"],
+            model_revision=doc.get("model_revision"),
+            image_note=doc.get("image_note"),
+        )
+
+    def __repr__(self) -> str:
+        shown = []
+        for p, (w1, w2) in enumerate(self.pairs):
+            e = self.entry(p, "interaction")
+            shown.append(f"{w1} & {w2}: {format_entry(e, flags='short')}")
+        return (
+            f"Interaction({self.prompt!r}, {self.estimator}: interaction information "
+            f"{'; '.join(shown)} nats; {self.estimates['joint'].n_evaluations} denoiser "
+            f"evaluations, seed {self.estimates['joint'].seed})"
+        )
+
+    def _estimate(self, quantity: str) -> Estimate:
+        if quantity not in self.estimates:
+            raise ValueError(
+                f"unknown quantity {quantity!r}; choose one of {', '.join(self.estimates)}"
+            )
+        return self.estimates[quantity]
+
+    def _pair(self, pair: Sequence[str] | int) -> int:
+        if isinstance(pair, int):
+            if not 0 <= pair < len(self.pairs):
+                raise ValueError(f"pair {pair} out of range: {len(self.pairs)} pairs")
+            return pair
+        wanted = tuple(w.strip().lower() for w in pair)
+        if wanted not in self.pairs:
+            raise ValueError(
+                f"pair {pair!r} was not measured (measured: "
+                f"{', '.join(' & '.join(p) for p in self.pairs)})"
+            )
+        return self.pairs.index(wanted)  # type: ignore[arg-type]
+
+
+def _row(entries: list[dict[str, Any]], key: str, dtype: Any = torch.float64) -> torch.Tensor:
+    """One field of a row of entries (as :meth:`Estimate.entry` wrote them), shape (1, n)."""
+    return torch.tensor([[e[key] for e in entries]], dtype=dtype)
+
+
+DEFINITIONS = {
+    "first": "i(x; w1 | rest) = log p(x | rest + w1) - log p(x | rest)",
+    "second": "i(x; w2 | rest) = log p(x | rest + w2) - log p(x | rest)",
+    "joint": "i(x; w1, w2 | rest) = log p(x | prompt) - log p(x | rest)",
+    "interaction": "i(x; w1; w2 | rest) = first + second - joint (> 0 redundant, < 0 synergistic)",
+    "first_given_second": "i(x; w1 | rest + w2) = joint - second",
+    "second_given_first": "i(x; w2 | rest + w1) = joint - first",
+    "redundancy": "DiffusionPID: min(first, second)",
+    "unique_first": "DiffusionPID: first - redundancy",
+    "unique_second": "DiffusionPID: second - redundancy",
+    "synergy": "DiffusionPID: joint - unique_first - unique_second - redundancy",
+    "rest": "the prompt without both words",
+    "pixel_atoms": "pixel atoms are the atoms of each pixel's informations: they do not sum to "
+    "the image's atoms (a minimum is not additive); the linear quantities' maps do",
+}
+ESTIMATOR_NOTES = {
+    "standard": "each value estimates this image's log-probability combination",
+    "orthogonal": "each value agrees with the log-probability combination only on average over "
+    "images (for one image it is not a log-ratio); use 'standard' for one image",
+}
+
+
+def interaction(
+    model: Any,
+    image: Any,
+    prompt: str,
+    words: Sequence[str] | Sequence[Sequence[str]],
+    *,
+    estimator: str = "standard",
+    sampling: Sampling | None = None,
+    context: Literal["remove", "pad"] = "remove",
+    atoms: bool = True,
+    key: str | int | None = None,
+    progress: bool = True,
+    x: torch.Tensor | None = None,
+) -> Interaction:
+    """How two words of ``prompt`` share what they tell about ``image``: redundancy, synergy.
+
+    For each pair (w1, w2), with rest = the prompt without both: i(x; w1 | rest),
+    i(x; w2 | rest), i(x; w1, w2 | rest), the interaction information (their sum minus the
+    joint: positive redundant, negative synergistic), each word given the other, and
+    DiffusionPID's atoms, with maps (see the module docstring). Every pair is measured on the
+    same draws; the cost is ``sampling.rows(n_conditions)`` denoiser rows, ``n_conditions``
+    the distinct prompts (the prompt, and per pair the prompt without w1, without w2 and
+    without both).
+
+    Args:
+        model: a text denoiser or a diffusers pipeline, as for :func:`~infodecomp.explain`.
+        image: path, PIL image or ``(3, H, W)`` tensor in [-1, 1].
+        prompt: the caption.
+        words: one pair ``("blue", "triangle")`` or a list of pairs; each word or phrase
+            counts every occurrence, or one as ``"a#2"`` (see :func:`~infodecomp.explain`).
+        estimator: ``"standard"`` (this image's values; default) or ``"orthogonal"``.
+        sampling: the draws (:class:`~infodecomp.Sampling`).
+        context: how words are taken out: ``"remove"`` deletes them, ``"pad"`` pads their
+            tokens.
+        atoms: also DiffusionPID's atoms with bootstrap intervals.
+        key, progress, x: as for :func:`~infodecomp.explain`.
+    """
+    from .explanation import as_text_denoiser
+
+    model = as_text_denoiser(model)
+    pairs = _word_pairs(words)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("the prompt is empty")
+    prompt = check_text(prompt.strip())
+    if hasattr(model, "check_prompt"):
+        model.check_prompt(prompt)
+    if context not in ("remove", "pad"):
+        raise ValueError(f"unknown context {context!r}; choose 'remove' or 'pad'")
+    conditions = [pair_conditions(prompt, w1, w2, context) for w1, w2 in pairs]
+    pixels, image_note = prepare_image(image, model.image_size)
+    x = model.encode_image(image) if x is None else x
+    estimates = interaction_information(
+        model,
+        x,
+        [c["joint"] for c in conditions],
+        [c["first"] for c in conditions],
+        [c["second"] for c in conditions],
+        [c["rest"] for c in conditions],
+        estimator=estimator,
+        sampling=sampling,
+        per_dim=True,
+        sum_channels=True,
+        keys=None if key is None else [key],
+        atoms=atoms,
+        progress=progress,
+    )
+    described = (
+        model.describe()
+        if hasattr(model, "describe")
+        else {"model": model.name, "model_revision": getattr(model, "revision", None)}
+    )
+    extra = {"context": context, "image_preparation": image_note, "versions": versions()}
+    for est in estimates.values():
+        est.settings = est.settings | extra | described
+    return Interaction(
+        prompt=prompt,
+        pairs=pairs,
+        estimates=estimates,
+        image=pixels.cpu(),
+        model_name=model.name,
+        model_revision=getattr(model, "revision", None),
+        image_note=image_note,
+    )
+
+
+def pair_conditions(
+    prompt: str, first: str, second: str, context: str = "remove"
+) -> dict[str, Any]:
+    """The four conditions of a pair of words of ``prompt``: ``joint`` (the prompt), ``first``
+    (without the second word: it keeps the first), ``second`` (without the first) and
+    ``rest`` (without both); removed (``None`` when nothing is left) or padded."""
+    spans_1, spans_2 = word_spans(prompt, first), word_spans(prompt, second)
+    if set(spans_1) & set(spans_2) or any(a < d and c < b for a, b in spans_1 for c, d in spans_2):
+        raise ValueError(f"the words {first!r} and {second!r} overlap in the prompt {prompt!r}")
+
+    def without(spans: tuple[tuple[int, int], ...]) -> Any:
+        if context == "pad":
+            return PaddedPrompt(prompt, tuple(sorted(spans)))
+        return remove_spans(prompt, list(spans)) or None
+
+    return {
+        "joint": prompt,
+        "first": without(spans_2),
+        "second": without(spans_1),
+        "rest": without(spans_1 + spans_2),
+    }
+
+
+def _word_pairs(words: Any) -> list[tuple[str, str]]:
+    """``words`` as a list of pairs of lower-cased words; one line if it is not one."""
+    if isinstance(words, str):
+        raise TypeError(f"words must be a pair such as ('blue', 'triangle'), not a str: {words!r}")
+    items = list(words)
+    if len(items) == 2 and all(isinstance(w, str) for w in items):
+        items = [tuple(items)]
+    pairs = []
+    for pair in items:
+        if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(w, str) for w in pair):
+            raise ValueError(
+                f"each pair must be two words, e.g. ('blue', 'triangle'); got {pair!r}"
+            )
+        w1, w2 = (w.strip().lower() for w in pair)
+        if not w1 or not w2:
+            raise ValueError(f"a pair holds an empty word: {pair!r}")
+        if w1 == w2:
+            raise ValueError(f"a pair needs two different words, got {w1!r} twice")
+        pairs.append((w1, w2))
+    if not pairs:
+        raise ValueError("no pair of words given")
+    if len(set(pairs)) != len(pairs):
+        raise ValueError("a pair of words is given twice")
+    return pairs
+
+
+def word_spans(prompt: str, word: str) -> tuple[tuple[int, int], ...]:
+    """Character spans of every occurrence of ``word`` in ``prompt``."""
+    return tuple((o.start, o.end) for o in occurrences(prompt, word))
