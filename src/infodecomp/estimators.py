@@ -350,7 +350,6 @@ def _estimate(
     keys: Sequence[Any] | None,
     progress: bool,
     combine: torch.Tensor | None = None,
-    kept: dict[str, Any] | None = None,
 ) -> dict[str, Estimate]:
     """The estimates of ``quantity`` (one per name in ``estimators`` for information, keyed by
     name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls:
@@ -359,10 +358,7 @@ def _estimate(
     ``combine`` (shape ``(n_combined, n_pairs)``) appends linear combinations of the pairs'
     integrands, draw by draw and coordinate by coordinate, as further pairs: their values, maps
     (which sum to them), standard errors and intervals come from the combined draws, so they
-    account for the pairs' correlation on shared draws. ``kept``, a dict, is filled with each
-    reported kind's counted draws per row (``kept[kind][i]``, a list of stages, each
-    ``(weighted integrand (n_pairs, k), weighted maps (k, n_pairs, *map_shape) or None)``)
-    for resampling."""
+    account for the pairs' correlation on shared draws."""
     if not callable(model):
         raise TypeError(
             f"model must be a denoiser, model(x_noisy, logsnr, conds) -> eps_hat; got "
@@ -401,7 +397,6 @@ def _estimate(
         at_most=sampling.targeted,
         progress=progress,
         combine=combine,
-        keep=() if kept is None else tuple(reported_kinds(quantity, estimators)),
     )
     alpha_rngs = [np.random.default_rng([sampling.seed, k, 0]) for k in streams]
     # The integrand at each end of the range (for the tails beyond it); only the log-likelihood
@@ -424,28 +419,15 @@ def _estimate(
             tails[kind] = exponential_tails(at_low, at_high)
     # What each reported kind adds to its sampled integral (value, SE; shape (n_x, n_pairs)):
     # a precision target is planned for the value as reported.
-    reported = reported_kinds(quantity, estimators)
+    reported = [quantity] if likelihood else list(estimators)
     offsets = {kind: (tails[kind].total, tails[kind].total_stderr) for kind in reported}
     if likelihood:
         reference = 0.5 * (math.log(2 * math.pi) + x.double().cpu() ** 2).flatten(1).sum(-1)
         offsets[quantity] = (offsets[quantity][0] + reference[:, None], offsets[quantity][1])
-    draws.kept.clear()  # the ends' maps: kept only for the counted stages
     stages, maps, counted = _run_stages(
         draws, plan, sampling, alpha_rngs, ends, fit_kind, offsets, per_dim
     )
     draws.close()
-    if kept is not None:
-        for kind in reported:
-            kept[kind] = [
-                [
-                    (
-                        stage[0][kind][i] * torch.from_numpy(stage[1][i]),
-                        None if not per_dim else draws.kept[j][kind][i],
-                    )
-                    for j, stage in enumerate(stages)
-                ]
-                for i in range(n_x)
-            ]
 
     profile_edges = np.linspace(logsnr.low, logsnr.high, PROFILE_BINS + 1)
     settings = {
@@ -537,11 +519,6 @@ class _Plan:
             described |= {"bins": PROPOSAL_BINS, "widened": WIDENED, "widen_by": WIDEN_BY}
             described["defensive"] = DEFENSIVE
         return described
-
-
-def reported_kinds(quantity: str, estimators: Sequence[str]) -> list[str]:
-    """The integrands whose values are reported: the log-likelihood's, or each estimator's."""
-    return [quantity] if quantity == "negative_log_likelihood" else list(estimators)
 
 
 def _planned_draws(
@@ -866,14 +843,11 @@ class _Draws:
         progress: bool,
         at_most: bool = False,
         combine: torch.Tensor | None = None,
-        keep: Sequence[str] = (),
     ) -> None:
         self.model, self.x, self.unique = model, x, unique
         self.cond_idx, self.ctx_idx, self.kinds = cond_idx, ctx_idx, integrands
         # Linear combinations of the pairs, appended as pairs (weights (n_combined, n_pairs)).
         self.combine = None if combine is None else torch.as_tensor(combine, dtype=torch.float64)
-        # Kinds whose weighted per-coordinate draws each stage with maps keeps, in ``kept``.
-        self.keep, self.kept = tuple(keep), []
         self.batch_size, self.sum_channels = batch_size, sum_channels
         self.work = torch.float64 if x.dtype == torch.float64 else torch.float32
         self.eps_rngs = eps_rngs
@@ -887,9 +861,8 @@ class _Draws:
         """For draws at log-SNRs ``alphas`` (one array per row, any lengths; noise from each
         row's stream, in order): each kind's integrand summed over coordinates, unweighted, one
         tensor of shape ``(n_pairs, k_row)`` per row; and, with ``per_dim``, the sum and sum of
-        squares over draws of its per-coordinate values times ``weights`` (the kinds in ``keep``
-        also append those values, per row ``(k_row, n_pairs, *map_shape)``, to ``kept``).
-        Pairs include the combinations of ``combine``."""
+        squares over draws of its per-coordinate values times ``weights``. Pairs include the
+        combinations of ``combine``."""
         x, data_shape = self.x, tuple(self.x.shape[1:])
         n_x = len(alphas)
         n_u = len(self.unique)
@@ -900,7 +873,6 @@ class _Draws:
         map_shape = data_shape[1:] if self.sum_channels else data_shape
         totals = {kind: torch.zeros(len(row_of), n_q, dtype=torch.float64) for kind in self.kinds}
         maps = {}
-        draw_maps: dict[str, list[torch.Tensor]] = {kind: [] for kind in self.keep}
         if per_dim:
             for kind in self.kinds:
                 zero = torch.zeros(n_x, n_q, *map_shape, dtype=torch.float64)
@@ -935,17 +907,11 @@ class _Draws:
                     contrib, rows = f.double().cpu() * w, torch.from_numpy(xi)
                     maps[kind][0].index_add_(0, rows, contrib)
                     maps[kind][1].index_add_(0, rows, contrib**2)
-                    if kind in draw_maps:
-                        draw_maps[kind].append(contrib)
             self.done += len(units)
             self.bar.update(len(units))
             if self.clock is not None:
                 self.clock.update(self.done)
         per_row = {kind: [t.T for t in total.split(counts)] for kind, total in totals.items()}
-        if per_dim and self.keep:
-            self.kept.append(
-                {kind: list(torch.cat(d).split(counts)) for kind, d in draw_maps.items()}
-            )
         return per_row, maps
 
     def close(self) -> None:

@@ -36,16 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .estimators import ESTIMATORS, _broadcast_pairs, _check_inputs, _estimate, row_stream_key
+from .estimators import ESTIMATORS, _broadcast_pairs, _check_inputs, _estimate
 from .files import write_atomic
 from .images import prepare_image
+from .intervals import skew_interval
 from .models.diffusers.text import PaddedPrompt
-from .results import Estimate, format_entry, versions
+from .results import Z95, Estimate, format_entry, versions
 from .sampling import Sampling, check_sampling
 from .words import check_text, occurrences, remove_spans
 
@@ -57,10 +57,11 @@ LINEAR = {
     "interaction": (1, 1, -1),
     "first_given_second": (0, -1, 1),
     "second_given_first": (-1, 0, 1),
+    "difference": (1, -1, 0),
 }
 ATOMS = ("redundancy", "unique_first", "unique_second", "synergy")
-BOOTSTRAP = 1000  # resamples behind the atoms' intervals
-_PIXEL_CHUNK = 2048  # pixels resampled at once (memory: BOOTSTRAP x 3 x chunk floats)
+# Two intervals that each cover with 97.5% cover together with at least 95% (Bonferroni).
+BONFERRONI_Z = 2.241402727604947
 
 
 def interaction_information(
@@ -127,7 +128,6 @@ def interaction_information(
             combine[len(LINEAR) * p + q, 3 * p : 3 * p + 3] = torch.tensor(weights)
     x = _check_inputs(x, sum_channels, keys)
     sampling = check_sampling(sampling)
-    kept: dict[str, Any] | None = {} if atoms else None
     est = _estimate(
         "conditional_mutual_info",
         model,
@@ -142,7 +142,6 @@ def interaction_information(
         keys=keys,
         progress=progress,
         combine=combine,
-        kept=kept,
     )[estimator]
     settings = est.settings | {
         "pairs": [
@@ -160,100 +159,68 @@ def interaction_information(
         columns = [3 * n_pairs + len(LINEAR) * p + q for p in range(n_pairs)]
         out[name] = _columns(est, columns, f"interaction/{name}", settings, many)
     if atoms:
-        assert kept is not None
-        streams = [
-            row_stream_key(x[i], None if keys is None else keys[i]) for i in range(x.shape[0])
-        ]
-        found = pid_atoms(est, kept[estimator], n_pairs, streams, est.seed)
-        boot = {"interval": f"percentile bootstrap, {BOOTSTRAP} resamples of the counted draws"}
-        draws = out["joint"].diagnostics["draws"]
-        for name, parts in found.items():
-            out[name] = _atom_estimate(parts, draws, est, f"pid/{name}", settings | boot, many)
+        intervals = {"interval": "carried from the linear quantities (see pid_atoms)"}
+        for name, parts in pid_atoms(out).items():
+            out[name] = _atom_estimate(parts, out["joint"], f"pid/{name}", settings | intervals)
     return out
 
 
-def pid_atoms(
-    est: Estimate,
-    kept: list[list[tuple[torch.Tensor, torch.Tensor | None]]],
-    n_pairs: int,
-    streams: Sequence[int],
-    seed: int,
-) -> dict[str, dict[str, torch.Tensor]]:
-    """DiffusionPID's atoms of every row and pair, from the estimate ``est`` whose pairs
-    ``3p, 3p+1, 3p+2`` are pair p's i1, i2, i12, and its counted draws ``kept`` (per row, per
-    stage: weighted integrands ``(n_all, k)`` and maps ``(k, n_all, *map_shape)`` or None).
+def pid_atoms(linear: dict[str, Estimate]) -> dict[str, dict[str, torch.Tensor | None]]:
+    """DiffusionPID's atoms from the linear quantities (estimates named as in :data:`LINEAR`,
+    values of any shape, maps optional): ``value``, ``stderr``, ``ci95`` and ``map``,
+    ``map_stderr``, ``map_ci95`` per atom.
 
-    Returns per atom ``value``, ``stderr``, ``ci95`` (shape ``(n_x, n_pairs[, 2])``) and, with
-    maps, ``map``, ``map_stderr``, ``map_ci95``. Each row's resamples come from its own stream
-    (seed, row key): a row's atoms do not depend on its neighbours."""
-    n_x = est.value.shape[0]
-    value_out = {a: torch.zeros(n_x, n_pairs, dtype=torch.float64) for a in ATOMS}
-    se_out = {a: torch.zeros_like(value_out[a]) for a in ATOMS}
-    ci_out = {a: torch.zeros(n_x, n_pairs, 2, dtype=torch.float64) for a in ATOMS}
-    with_maps = est.map is not None
-    if with_maps:
-        map_shape = tuple(est.map.shape[2:])
-        maps_out = {a: torch.zeros(n_x, n_pairs, *map_shape, dtype=torch.float64) for a in ATOMS}
-        map_se_out = {a: torch.zeros_like(maps_out[a]) for a in ATOMS}
-        map_ci_out = {a: torch.zeros(*maps_out[a].shape, 2, dtype=torch.float64) for a in ATOMS}
-    tails_se = est.diagnostics["outside_range_stderr"]
-    for i in range(n_x):
-        rng = np.random.default_rng([seed, streams[i], 3])
-        stages = kept[i]
-        sizes = [f.shape[-1] for f, _ in stages]
-        total = sum(sizes)
-        # One set of resampled draws for every pair of the row: counts per stage (B, k).
-        counts = [torch.from_numpy(rng.multinomial(k, np.full(k, 1 / k), BOOTSTRAP)) for k in sizes]
-        noise = torch.from_numpy(rng.standard_normal((BOOTSTRAP, n_pairs, 3)))
-        for p in range(n_pairs):
-            cols = [3 * p, 3 * p + 1, 3 * p + 2]
-            draws = torch.cat([f[cols] for f, _ in stages], -1)  # (3, total)
-            resampled = sum(
-                c.double() @ f[cols].T for c, (f, _) in zip(counts, stages, strict=True)
-            )
-            shift = resampled / total - draws.mean(-1)  # (B, 3)
-            terms = est.value[i, cols] + shift + noise[:, p] * tails_se[i, cols]
-            plug_in = _atoms(est.value[i, cols])
-            for name, reps in _atoms(terms.T).items():
-                value_out[name][i, p] = plug_in[name]
-                se_out[name][i, p] = reps.std()
-                ci_out[name][i, p] = torch.quantile(reps, torch.tensor([0.025, 0.975]).double())
-            if not with_maps:
-                continue
-            flat = [m[:, cols].flatten(2) for _, m in stages]  # each (k, 3, P)
-            mean_map = torch.cat(flat).mean(0)
-            est_map, est_map_se = est.map[i, cols].flatten(1), est.map_stderr[i, cols].flatten(1)
-            # What the sampled draws do not explain of the map's SE: the tails' (i.i.d. formula,
-            # as est.map_stderr).
-            all_draws = torch.cat(flat)
-            sampled_var = all_draws.var(0, unbiased=False) / (total - 1)
-            tail_sd = (est_map_se**2 - sampled_var).clamp(min=0).sqrt()
-            plug_map = _atoms(est_map)
-            for lo in range(0, est_map.shape[-1], _PIXEL_CHUNK):
-                part = slice(lo, lo + _PIXEL_CHUNK)
-                resampled_map = sum(
-                    torch.einsum("bk,kcp->bcp", c.double(), m[..., part])
-                    for c, m in zip(counts, flat, strict=True)
-                )
-                shift_map = resampled_map / total - mean_map[:, part]
-                pixel_noise = torch.from_numpy(rng.standard_normal(shift_map.shape))
-                reps_map = est_map[:, part] + shift_map + pixel_noise * tail_sd[:, part]
-                for name, reps in _atoms(reps_map.transpose(0, 1)).items():
-                    where = (i, p, Ellipsis)
-                    maps_out[name][where].view(-1)[part] = plug_map[name][part]
-                    map_se_out[name][where].view(-1)[part] = reps.std(0)
-                    bounds = torch.quantile(reps, torch.tensor([0.025, 0.975]).double(), dim=0)
-                    map_ci_out[name][where].view(-1, 2)[part] = bounds.T
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for name in ATOMS:
-        out[name] = {"value": value_out[name], "stderr": se_out[name], "ci95": ci_out[name]}
-        if with_maps:
+    Each atom is a monotone function of linear quantities, so its interval is theirs carried
+    through: unique_first = max(0, d) and unique_second = max(0, -d) with d = first - second
+    (the interval of d, clipped at 0: the coverage of d's); redundancy = min(first, second) and
+    synergy = min(first_given_second, second_given_first) (the mins of the ends of both
+    quantities' 97.5% intervals: both cover with at least 95% probability, so the min does).
+    Image intervals come from the quantities' skew-aware intervals, pixel intervals from their
+    maps' standard errors. The standard error reported is that of the quantity that gives the
+    plug-in value (the smaller one for a min; d for a unique part)."""
+    out: dict[str, dict[str, torch.Tensor | None]] = {}
+    pairs = {
+        "redundancy": ("first", "second"),
+        "synergy": ("first_given_second", "second_given_first"),
+    }
+    for name, (a, b) in pairs.items():
+        ea, eb = linear[a], linear[b]
+        ia, ib = _interval(ea, BONFERRONI_Z), _interval(eb, BONFERRONI_Z)
+        smaller = ea.value <= eb.value
+        out[name] = {
+            "value": torch.minimum(ea.value, eb.value),
+            "stderr": torch.where(smaller, ea.stderr, eb.stderr),
+            "ci95": torch.minimum(ia, ib),
+        }
+        if ea.map is not None and eb.map is not None:
+            ma, mb = _map_interval(ea, BONFERRONI_Z), _map_interval(eb, BONFERRONI_Z)
             out[name] |= {
-                "map": maps_out[name],
-                "map_stderr": map_se_out[name],
-                "map_ci95": map_ci_out[name],
+                "map": torch.minimum(ea.map, eb.map),
+                "map_stderr": torch.where(ea.map <= eb.map, ea.map_stderr, eb.map_stderr),
+                "map_ci95": torch.minimum(ma, mb),
             }
-    return out
+    d = linear["difference"]
+    for name, sign in (("unique_first", 1), ("unique_second", -1)):
+        interval = (sign * _interval(d, Z95)).sort(-1).values.clamp(min=0)
+        out[name] = {"value": (sign * d.value).clamp(min=0), "stderr": d.stderr, "ci95": interval}
+        if d.map is not None:
+            map_interval = (sign * _map_interval(d, Z95)).sort(-1).values.clamp(min=0)
+            out[name] |= {
+                "map": (sign * d.map).clamp(min=0),
+                "map_stderr": d.map_stderr,
+                "map_ci95": map_interval,
+            }
+    return {name: out[name] for name in ATOMS}
+
+
+def _interval(est: Estimate, z: float) -> torch.Tensor:
+    """The estimate's skew-aware interval at ``z`` standard errors (95% at Z95)."""
+    return skew_interval(est.value, est.stderr, est.diagnostics["skewness"], z)
+
+
+def _map_interval(est: Estimate, z: float) -> torch.Tensor:
+    """Each pixel's normal interval at ``z`` standard errors."""
+    return torch.stack([est.map - z * est.map_stderr, est.map + z * est.map_stderr], -1)
 
 
 def _atoms(terms: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -302,28 +269,22 @@ def _columns(
 
 
 def _atom_estimate(
-    parts: dict[str, torch.Tensor],
-    draws: torch.Tensor,
-    est: Estimate,
-    quantity: str,
-    settings: dict[str, Any],
-    many: bool,
+    parts: dict[str, torch.Tensor | None], joint: Estimate, quantity: str, settings: dict[str, Any]
 ) -> Estimate:
-    """One atom's parts (from :func:`pid_atoms`) as an estimate; ``draws``: the counted draws
-    behind each value."""
-    take = {k: v if many else v[:, 0] for k, v in parts.items()}
+    """One atom's parts (from :func:`pid_atoms`) as an estimate, with the joint term's counted
+    draws and cost."""
     return Estimate(
         quantity=quantity,
-        value=take["value"],
-        stderr=take["stderr"],
-        ci95=take["ci95"],
-        n_evaluations=est.n_evaluations,
-        seed=est.seed,
+        value=parts["value"],
+        stderr=parts["stderr"],
+        ci95=parts["ci95"],
+        n_evaluations=joint.n_evaluations,
+        seed=joint.seed,
         settings=settings,
-        map=take.get("map"),
-        map_stderr=take.get("map_stderr"),
-        map_ci95=take.get("map_ci95"),
-        diagnostics={"draws": draws},
+        map=parts.get("map"),
+        map_stderr=parts.get("map_stderr"),
+        map_ci95=parts.get("map_ci95"),
+        diagnostics={"draws": joint.diagnostics["draws"]},
     )
 
 
