@@ -290,11 +290,13 @@ def _eval_arguments(commands: Any) -> None:
         sub.add_argument(
             "--model",
             default="bundled",
-            help="'bundled', 'exact' (the world's exact model) or a diffusers folder / cached id "
-            "(default bundled)",
+            help="'bundled', 'exact' (the world's exact model), 'exact-correlated' (colours follow "
+            "shapes) or a diffusers folder / cached id (default bundled)",
         )
         sub.add_argument(
-            "--data", default="world", help="'world' (default; answers known) or a data file"
+            "--data",
+            default="world",
+            help="'world' (default; answers known), 'world-correlated' or a data file",
         )
         formats = {
             "compositional": "jsonl, aro (ARO's VG-Relation / VG-Attribution JSON), "

@@ -1,6 +1,7 @@
 """One loader for every model a command can name: a diffusers folder, a Hugging Face id in the
-local cache, ``"bundled"`` (the shapes-world model shipped with the package) or ``"exact"`` (the
-world's exact model); and the device it runs on."""
+local cache, ``"bundled"`` (the shapes-world model shipped with the package), ``"exact"`` (the
+world's exact model) or ``"exact-correlated"`` (the exact model of the world whose colours depend
+on shapes); and the device it runs on."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from .results import versions
 from .world.bundled_model import BUNDLED, BUNDLED_NAME
 from .world.model import WorldModel
 
+# The exact world models by name, and the prior over scenes of each.
+EXACT_MODELS = {"exact": "plain", "exact-correlated": "correlated"}
+
 
 def load_model(
     name: str,
@@ -32,9 +36,9 @@ def load_model(
     """The model called ``name``, ready to measure.
 
     Args:
-        name: ``"bundled"``, ``"exact"``, a diffusers pipeline folder or a Hugging Face id
-            already in the local cache (nothing is downloaded; see the README for how weights get
-            into a folder or the cache).
+        name: ``"bundled"``, ``"exact"``, ``"exact-correlated"``, a diffusers pipeline folder or
+            a Hugging Face id already in the local cache (nothing is downloaded; see the README
+            for how weights get into a folder or the cache).
         device: ``"auto"`` (CUDA when torch sees a GPU, else the CPU), or a torch device.
         dtype: weights dtype (default float32; the exact model computes in float64 and takes
             none).
@@ -49,7 +53,9 @@ def load_model(
 
     Returns a :class:`~infodecomp.models.DiffusersModel`, or for ``"exact"`` the
     :class:`~infodecomp.world.model.WorldModel` on the bundled model's training schedule (its
-    log-SNR range and DDIM grid), so that the world's two models compare like for like. Raises
+    log-SNR range and DDIM grid), so that the world's two models compare like for like
+    (``"exact-correlated"``: the same on the world's correlated prior, where each shape has a
+    colour of its own 90% of the time: :func:`~infodecomp.world.scenes.scene_weights`). Raises
     ``ValueError`` (or :class:`~infodecomp.models.ModelNotFoundError`) with one line naming what
     is wrong.
     """
@@ -58,12 +64,14 @@ def load_model(
             f"model must be 'bundled', 'exact', a diffusers folder or a cached id, got {name!r}"
         )
     device = resolve_device(device)
-    if name == "exact":
+    if name in EXACT_MODELS:
         if check_dtype(dtype) not in (None, torch.float64):
             raise ValueError("the exact world model computes in float64: give no dtype")
         from diffusers import DDPMScheduler
 
-        model = WorldModel(scheduler=DDPMScheduler.from_pretrained(BUNDLED / "scheduler"))
+        model = WorldModel(
+            scheduler=DDPMScheduler.from_pretrained(BUNDLED / "scheduler"), prior=EXACT_MODELS[name]
+        )
         model.revision = versions()["infodecomp"]
         if compile:
             warnings.warn(

@@ -23,7 +23,7 @@ class EvalModel:
 
     Attributes:
         denoiser: a :class:`~infodecomp.models.DiffusersModel` or the exact :class:`WorldModel`.
-        name: ``"bundled"``, ``"exact"`` or the diffusers path / id given.
+        name: ``"bundled"``, ``"exact"``, ``"exact-correlated"`` or the diffusers path / id given.
         label: how tables name it.
         revision: weights revision (a hash for the bundled model, the package version for the
             exact model, the cached commit for a hub id), or ``None``.
@@ -91,7 +91,11 @@ def load_evaluated(
     """The model called ``name`` (:func:`infodecomp.loading.load_model`) with how tables name
     it."""
     model = load_model(name, device=device, dtype=dtype, compile=compile)
-    label = {"bundled": "bundled model", "exact": "exact world model"}.get(name, name)
+    label = {
+        "bundled": "bundled model",
+        "exact": "exact world model",
+        "exact-correlated": "exact correlated-world model",
+    }.get(name, name)
     return EvalModel(model, name, label, model.revision, model.image_size)
 
 

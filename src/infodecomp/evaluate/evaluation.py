@@ -74,7 +74,8 @@ def evaluate(
             the same settings resumes, with other settings it is refused.
         model: ``"bundled"``, ``"exact"`` (the shapes world's two models) or a diffusers folder
             or cached hub id.
-        data: ``"world"`` (built with known answers) or a data file.
+        data: ``"world"`` (built with known answers), ``"world-correlated"`` (the same from the
+            world whose colours depend on shapes) or a data file.
         split: the world's split (``"train"``, ``"validation"``, ``"test"``).
         data_format: ``"jsonl"``, ``"aro"`` (ARO's VG-Relation / VG-Attribution JSON),
             ``"aro-parquet"`` (a parquet copy of them, images inside; a file or a folder of
@@ -162,7 +163,7 @@ def evaluate(
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
         raise ValueError(f"`in_flight` must be a positive integer, got {in_flight!r}")
-    if generated and (task != "intervention" or data != "world"):
+    if generated and (task != "intervention" or data not in world_data.WORLD_DATA):
         raise ValueError("generated applies to interventions on the world's data")
     n_world = limit or max(sample or 0, WORLD_ITEMS[task])
     items, bad, data_settings = _items(
@@ -196,8 +197,8 @@ def evaluate(
         device = str(PartialState().device)  # this process's GPU
     evaluated = load_evaluated(model, device=device, dtype=dtype, compile=compile)
     reference = None
-    if data == "world" and not evaluated.is_exact:
-        reference = load_evaluated("exact")
+    if data in world_data.WORLD_DATA and not evaluated.is_exact:  # the exact model of its world
+        reference = load_evaluated("exact" if data == "world" else "exact-correlated")
     # Resolved once for the evaluated model; the exact reference takes the same draws.
     sampling = sampling.resolve(evaluated.denoiser)
     settings = {
@@ -265,19 +266,20 @@ def _items(
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, Any]]:
     """The items of ``data`` (``n`` of the world's), the bad lines, and the data's settings
     (paths resolved, so a run resumed from another folder has the same settings)."""
-    if data == "world":
+    if data in world_data.WORLD_DATA:
+        prior = world_data.WORLD_DATA[data]
         if generated:
-            items = world_data.intervention_items(split, n, generated=True)
-            return items, [], {"data": "world", "split": split, "generated": True}
+            items = world_data.intervention_items(split, n, generated=True, prior=prior)
+            return items, [], {"data": data, "split": split, "generated": True}
         build = {
             "compositional": world_data.compositional_items,
             "localization": world_data.localization_items,
             "intervention": world_data.intervention_items,
         }[task]
-        return build(split, n), [], {"data": "world", "split": split}
+        return build(split, n, prior=prior), [], {"data": data, "split": split}
     path = Path(data)
     if not path.is_file() and not path.is_dir():  # a folder: a parquet copy's shards
-        raise ValueError(f"data {data!r} is neither 'world' nor a file")
+        raise ValueError(f"data {data!r} is neither 'world', 'world-correlated' nor a file")
     extra: dict[str, Any] = {}
     fmt = data_format or released.detect_format(path, task)
     if fmt not in FORMATS:

@@ -3,6 +3,9 @@
 Item ``i`` of a split is drawn from its own random stream ``(split, kind, i)``, so the first ``n``
 items are the same whatever ``limit`` is asked for, and items never depend on each other.
 Images are the world's draws (rendered scene plus pixel noise), as tensors, never clamped.
+Every builder takes the world's ``prior`` (:func:`~infodecomp.world.scenes.scene_weights`): the
+correlated world's items (data ``"world-correlated"``) use the same random streams, with ids and
+sources that say ``world-correlated``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .items import CompositionalItem, InterventionItem, LocalizationItem
 COMPOSITIONAL_KINDS = ("relation", "attribute", "order")
 SWAP = {"left": "right", "right": "left", "above": "below", "below": "above"}
 ORDER_FALSE_CAPTIONS = 3  # false captions per word-order item (ARO's order sets have 4)
+# The world's data names, and the prior over scenes each draws from.
+WORLD_DATA = {"world": "plain", "world-correlated": "correlated"}
 
 
 def _rng(split: str, kind: str, index: int) -> np.random.Generator:
@@ -41,10 +46,20 @@ def _rng(split: str, kind: str, index: int) -> np.random.Generator:
     return np.random.default_rng([SPLITS[split], kinds.index(kind), index])
 
 
-def _draw(rng: np.random.Generator, two_objects: bool) -> tuple[Scene, torch.Tensor, str]:
+def _data_name(prior: str) -> str:
+    """The data name of the world with ``prior`` (ids and sources start with it)."""
+    names = {v: k for k, v in WORLD_DATA.items()}
+    if prior not in names:
+        raise ValueError(f"unknown prior {prior!r}; choose one of {tuple(names)}")
+    return names[prior]
+
+
+def _draw(
+    rng: np.random.Generator, two_objects: bool, prior: str = "plain"
+) -> tuple[Scene, torch.Tensor, str]:
     """A scene from the world's prior (two-object scenes only if asked), its noisy image and one
     of its captions."""
-    scenes, p = all_scenes(), scene_weights()
+    scenes, p = all_scenes(), scene_weights(prior=prior)
     if two_objects:
         p = p * np.array([len(s.objects) == 2 for s in scenes])
         p = p / p.sum()
@@ -54,17 +69,19 @@ def _draw(rng: np.random.Generator, two_objects: bool) -> tuple[Scene, torch.Ten
     return scene, render(scene) + PIXEL_NOISE * noise, caption
 
 
-def compositional_items(split: str = "test", n: int = 24) -> list[CompositionalItem]:
+def compositional_items(
+    split: str = "test", n: int = 24, prior: str = "plain"
+) -> list[CompositionalItem]:
     """Two-object images with a true caption and false ones, cycling through three tests:
     ``"relation"`` (the relation word swapped: left/right, above/below), ``"attribute"`` (the two
     objects' colours exchanged; scenes with two colours) and ``"order"`` (up to three random
     orders of the caption's words that the world reads as a description of other scenes)."""
-    items = []
+    name, items = _data_name(prior), []
     for i in range(n):
         kind = COMPOSITIONAL_KINDS[i % len(COMPOSITIONAL_KINDS)]
         rng = _rng(split, kind, i)
         while True:
-            scene, image, caption = _draw(rng, two_objects=True)
+            scene, image, caption = _draw(rng, two_objects=True, prior=prior)
             falses = _false_captions(kind, scene, caption, rng)
             if falses:
                 break
@@ -72,12 +89,12 @@ def compositional_items(split: str = "test", n: int = 24) -> list[CompositionalI
         order = rng.permutation(len(texts))  # the true caption's place is not a tell
         items.append(
             CompositionalItem(
-                id=f"world-{split}-{i}",
+                id=f"{name}-{split}-{i}",
                 image=image,
                 captions=tuple(texts[j] for j in order),
                 true_index=int(np.argmin(order)),
                 type=kind,
-                source=f"world:{split}:{i}",
+                source=f"{name}:{split}:{i}",
             )
         )
     return items
@@ -119,36 +136,39 @@ def _world() -> WorldModel:
     return _WORLD[0]
 
 
-def localization_items(split: str = "test", n: int = 40) -> list[LocalizationItem]:
+def localization_items(
+    split: str = "test", n: int = 40, prior: str = "plain"
+) -> list[LocalizationItem]:
     """Images of the world's prior with their caption and the ground-truth mask of each colour
     and shape word (the pixels of the object its mention describes)."""
-    items = []
+    name, items = _data_name(prior), []
     for i in range(n):
-        scene, image, caption = _draw(_rng(split, "localization", i), two_objects=False)
+        rng = _rng(split, "localization", i)
+        scene, image, caption = _draw(rng, two_objects=False, prior=prior)
         masks = word_masks(scene, caption)
         items.append(
             LocalizationItem(
-                id=f"world-{split}-{i}",
+                id=f"{name}-{split}-{i}",
                 image=image,
                 caption=caption,
                 masks=masks,
-                source=f"world:{split}:{i}",
+                source=f"{name}:{split}:{i}",
             )
         )
     return items
 
 
 def intervention_items(
-    split: str = "test", n: int = 24, generated: bool = False
+    split: str = "test", n: int = 24, generated: bool = False, prior: str = "plain"
 ) -> list[InterventionItem]:
     """Images of the world's prior with their caption; the words removed are the colour, shape
     and relation words. With ``generated``, no image: a recorded starting noise from which each
     model generates its own image for the caption (no inversion needed)."""
     keep = {*COLOURS, *SHAPES, *SWAP}
-    items = []
+    name, items = _data_name(prior), []
     for i in range(n):
         rng = _rng(split, "intervention", i)
-        _, image, caption = _draw(rng, two_objects=False)
+        _, image, caption = _draw(rng, two_objects=False, prior=prior)
         words = tuple(dict.fromkeys(w for w in split_caption(caption) if w in keep))
         noise = None
         if generated:
@@ -156,11 +176,11 @@ def intervention_items(
             noise = torch.from_numpy(rng.standard_normal((3, SIZE, SIZE)))
         items.append(
             InterventionItem(
-                id=f"world-{split}-{i}" + ("-generated" if generated else ""),
+                id=f"{name}-{split}-{i}" + ("-generated" if generated else ""),
                 image=image,
                 caption=caption,
                 words=words,
-                source=f"world:{split}:{i}",
+                source=f"{name}:{split}:{i}",
                 noise=noise,
             )
         )

@@ -311,8 +311,9 @@ for (const table of document.querySelectorAll("table.items")) {
 def _describe(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     """The run in a sentence: model, data, items, draws, seed."""
     model = settings.get("model_label") or settings.get("model") or "?"
-    if settings.get("data") == "world":
-        data = f"the world's {settings.get('split', 'test')} split"
+    if settings.get("data") in ("world", "world-correlated"):
+        which = "correlated world" if settings["data"] == "world-correlated" else "world"
+        data = f"the {which}'s {settings.get('split', 'test')} split"
     else:
         data = Path(str(settings.get("data") or settings.get("prompts") or "?")).name
     steps = f", {settings['ddim_steps']} DDIM steps" if settings.get("ddim_steps") else ""

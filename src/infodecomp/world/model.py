@@ -8,7 +8,9 @@ import torch
 
 from ..images import load_image
 from ..models.diffusers.schedules import VPSchedule
+from ..models.diffusers.text import PaddedPrompt
 from ..models.reference import GaussianMixture
+from ..words import remove_spans
 from .scenes import (
     PIXEL_NOISE,
     Parsed,
@@ -16,6 +18,8 @@ from .scenes import (
     all_scenes,
     assignment,
     parse,
+    prior_name,
+    prior_strength,
     render,
     scene_weights,
 )
@@ -26,24 +30,31 @@ class WorldModel(GaussianMixture):
     Bayes-optimal text-to-image denoiser, and ``log_prob(x, caption)`` is exact.
 
     Conditions are captions, complete or with words removed (a removed word marginalises its
-    factor); ``None`` or ``""`` is no caption.
+    factor); ``None`` or ``""`` is no caption. A :class:`~infodecomp.models.PaddedPrompt` is its
+    caption with the padded words removed: in the world, padding a word and deleting it are one
+    condition.
     """
 
     name = "exact world model"
     image_size = 16
     revision: str | None = None
 
-    def __init__(self, scheduler: Any = None) -> None:
+    def __init__(self, scheduler: Any = None, prior: str | float = "plain") -> None:
         """``scheduler``: a diffusers scheduler whose training timesteps the model adopts as its
         own (``logsnr_range``, the default range of its estimates, and the grid of its DDIM
-        inversions), e.g. the bundled model's, so that both world models are measured alike."""
+        inversions), e.g. the bundled model's, so that both world models are measured alike.
+        ``prior``: the world's prior over scenes (:func:`~infodecomp.world.scenes.scene_weights`:
+        ``"plain"``, ``"correlated"`` or a correlation strength); the name says which."""
         scenes = all_scenes()
         super().__init__(
             means=torch.stack([render(s) for s in scenes]),
             variances=torch.full((len(scenes),), PIXEL_NOISE**2),
-            weights=torch.from_numpy(scene_weights()),
+            weights=torch.from_numpy(scene_weights(prior=prior)),
             labels=list(scenes),
         )
+        self.prior = prior
+        if prior_strength(prior) is not None:
+            self.name = f"{type(self).name} ({prior_name(prior)})"
         self._cache: dict[str, torch.Tensor] = {}
         self.scheduler = scheduler
         if scheduler is not None:
@@ -55,6 +66,8 @@ class WorldModel(GaussianMixture):
 
     def components(self, cond: Any) -> torch.Tensor:
         """Indices of the scenes that could have produced the caption ``cond``."""
+        if isinstance(cond, PaddedPrompt):  # padding a word marginalises it, as removing does
+            cond = remove_spans(cond.text, list(cond.spans)) or None
         if cond is None or (isinstance(cond, str) and not cond.strip()):
             return torch.arange(len(self.labels))
         if not isinstance(cond, str):
@@ -66,6 +79,15 @@ class WorldModel(GaussianMixture):
                 raise ValueError(f"no scene of the world fits the caption {cond!r}")
             self._cache[cond] = torch.tensor(keep)
         return self._cache[cond]
+
+    def describe(self) -> dict[str, Any]:
+        """What made this model's numbers: its name, revision, dtype and the world's prior."""
+        return {
+            "model": self.name,
+            "model_revision": self.revision,
+            "dtype": "float64",
+            "world_prior": prior_name(self.prior),
+        }
 
     def encode_image(self, image: Any, fit: str = "crop") -> torch.Tensor:
         """An image (path, PIL image or ``(3, 16, 16)`` tensor in [-1, 1]) as model input

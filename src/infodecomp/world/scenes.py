@@ -42,6 +42,14 @@ HELD_OUT_PAIRS = frozenset(
     ]
 )
 PAIRS = ("all", "seen", "unseen")
+# Priors over scenes: "plain" (every object's colour, shape and place independent and uniform)
+# or "correlated" (an object's colour depends on its shape: :data:`PREFERRED_COLOUR` with
+# probability :data:`CORRELATION`, each other colour with half the rest), for measuring
+# redundancy between words. A float strength in [1/3, 1) is a correlated prior of that strength
+# (1/3 is the plain world's numbers).
+PRIORS = ("plain", "correlated")
+CORRELATION = 0.9
+PREFERRED_COLOUR = {"triangle": "blue", "circle": "red", "square": "green"}
 
 
 @dataclass(frozen=True)
@@ -105,20 +113,71 @@ def held_out(scene: Scene) -> bool:
     return len(scene.objects) == 2 and kinds in HELD_OUT_PAIRS
 
 
-def scene_weights(pairs: str = "all") -> np.ndarray:
+def prior_strength(prior: str | float = "plain") -> float | None:
+    """The correlation strength of ``prior`` (P(preferred colour | shape)): ``None`` for
+    ``"plain"``, :data:`CORRELATION` for ``"correlated"``, a float in [1/3, 1) as it is.
+    Raises ``ValueError`` on anything else."""
+    if isinstance(prior, str):
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {PRIORS} or a float")
+        return None if prior == "plain" else CORRELATION
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)):
+        raise ValueError(f"prior must be one of {PRIORS} or a float, got {prior!r}")
+    if not 1 / 3 - 1e-12 <= float(prior) < 1:
+        raise ValueError(f"a correlated prior's strength must be in [1/3, 1), got {prior!r}")
+    return float(prior)
+
+
+def prior_name(prior: str | float = "plain") -> str:
+    """How results name ``prior``: ``"plain"``, or ``"correlated: triangles blue 90%, circles
+    red 90%, squares green 90%"`` (the strength in percent)."""
+    strength = prior_strength(prior)
+    if strength is None:
+        return "plain"
+    pct = f"{100 * strength:.4g}%"
+    return "correlated: " + ", ".join(
+        f"{shape}s {colour} {pct}" for shape, colour in PREFERRED_COLOUR.items()
+    )
+
+
+def colour_given_shape(strength: float) -> dict[tuple[str, str], float]:
+    """P(colour | shape) of a correlated prior, ``{(shape, colour): p}``: the shape's
+    :data:`PREFERRED_COLOUR` with probability ``strength``, each other colour ``(1 -
+    strength) / 2``."""
+    return {
+        (shape, colour): strength if colour == PREFERRED_COLOUR[shape] else (1 - strength) / 2
+        for shape in SHAPES
+        for colour in COLOURS
+    }
+
+
+def scene_weights(pairs: str = "all", prior: str | float = "plain") -> np.ndarray:
     """Probability of each scene of :func:`all_scenes`: the world's prior (``pairs="all"``),
     or that prior restricted to the scenes the bundled model trains on (``"seen"``: all but
-    the held-out pairs) or to the held-out pairs (``"unseen"``)."""
+    the held-out pairs) or to the held-out pairs (``"unseen"``).
+
+    ``prior`` (see :data:`PRIORS`): ``"plain"``, the world's own, or a correlated one
+    (``"correlated"`` or a strength, :func:`prior_strength`), where each object's colour
+    depends on its shape (:func:`colour_given_shape`) and everything else (how many objects,
+    shapes, places, layouts) is as in the plain world."""
     if pairs not in PAIRS:
         raise ValueError(f"unknown pairs {pairs!r}; choose one of {PAIRS}")
+    strength = prior_strength(prior)
     n_objects = np.array([len(s.objects) for s in all_scenes()])
     singles = (n_objects == 1).sum()
     pair = (1 - P_SINGLE) / (len(n_objects) - singles)
-    prior = np.where(n_objects == 1, P_SINGLE / singles, pair)
+    weights = np.where(n_objects == 1, P_SINGLE / singles, pair)
+    if strength is not None:
+        # Plain P(colour | shape) is 1/3: reweight each object by 3 P(colour | shape), which
+        # averages 1 over the colours, so shapes, places and the number of objects keep their
+        # plain distribution.
+        p = colour_given_shape(strength)
+        factor = [np.prod([3 * p[o.shape, o.colour] for o in s.objects]) for s in all_scenes()]
+        weights = weights * np.array(factor)
     if pairs != "all":
         unseen = np.array([held_out(s) for s in all_scenes()])
-        prior = prior * (unseen if pairs == "unseen" else ~unseen)
-    return prior / prior.sum()
+        weights = weights * (unseen if pairs == "unseen" else ~unseen)
+    return weights / weights.sum()
 
 
 def object_mask(obj: Obj) -> torch.Tensor:
@@ -244,17 +303,19 @@ class Sample:
 SPLITS = {"train": 0, "validation": 1, "test": 2}
 
 
-def sample(n: int, seed: int = 0, split: str = "train", pairs: str = "all") -> Sample:
+def sample(
+    n: int, seed: int = 0, split: str = "train", pairs: str = "all", prior: str | float = "plain"
+) -> Sample:
     """``n`` scenes drawn from the prior, a caption each (phrasing at random) and a noisy image.
 
     Deterministic by ``(seed, split)``; the splits draw from independent random streams.
-    ``pairs`` restricts the prior as in :func:`scene_weights`.
+    ``pairs`` restricts the prior and ``prior`` chooses it, as in :func:`scene_weights`.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLITS)}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split]]))
     scenes = all_scenes()
-    index = rng.choice(len(scenes), size=n, p=scene_weights(pairs))
+    index = rng.choice(len(scenes), size=n, p=scene_weights(pairs, prior))
     chosen = [scenes[i] for i in index]
     texts = [rng.choice(captions(s)) for s in chosen]
     noise = torch.from_numpy(rng.standard_normal((n, 3, SIZE, SIZE)).astype(np.float32))
