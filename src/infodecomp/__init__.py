@@ -22,9 +22,9 @@ _EXPORTS = {
     "mutual_info": "estimators",
     "Explanation": "explanation",
     "explain": "explanation",
-    "Interaction": "interaction",
-    "interaction": "interaction",
-    "interaction_information": "interaction",
+    "Interaction": "interactions",
+    "interaction": "interactions",
+    "interaction_information": "interactions",
     "Estimate": "results",
     "Sampling": "sampling",
     "load_model": "loading",
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
         mutual_info,
     )
     from .explanation import Explanation, explain
-    from .interaction import Interaction, interaction, interaction_information
+    from .interactions import Interaction, interaction, interaction_information
     from .loading import load_model
     from .logsnr import TruncatedLogistic
     from .results import Estimate
