@@ -8,7 +8,9 @@ import torch
 
 from ..images import load_image
 from ..models.diffusers.schedules import VPSchedule
+from ..models.diffusers.text import PaddedPrompt
 from ..models.reference import GaussianMixture
+from ..words import remove_spans
 from .scenes import (
     PIXEL_NOISE,
     Parsed,
@@ -54,7 +56,11 @@ class WorldModel(GaussianMixture):
             )
 
     def components(self, cond: Any) -> torch.Tensor:
-        """Indices of the scenes that could have produced the caption ``cond``."""
+        """Indices of the scenes that could have produced the caption ``cond`` (a
+        :class:`PaddedPrompt` is its caption with the padded words removed: the exact model
+        reads no positions)."""
+        if isinstance(cond, PaddedPrompt):
+            cond = remove_spans(cond.text, list(cond.spans)) or None
         if cond is None or (isinstance(cond, str) and not cond.strip()):
             return torch.arange(len(self.labels))
         if not isinstance(cond, str):
