@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 
 from ._version import __version__
 from .estimators import DenoiserOutputError
-from .explanation import explain
+from .explanation import context_warnings, explain
 from .files import temporary
 from .images import load_image
 from .loading import load_model, resolve_device
@@ -116,13 +116,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a file of prompts: text, one per line, or JSON lines with 'prompt' and optional "
         "'image' (overrides --image), 'seed', 'words', 'id'",
     )
-    heat.add_argument("--words", help="comma-separated words to explain (default: all)")
+    heat.add_argument(
+        "--words",
+        help="comma-separated words or phrases to explain (default: all); a word counts every "
+        "occurrence, 'a#2' only its second",
+    )
     _sampling_arguments(heat, "noise draws (per prompt with --prompts)")
     heat.add_argument(
         "--context",
         choices=["remove", "pad"],
         default="remove",
         help="take a word out by deleting it (default) or padding its tokens",
+    )
+    heat.add_argument(
+        "--check-context",
+        action="store_true",
+        help="also take each word out the other way (padding or deleting) on the same draws "
+        "and warn where the two CMIs disagree beyond their 95%% intervals (a context out of "
+        "distribution for the model); one more condition per word",
     )
     heat.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
     _figure_arguments(heat)
@@ -659,8 +670,12 @@ def run_heatmap(args: argparse.Namespace) -> int:
         words,
         sampling=_sampling(args),
         context=args.context,
+        check_context=args.check_context,
         attention=not args.no_attention,
+        _warn=False,
     )
+    for line in context_warnings(result.context_check, args.context):
+        print(f"infodecomp: warning: {line}", file=sys.stderr)
     result.estimate.settings["image"] = str(args.image)
     with output_folder(args.out) as folder:
         result.save(folder, scale=args.scale, fmt=args.figure_format)
@@ -690,6 +705,7 @@ def run_heatmap_prompts(args: argparse.Namespace) -> int:
         data=data,
         sampling=_sampling(args),
         context=args.context,
+        check_context=args.check_context,
         attention=not args.no_attention,
         scale=args.scale,
         fmt=args.figure_format,

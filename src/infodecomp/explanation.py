@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -19,7 +20,7 @@ from .images import prepare_image
 from .models.diffusers.text import PaddedPrompt
 from .results import Estimate, format_entry, versions
 from .sampling import Sampling, check_sampling
-from .words import check_text, occurrences, remove_spans, words_to_explain
+from .words import check_text, remove_spans, word_spans, words_to_explain
 
 
 @dataclass
@@ -43,6 +44,10 @@ class Explanation:
             or ``None``.
         image_note: how the input was fitted to the model's size (``"centre-cropped 640x480 to
             480x480, resized to 512x512"``), or ``None`` when it was not changed.
+        context_check: with ``explain(..., check_context=True)``, per word its CMI under both
+            contexts on the same draws, ``{"remove": entry, "pad": entry, "overlap": bool,
+            "warning": str | None}`` (entries as :meth:`entry`; ``overlap``: whether their 95%
+            intervals overlap); else ``None``.
     """
 
     prompt: str
@@ -54,6 +59,7 @@ class Explanation:
     model_revision: str | None = None
     generation_attention: dict[str, torch.Tensor] | None = None
     image_note: str | None = None
+    context_check: dict[str, dict[str, Any]] | None = None
 
     @property
     def mi(self) -> tuple[float, float]:
@@ -152,6 +158,7 @@ class Explanation:
             "attention": self.attention is not None,
             "generation_attention": self.generation_attention is not None,
             "image_note": self.image_note,
+            "context_check": self.context_check,
         }
 
     def to_json(self) -> str:
@@ -256,6 +263,7 @@ class Explanation:
             model_revision=doc.get("model_revision"),
             generation_attention=held("generation"),
             image_note=doc.get("image_note"),
+            context_check=doc.get("context_check"),
         )
 
     def __repr__(self) -> str:
@@ -327,10 +335,12 @@ def explain(
     *,
     sampling: Sampling | None = None,
     context: Literal["remove", "pad"] = "remove",
+    check_context: bool = False,
     attention: bool = True,
     key: str | int | None = None,
     progress: bool = True,
     x: torch.Tensor | None = None,
+    _warn: bool = True,
 ) -> Explanation:
     """How much each word of ``prompt`` tells about ``image``, and where.
 
@@ -344,15 +354,27 @@ def explain(
             world's exact model, ...) or a diffusers pipeline.
         image: path, PIL image or ``(3, H, W)`` tensor in [-1, 1].
         prompt: the caption.
-        words: words or phrases ("red car") to explain (default: every distinct word); all
-            occurrences count. A phrase is one unit: its CMI given the rest of the prompt, its
-            attention summed over its tokens.
+        words: words or phrases ("red car") to explain (default: every distinct word). A
+            word counts every occurrence (taken out everywhere, its attention summed over all);
+            ``"a#2"`` names only its second occurrence (from 1; ``"red car#2"`` for a phrase:
+            :func:`~infodecomp.words.word_spans`), and is labelled ``"a#2"`` in the results. A
+            phrase is one unit: its CMI given the rest of the prompt, its attention summed over
+            its tokens.
         sampling: the draws (:class:`~infodecomp.Sampling`; default 256 on the model's trained
             log-SNR range, seed 0, the model's batch size). The cost is
             ``sampling.rows(2 + len(words))`` denoiser rows (the prompt, the null prompt and one
             context per word at every draw). Attention maps average over all of them.
         context: how a word is taken out: ``"remove"`` deletes it from the prompt, ``"pad"``
             replaces its tokens by padding.
+        check_context: also take each word out the other way (padding for ``"remove"``) on the
+            same draws, and warn (:class:`ContextWarning`) for each word whose CMIs under the
+            two contexts have 95% intervals that do not overlap: a removal can leave a prompt
+            the model never saw (or padding one it reads oddly). The two values, their
+            standard errors and intervals are in :attr:`Explanation.context_check` and
+            ``result.json``. Cost: one more condition per word, ``sampling.rows(2 +
+            2 * len(words))`` rows in all; the adaptive proposal and the intervals' skew are
+            fitted to every condition, so the reported values differ a little (within their
+            errors) from a run without the check.
         attention: also collect attention maps (models with ``collect_attention``).
         key: the image's item id, naming its random streams (default: the image's content).
         progress: show a progress bar.
@@ -373,6 +395,9 @@ def explain(
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be one image's model input, (1, *data_shape), got {shape}")
     contexts = [None, *word_contexts(prompt, chosen, context)]
+    other: Literal["remove", "pad"] = "pad" if context == "remove" else "remove"
+    if check_context:
+        contexts += word_contexts(prompt, chosen, other)
     pixels, image_note = prepare_image(image, model.image_size)
     x = model.encode_image(image) if x is None else x
     run = {
@@ -402,13 +427,26 @@ def explain(
             "dtype": str(getattr(model, "dtype", x.dtype)).removeprefix("torch."),
         }
     )
+    checked = None
+    if check_context:
+        n = 1 + len(chosen)
+        checked = {}
+        for k, word in enumerate(chosen, start=1):
+            entries = {context: estimate.entry(0, k), other: estimate.entry(0, n + k - 1)}
+            checked[word] = context_check(word, entries["remove"], entries["pad"], context)
+        estimate = take_pairs(estimate, list(range(n)))
     estimate.settings.update(
         context=context,
+        occurrences=OCCURRENCES,
+        check_context=check_context,
         image_preparation=image_note,
         device=str(getattr(model, "device", x.device)),
         versions=versions(),
         **described,
     )
+    for check in (checked or {}).values() if _warn else ():  # (callers that say it their way)
+        if check["warning"]:
+            warnings.warn(check["warning"], ContextWarning, stacklevel=2)
     return Explanation(
         prompt=prompt,
         words=chosen,
@@ -418,6 +456,85 @@ def explain(
         model_name=model.name,
         model_revision=getattr(model, "revision", None),
         image_note=image_note,
+        context_check=checked,
+    )
+
+
+OCCURRENCES = "every occurrence of a word, unless it names one as word#k (k from 1)"
+
+
+class ContextWarning(UserWarning):
+    """A word's CMI disagrees between its two contexts (removed, padded) beyond their 95%
+    intervals: one of them may be out of distribution for the model (on the bundled model,
+    removing "a" from "a red circle above a blue triangle" gives about 4 nats where the exact
+    value is 0; padding can be the one astray too)."""
+
+
+def context_check(
+    word: str,
+    removed: dict[str, Any],
+    padded: dict[str, Any],
+    context: str = "remove",
+    compare: str | None = None,
+) -> dict[str, Any]:
+    """The check of ``word``'s two contexts from their entries (:meth:`Estimate.entry`):
+    ``{"remove", "pad", "overlap", "warning"}``, ``warning`` a line when the 95% intervals do
+    not overlap (``None`` else). ``context``: the one the explanation reports; ``compare``:
+    how the line names the other (default ``context='pad'``, or ``'remove'``)."""
+    (lo_r, hi_r), (lo_p, hi_p) = removed["ci95"], padded["ci95"]
+    overlap = lo_r <= hi_p and lo_p <= hi_r
+    warning = None
+    if not overlap:
+        other = "pad" if context == "remove" else "remove"
+        compare = compare or f"context={other!r}"
+        warning = (
+            f"{word!r}: removing it gives {_with_se(removed)} nats, padding "
+            f"{_with_se(padded)} (value ± SE [95% interval]): the removed (or the padded) "
+            f"prompt may be out of distribution for this model; compare {compare}"
+        )
+    return {"remove": removed, "pad": padded, "overlap": overlap, "warning": warning}
+
+
+def context_warnings(checks: dict[str, dict[str, Any]] | None, context: str) -> list[str]:
+    """The warning lines of :attr:`Explanation.context_check` (none for ``None``), the other
+    context named as the command's option (``--context pad``)."""
+    other = "pad" if context == "remove" else "remove"
+    lines = []
+    for word, check in (checks or {}).items():
+        redone = context_check(word, check["remove"], check["pad"], context, f"--context {other}")
+        if redone["warning"]:
+            lines.append(redone["warning"])
+    return lines
+
+
+def _with_se(entry: dict[str, Any]) -> str:
+    """``"4.5 ± 1.5 [2.1, 7.9]"``: value, standard error and 95% interval."""
+    value, interval = format_entry(entry, flags="none").split(" ", 1)
+    return f"{value} ± {entry['stderr']:.2g} {interval}"
+
+
+def take_pairs(estimate: Estimate, index: list[int]) -> Estimate:
+    """The pairs ``index`` (axis 1 of every tensor, the conditions and contexts in its
+    settings) of an estimate of several pairs."""
+
+    def take(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[:, index]
+
+    settings = dict(estimate.settings)
+    for name in ("conditions", "contexts"):
+        if isinstance(settings.get(name), list):
+            settings[name] = [settings[name][i] for i in index]
+    return replace(
+        estimate,
+        value=take(estimate.value),
+        stderr=take(estimate.stderr),
+        ci95=take(estimate.ci95),
+        reliable=take(estimate.reliable),
+        truncated=take(estimate.truncated),
+        map=take(estimate.map),
+        map_stderr=take(estimate.map_stderr),
+        settings=settings,
+        diagnostics={name: take(t) for name, t in estimate.diagnostics.items()},
     )
 
 
@@ -438,24 +555,25 @@ def as_text_denoiser(model: Any) -> Any:
 
 def word_contexts(prompt: str, words: list[str], context: str = "remove") -> list[Any]:
     """For each word, the condition with it taken out of ``prompt``: the prompt with every
-    occurrence deleted (``"remove"``; ``None`` if nothing is left) or a :class:`PaddedPrompt`
-    (``"pad"``)."""
+    occurrence (or, for ``"a#2"``, the one named: :func:`~infodecomp.words.word_spans`) deleted
+    (``"remove"``; ``None`` if nothing is left) or a :class:`PaddedPrompt` (``"pad"``)."""
+    if context not in ("remove", "pad"):
+        raise ValueError(f"unknown context {context!r}; choose 'remove' or 'pad'")
     out: list[Any] = []
     for word in words:
-        spans = tuple((o.start, o.end) for o in occurrences(prompt, word))
+        spans = word_spans(prompt, word)
         if context == "pad":
             out.append(PaddedPrompt(prompt, spans))
-        elif context == "remove":
-            out.append(remove_spans(prompt, list(spans)) or None)
         else:
-            raise ValueError(f"unknown context {context!r}; choose 'remove' or 'pad'")
+            out.append(remove_spans(prompt, list(spans)) or None)
     return out
 
 
 def word_token_positions(model: Any, prompt: str, word: str) -> list[int]:
     """Positions in the model's text sequence of every token of every occurrence of ``word``
-    (or phrase) in ``prompt``."""
+    (or phrase) in ``prompt``; of one occurrence for ``"a#2"``
+    (:func:`~infodecomp.words.word_spans`)."""
     positions: list[int] = []
-    for o in occurrences(prompt, word):
-        positions += model.token_positions(prompt, (o.start, o.end))
+    for span in word_spans(prompt, word):
+        positions += model.token_positions(prompt, span)
     return positions

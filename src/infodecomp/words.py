@@ -50,7 +50,8 @@ def check_text(text: object, what: str = "prompt") -> str:
 def words_to_explain(prompt: str, words: list[str] | None = None) -> list[str]:
     """The words (or phrases) of ``prompt`` to explain: ``words`` stripped and lower-cased, or
     by default every distinct word of the prompt. ``ValueError`` with one line if there are none
-    (a prompt of punctuation only has no words: letters or digits)."""
+    (a prompt of punctuation only has no words: letters or digits), or a word is not in the
+    prompt or names an occurrence it does not have (``"a#3"``: :func:`word_spans`)."""
     if not prompt.strip():
         raise ValueError("the prompt is empty")
     if words is None:
@@ -61,6 +62,8 @@ def words_to_explain(prompt: str, words: list[str] | None = None) -> list[str]:
     chosen = [w.strip().lower() for w in words]
     if not chosen or not all(chosen):
         raise ValueError(f"no words to explain in {words!r} (an empty word, or none)")
+    for word in chosen:
+        word_spans(prompt, word)  # in the prompt, and a valid occurrence ("a#2")
     return chosen
 
 
@@ -101,6 +104,30 @@ def occurrences(prompt: str, word: str) -> list[Word]:
             f"{', '.join(distinct_words(prompt))})"
         )
     return found
+
+
+def word_spans(prompt: str, spec: str) -> tuple[tuple[int, int], ...]:
+    """The character spans ``[start, end)`` in ``prompt`` of the word (or phrase) that ``spec``
+    names: ``"a"`` every occurrence of "a" (:func:`occurrences`), ``"a#2"`` only the second
+    (counted from 1, in the prompt's order; "red car#2" the phrase's second). A ``#`` is never
+    part of a word, so it always marks an occurrence.
+
+    Raises ``ValueError`` (one line) if the word is not in the prompt, or the occurrence is not
+    a whole number from 1 to the number of occurrences.
+    """
+    word, mark, index = spec.partition("#")
+    if not mark:
+        return tuple((o.start, o.end) for o in occurrences(prompt, spec))
+    index = index.strip()
+    if not word.strip() or not (index.isascii() and index.isdigit()) or int(index) == 0:
+        raise ValueError(
+            f"{spec!r}: name one occurrence of a word as word#k, k counted from 1 (e.g. 'a#2')"
+        )
+    found, k = occurrences(prompt, word.strip()), int(index)
+    if not 1 <= k <= len(found):
+        times = f"{len(found)} time{'s' if len(found) > 1 else ''}"
+        raise ValueError(f"{spec!r}: {word.strip()!r} occurs {times} in {prompt!r}")
+    return ((found[k - 1].start, found[k - 1].end),)
 
 
 def remove_spans(prompt: str, spans: list[tuple[int, int]]) -> str:

@@ -23,17 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..explanation import explain
+from ..explanation import context_warnings, explain
 from ..images import load_image
 from ..report.datasets import map_pictures, thumbnail
 from ..results import entry_warnings, format_entry, output_folder, versions
 from ..sampling import MAX_SEED, Sampling, check_sampling
-from ..words import check_text, distinct_words, occurrences
+from ..words import check_text, distinct_words, word_spans
 from . import metrics
 from .common import sampling_line
 from .datasets import InvalidLine, json_object
 from .items import BadItemError
-from .runner import PICTURES, Task, run
+from .runner import PICTURES, Task, _stderr, run
 
 KEYS = ("prompt", "image", "seed", "words", "id")
 # An id names the item's folder in OUT: plain characters, and none of the runner's own files.
@@ -191,7 +191,7 @@ def _item(
             raise InvalidLine("'words' names no word")
     for word in words or ():
         try:
-            occurrences(prompt, word)
+            word_spans(prompt, word)
         except ValueError as err:
             raise InvalidLine(str(err)) from None
 
@@ -228,6 +228,7 @@ def explain_prompts(
     data: dict[str, Any],
     sampling: Sampling | None = None,
     context: Literal["remove", "pad"] = "remove",
+    check_context: bool = False,
     attention: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -242,6 +243,8 @@ def explain_prompts(
     recorded; a line's own ``seed`` replaces it for that item); ``scale`` and ``fmt``
     the figures' (:meth:`~infodecomp.Explanation.save`; not settings of the numbers); the rest
     as for :func:`~infodecomp.explain`. Every prompt's length is checked before any is explained.
+    With ``check_context``, a context warning is a line of ``log`` (default: standard error)
+    naming the item, and the row holds each word's check (``"context_check"``).
 
     Raises ``ValueError`` if ``out`` holds a run with other settings or items, or another run
     writes into it.
@@ -258,11 +261,14 @@ def explain_prompts(
         **data,
         "sampling": sampling.describe(),
         "context": context,
+        # (only when on: a folder written before the option resumes as it was)
+        **({"check_context": True} if check_context else {}),
         "attention": attention,
         **model.describe(),
         "versions": versions(),
     }
     out = Path(out)
+    say = log or _stderr
 
     def measure(item: PromptItem) -> dict[str, Any]:
         result = explain(
@@ -272,9 +278,13 @@ def explain_prompts(
             list(item.words) if item.words is not None else None,
             sampling=sampling.replace(seed=item.seed),
             context=context,
+            check_context=check_context,
             attention=attention,
             progress=False,
+            _warn=False,
         )
+        for line in context_warnings(result.context_check, context):
+            say(f"infodecomp: warning: {item.id}: {line}")
         result.estimate.settings["image"] = str(item.image)
         with output_folder(out / item.id) as folder:
             result.save(folder, scale=scale, fmt=fmt)
@@ -289,12 +299,14 @@ def explain_prompts(
             "mi": result.entry(),
             "cmi": {w: result.entry(w) for w in result.words},
             "n_evaluations": result.estimate.n_evaluations,
+            **({"context_check": result.context_check} if check_context else {}),
             "folder": item.id,
             PICTURES: pictures,
         }
 
     def denoiser_rows(item: PromptItem) -> int:
-        return sampling.rows(2 + len(item.words or distinct_words(item.prompt)))
+        n_words = len(item.words or distinct_words(item.prompt))
+        return sampling.rows(2 + (2 if check_context else 1) * n_words)
 
     task = Task("prompts", measure, denoiser_rows)
     return run(task, items, out, settings, progress=progress, log=log)

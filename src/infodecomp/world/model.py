@@ -65,8 +65,10 @@ class WorldModel(GaussianMixture):
             )
 
     def components(self, cond: Any) -> torch.Tensor:
-        """Indices of the scenes that could have produced the caption ``cond``."""
-        if isinstance(cond, PaddedPrompt):  # padding a word marginalises it, as removing does
+        """Indices of the scenes that could have produced the caption ``cond`` (a
+        :class:`PaddedPrompt` is its caption with the padded words removed: padding a word
+        marginalises it, as removing does; the exact model reads no positions)."""
+        if isinstance(cond, PaddedPrompt):
             cond = remove_spans(cond.text, list(cond.spans)) or None
         if cond is None or (isinstance(cond, str) and not cond.strip()):
             return torch.arange(len(self.labels))
