@@ -48,7 +48,7 @@ from .intervals import skew_interval
 from .models.diffusers.text import PaddedPrompt
 from .results import Z95, Estimate, format_entry, versions
 from .sampling import Sampling, check_sampling
-from .words import check_text, occurrences, remove_spans
+from .words import check_text, remove_spans, word_spans
 
 # The linear quantities, each a combination of (i1, i2, i12): the weights on them.
 LINEAR = {
@@ -624,8 +624,3 @@ def _word_pairs(words: Any) -> list[tuple[str, str]]:
     if len(set(pairs)) != len(pairs):
         raise ValueError("a pair of words is given twice")
     return pairs
-
-
-def word_spans(prompt: str, word: str) -> tuple[tuple[int, int], ...]:
-    """Character spans of every occurrence of ``word`` in ``prompt``."""
-    return tuple((o.start, o.end) for o in occurrences(prompt, word))
