@@ -139,6 +139,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     _figure_arguments(heat)
     heat.add_argument("--out", type=Path, required=True, help="output folder")
 
+    from .report.figures import FORMATS as FIGURE_FORMATS
+
+    pair = commands.add_parser(
+        "interaction",
+        help="how two words of a prompt share what they tell about an image (redundancy, synergy)",
+        description="For each --pair w1,w2 (rest = the prompt without both): i(x; w1 | rest), "
+        "i(x; w2 | rest), i(x; w1, w2 | rest), the interaction information i(x; w1; w2 | rest) "
+        "= their sum minus the joint (positive: redundant, negative: synergistic) with a pixel "
+        "map that sums to it, each word given the other, and DiffusionPID's atoms (redundancy "
+        "= min, unique, synergy; their pixel maps do not sum to the image's), all with 95%% "
+        "intervals, every pair on the same draws. Writes result.json, maps.safetensors, a "
+        "figure per pair and report.html into --out.",
+    )
+    _model_arguments(pair)
+    pair.add_argument("--prompt", required=True, help="the image's caption")
+    pair.add_argument(
+        "--pair",
+        action="append",
+        required=True,
+        metavar="W1,W2",
+        help="two words or phrases of the prompt, comma-separated (repeat for more pairs); a "
+        "word counts every occurrence, 'a#2' only its second",
+    )
+    _sampling_arguments(pair, "noise draws")
+    pair.add_argument(
+        "--estimator",
+        choices=["standard", "orthogonal"],
+        default="standard",
+        help="standard (default): this image's log-probability combination; orthogonal: equal "
+        "to it only on average over images",
+    )
+    pair.add_argument(
+        "--context",
+        choices=["remove", "pad"],
+        default="remove",
+        help="take words out by deleting them (default) or padding their tokens",
+    )
+    pair.add_argument(
+        "--format",
+        dest="figure_format",
+        choices=FIGURE_FORMATS,
+        default="png",
+        help="figure files: png (300 dpi, default), or pdf / svg (vector, for papers)",
+    )
+    pair.add_argument("--out", type=Path, required=True, help="output folder")
+
     score = commands.add_parser(
         "score",
         help="mutual information of each prompt with an image (choose among captions)",
@@ -239,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reference": run_reference,
         "demo": run_demo,
         "heatmap": run_heatmap,
+        "interaction": run_interaction,
         "score": run_score,
         "generate": run_generate,
         "train-world": run_train_world,
@@ -281,7 +328,8 @@ def _eval_arguments(commands: Any) -> None:
 
     ev = commands.add_parser(
         "eval",
-        help="evaluate a model over a dataset (compositional tests, localization, interventions)",
+        help="evaluate a model over a dataset (compositional tests, localization, interventions, "
+        "word-pair interactions)",
         description="Measure a model over a dataset, one row per item in OUT/rows.jsonl (written "
         "as it goes; rerun the same command to resume after a kill), then OUT/summary.json and a "
         "table. On the world's data the exact world model is measured beside the model. Shard "
@@ -294,6 +342,8 @@ def _eval_arguments(commands: Any) -> None:
         "localization": "do a word's information and attention maps find its object? (mIoU, "
         "pixel accuracy, mAP)",
         "intervention": "does a word's information predict what changes when it is removed?",
+        "interaction": "how do pairs of words share what they tell? (interaction information, "
+        "DiffusionPID's redundancy and synergy, averaged per group: a bias study)",
     }
     for name, text in texts.items():
         sub = kinds.add_parser(name, help=text, description=text)
@@ -316,6 +366,8 @@ def _eval_arguments(commands: Any) -> None:
             "hub's copy); default: from the file's content",
             "localization": "jsonl or coco (instances JSON; with --coco-captions)",
             "intervention": "jsonl or coco (instances JSON; with --coco-captions)",
+            "interaction": 'jsonl: {"image" or "seed", "caption", "pair": [w1, w2] or "pairs", '
+            '"group"?, "id"?}',
         }[name]
         sub.add_argument("--format", dest="data_format", help=f"data format: {formats}")
         sub.add_argument(
@@ -323,7 +375,7 @@ def _eval_arguments(commands: Any) -> None:
             help="folder the data's image paths are relative to (default: the data file's "
             "folder, or its images/ folder for ARO and Winoground; COCO: required)",
         )
-        if name != "compositional":
+        if name in ("localization", "intervention"):
             sub.add_argument("--coco-captions", help="COCO captions JSON (--format coco)")
         sub.add_argument(
             "--split",
@@ -354,12 +406,20 @@ def _eval_arguments(commands: Any) -> None:
                 help="on the world: each model generates its own image from recorded noise and "
                 "edits start from that noise (no inversion)",
             )
+        if name == "interaction":
+            sub.add_argument(
+                "--estimator",
+                choices=["standard", "orthogonal"],
+                help="standard (default): each image's log-probability combinations; orthogonal: "
+                "equal to them only on average over images",
+            )
         if name != "compositional":
             sub.add_argument(
                 "--ddim-steps",
                 type=positive_int,
                 default=DEFAULT_STEPS,
-                help=f"DDIM steps each way (default {DEFAULT_STEPS})",
+                help=f"DDIM steps each way (default {DEFAULT_STEPS}; interaction: generating "
+                "the images of seeds)",
             )
         else:
             sub.add_argument(
@@ -691,6 +751,60 @@ def run_heatmap(args: argparse.Namespace) -> int:
         f"{result.estimate.n_evaluations} denoiser evaluations, seed {args.seed}; report: {report}"
     )
     return 0
+
+
+def run_interaction(args: argparse.Namespace) -> int:
+    from .interactions import ATOMS, interaction
+
+    pairs = [_pair(text) for text in args.pair]
+    prompt = check_text(args.prompt.strip())
+    for w1, w2 in pairs:
+        words_to_explain(prompt, [w1, w2])  # before the (slow) model load
+    writable_folder(args.out)
+    model = _load_model(args)
+    result = interaction(
+        model,
+        args.image,
+        prompt,
+        pairs,
+        estimator=args.estimator,
+        sampling=_sampling(args),
+        context=args.context,
+    )
+    for est in result.estimates.values():
+        est.settings["image"] = str(args.image)
+    with output_folder(args.out) as folder:
+        result.save(folder, fmt=args.figure_format)
+    rows = [
+        ("i(x; w1 | rest)", "first"),
+        ("i(x; w2 | rest)", "second"),
+        ("i(x; w1, w2 | rest)", "joint"),
+        ("interaction i(x; w1; w2 | rest)", "interaction"),
+        ("i(x; w1 | rest, w2)", "first_given_second"),
+        ("i(x; w2 | rest, w1)", "second_given_first"),
+        *((f"PID {name.replace('_', ' ')}", name) for name in ATOMS),
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    for p, (w1, w2) in enumerate(result.pairs):
+        print(f"\nw1 = {w1}, w2 = {w2} ({args.estimator} estimator)")
+        print(f"{'':<{width}}nats [95% interval]")
+        for label, name in rows:
+            _print_entry(label, result.entry(p, name), width)
+    print(
+        f"{result.estimates['joint'].n_evaluations} denoiser evaluations, seed {args.seed}; "
+        f"report: {args.out / 'report.html'}"
+    )
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    """One --pair value as two words."""
+    words = [w.strip() for w in text.split(",")]
+    if len(words) != 2 or not all(words):
+        raise ValueError(
+            f"--pair takes two words separated by a comma, e.g. blue,triangle; got {text!r}"
+        )
+    return words[0], words[1]
 
 
 def run_heatmap_prompts(args: argparse.Namespace) -> int:

@@ -35,11 +35,14 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..images import check_fit, is_lazy_image, load_image
+from ..interactions import pair_conditions
+from ..sampling import MAX_SEED
 from ..words import occurrences, split_words, text_key
 from .items import (
     PROTOCOLS,
     BadItemError,
     CompositionalItem,
+    InteractionItem,
     InterventionItem,
     LocalizationItem,
 )
@@ -638,6 +641,53 @@ def read_intervention(
             return [InterventionItem(item_id, None, caption, tuple(words), source, noise)]
         image = _existing(root, _string(record, "image") or "", "image")
         return [InterventionItem(item_id, image, caption, tuple(words), source)]
+
+    return _read_jsonl(path, parse, skip_bad)
+
+
+def read_interaction(
+    path: str | Path, image_root: str | Path | None = None, skip_bad: bool = False
+) -> tuple[list[InteractionItem], Bad]:
+    """Word-pair items from a JSON-lines file: ``{"id"?, "image": str, "caption": str,
+    "pair": [w1, w2]}`` (or ``"pairs": [[w1, w2], ...]``; ``"prompt"`` may stand for
+    ``"caption"``), an optional ``"group"`` (what the summary averages the pairs under, e.g. an
+    occupation), or for an image the model generates, ``"seed"`` (an integer) instead of
+    ``"image"``. Words as for :func:`~infodecomp.interaction` (``"a#2"``: one occurrence). Ids
+    and paths as in :func:`read_localization`. Returns ``(items, bad)``."""
+    root = Path(image_root) if image_root is not None else Path(path).parent
+
+    def parse(record: dict[str, Any], source: str, default_id: str) -> list[InteractionItem]:
+        item_id = _item_id(record, default_id)
+        key = "caption" if "caption" in record or "prompt" not in record else "prompt"
+        caption = _string(record, key) or ""
+        if ("pair" in record) == ("pairs" in record):
+            raise InvalidLine("give 'pair' ([w1, w2]) or 'pairs' ([[w1, w2], ...])")
+        listed = [record["pair"]] if "pair" in record else record["pairs"]
+        if not isinstance(listed, list) or not listed:
+            raise InvalidLine("'pairs' must be a non-empty array of [w1, w2] pairs")
+        pairs = []
+        for pair in listed:
+            if not (
+                isinstance(pair, list) and len(pair) == 2 and all(isinstance(w, str) for w in pair)
+            ):
+                raise InvalidLine(
+                    f"a pair must be two strings [w1, w2], got {json.dumps(pair)[:60]}"
+                )
+            try:
+                pair_conditions(caption, pair[0], pair[1])
+            except ValueError as err:
+                raise InvalidLine(str(err)) from None
+            pairs.append((pair[0].strip().lower(), pair[1].strip().lower()))
+        group = _string(record, "group", optional=True)
+        if ("image" in record) == ("seed" in record):
+            raise InvalidLine("give 'image' (an image to measure) or 'seed' (generate it)")
+        if "seed" in record:
+            seed = _integer(record, "seed")
+            if not 0 <= seed <= MAX_SEED:
+                raise InvalidLine(f"'seed' must be an integer from 0 to 2**64 - 1, got {seed}")
+            return [InteractionItem(item_id, None, caption, tuple(pairs), source, seed, group)]
+        image = _existing(root, _string(record, "image") or "", "image")
+        return [InteractionItem(item_id, image, caption, tuple(pairs), source, group=group)]
 
     return _read_jsonl(path, parse, skip_bad)
 

@@ -16,6 +16,7 @@ from ..sampling import Sampling, check_sampling
 from . import (
     compositional,
     datasets,
+    interaction,
     intervention,
     localization,
     perturbations,
@@ -27,12 +28,13 @@ from .items import PROTOCOLS
 from .runner import _stderr, process_state, run
 
 # Items of the world's data per evaluation unless --limit says otherwise.
-WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24}
+WORLD_ITEMS = {"compositional": 24, "localization": 40, "intervention": 24, "interaction": 36}
 FORMATS = tuple(dict.fromkeys(f for formats in released.TASK_FORMATS.values() for f in formats))
 EVALUATIONS = {
     "compositional": compositional,
     "localization": localization,
     "intervention": intervention,
+    "interaction": interaction,
 }
 
 
@@ -64,7 +66,8 @@ def evaluate(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Run the evaluation ``task`` (``"compositional"``, ``"localization"``, ``"intervention"``)
+    """Run the evaluation ``task`` (``"compositional"``, ``"localization"``, ``"intervention"``,
+    ``"interaction"``)
     of ``model`` on ``data`` into the folder ``out`` and return its summary (``None`` on the
     processes other than the main one under Accelerate).
 
@@ -96,7 +99,9 @@ def evaluate(
         ddim_steps: DDIM steps each way (DAAM's maps, interventions).
         estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
             or ``"orthogonal"``, the paper's score); default: ``"orthogonal"`` under the paper's
-            protocol, else ``"standard"``; both are always measured and shown.
+            protocol, else ``"standard"``; both are always measured and shown. For
+            ``"interaction"``, the estimator of every quantity (default ``"standard"``: each
+            image's own values).
         report_mi: with ``ranking="sequential"``, also each caption's own MI (from the true
             caption's, measured on two conditions' draws, plus the ranking's margins).
         tagger: ``text -> [(token, Penn Treebank tag), ...]`` for the word-order perturbations
@@ -214,6 +219,7 @@ def evaluate(
             if task == "compositional"
             else {"ddim_steps": ddim_steps}
         ),
+        **({"estimator": estimator} if task == "interaction" else {}),
         **evaluated.describe(),
         "reference_label": reference.label if reference else None,
         "dtype": str(dtype or torch.float32).removeprefix("torch."),
@@ -275,6 +281,7 @@ def _items(
             "compositional": world_data.compositional_items,
             "localization": world_data.localization_items,
             "intervention": world_data.intervention_items,
+            "interaction": world_data.interaction_items,
         }[task]
         return build(split, n, prior=prior), [], {"data": data, "split": split}
     path = Path(data)
@@ -298,6 +305,8 @@ def _items(
         items, bad = read(path, coco_captions, image_root, skip_bad=skip_bad, protocol=protocol)
     elif task == "intervention" and fmt == "jsonl":
         items, bad = datasets.read_intervention(path, image_root, skip_bad=skip_bad)
+    elif task == "interaction" and fmt == "jsonl":
+        items, bad = datasets.read_interaction(path, image_root, skip_bad=skip_bad)
     else:
         raise ValueError(f"the {task} evaluation does not read {fmt!r} data")
     root = str(Path(image_root).resolve()) if image_root is not None else None

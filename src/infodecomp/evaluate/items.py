@@ -96,3 +96,30 @@ class InterventionItem:
     source: str = ""
     noise: Any = None
     cluster: str | None = None
+
+
+@dataclass(frozen=True)
+class InteractionItem:
+    """One image and caption, and the pairs of its words whose interaction is measured.
+
+    Attributes:
+        id: stable item id.
+        image: the image, or ``None`` for an image the model generates from ``seed``.
+        caption: its caption.
+        pairs: pairs of words or phrases of ``caption`` (``"a#2"`` names one occurrence).
+        source: where the item came from.
+        seed: for a generated image, the seed of its starting noise (a CPU generator's
+            standard normal in the model's input space; DDIM, no guidance), else ``None``.
+        group: what the summary averages the item's pairs under (e.g. an occupation); default
+            each pair's words, ``"w1 & w2"``.
+        cluster: items sharing an image share it (see ``CompositionalItem``).
+    """
+
+    id: str
+    image: Any
+    caption: str
+    pairs: tuple[tuple[str, str], ...]
+    source: str = ""
+    seed: int | None = None
+    group: str | None = None
+    cluster: str | None = None

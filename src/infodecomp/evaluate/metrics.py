@@ -132,6 +132,33 @@ def mean_with_ci(
     return _result(arr.mean(), reps if len(sums) >= 2 else None, n)
 
 
+def ratio_with_ci(
+    numerators: ArrayLike,
+    denominators: ArrayLike,
+    seed: int = 0,
+    n_boot: int = 2000,
+    groups: ArrayLike | None = None,
+) -> dict[str, Any]:
+    """The ratio of the means, ``sum(numerators) / sum(denominators)``, with a percentile
+    bootstrap 95% interval that resamples whole clusters (``groups``, as in
+    :func:`mean_with_ci`; each value its own without). Pairs with a NaN are dropped."""
+    num, den = _vector(numerators, "numerators"), _vector(denominators, "denominators")
+    if num.shape != den.shape:
+        raise ValueError(f"numerators and denominators differ in length ({num.size}, {den.size})")
+    cluster = _clusters(groups, num.size)
+    keep = ~(np.isnan(num) | np.isnan(den))
+    num, den, cluster = num[keep], den[keep], cluster[keep]
+    if num.size == 0:
+        return _result(float("nan"), None, 0)
+    _, cluster = np.unique(cluster, return_inverse=True)
+    sum_num, sum_den = np.bincount(cluster, weights=num), np.bincount(cluster, weights=den)
+    idx = _cluster_draws(np.random.default_rng(seed), len(sum_num), n_boot)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reps = sum_num[idx].sum(axis=1) / sum_den[idx].sum(axis=1)
+        value = num.sum() / den.sum() if den.sum() != 0 else float("nan")
+    return _result(value, reps if len(sum_num) >= 2 else None, num.size)
+
+
 # ----------------------------------------------------------------------------------------------
 # Caption ranking (ARO, Winoground)
 # ----------------------------------------------------------------------------------------------

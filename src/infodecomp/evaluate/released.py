@@ -67,6 +67,7 @@ TASK_FORMATS = {
     ),
     "localization": ("jsonl", "coco"),
     "intervention": ("jsonl", "coco"),
+    "interaction": ("jsonl",),
 }
 # Bytes read from the start of a file to tell its format.
 _HEAD = 1 << 16

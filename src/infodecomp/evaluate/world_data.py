@@ -30,7 +30,7 @@ from ..world.scenes import (
     split_caption,
     word_masks,
 )
-from .items import CompositionalItem, InterventionItem, LocalizationItem
+from .items import CompositionalItem, InteractionItem, InterventionItem, LocalizationItem
 
 COMPOSITIONAL_KINDS = ("relation", "attribute", "order")
 SWAP = {"left": "right", "right": "left", "above": "below", "below": "above"}
@@ -42,7 +42,7 @@ WORLD_DATA = {"world": "plain", "world-correlated": "correlated"}
 def _rng(split: str, kind: str, index: int) -> np.random.Generator:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLITS)}")
-    kinds = ("compositional", "localization", "intervention", *COMPOSITIONAL_KINDS)
+    kinds = ("compositional", "localization", "intervention", *COMPOSITIONAL_KINDS, "interaction")
     return np.random.default_rng([SPLITS[split], kinds.index(kind), index])
 
 
@@ -182,6 +182,37 @@ def intervention_items(
                 words=words,
                 source=f"{name}:{split}:{i}",
                 noise=noise,
+            )
+        )
+    return items
+
+
+def interaction_items(
+    split: str = "test", n: int = 36, prior: str = "plain"
+) -> list[InteractionItem]:
+    """Images of the world's prior with their caption; the pairs are each object's colour and
+    shape (where both words occur once in the caption): the attribute pairs whose redundancy
+    the correlated world raises (its triangles are mostly blue)."""
+    name, items = _data_name(prior), []
+    for i in range(n):
+        rng = _rng(split, "interaction", i)
+        while True:
+            scene, image, caption = _draw(rng, two_objects=False, prior=prior)
+            words = split_caption(caption)
+            pairs = tuple(
+                (o.colour, o.shape)
+                for o in scene.objects
+                if words.count(o.colour) == 1 and words.count(o.shape) == 1
+            )
+            if pairs:
+                break
+        items.append(
+            InteractionItem(
+                id=f"{name}-{split}-{i}-interaction",
+                image=image,
+                caption=caption,
+                pairs=pairs,
+                source=f"{name}:{split}:{i}",
             )
         )
     return items
