@@ -1,0 +1,135 @@
+"""`infodecomp eval interaction`: word pairs over a dataset through the evaluation runner."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from infodecomp.cli import main
+from infodecomp.evaluate import evaluate, read_rows
+from infodecomp.evaluate.datasets import read_interaction
+from infodecomp.evaluate.world_data import interaction_items
+from infodecomp.sampling import Sampling
+from infodecomp.world.model import WorldModel
+
+DRAWS = Sampling(draws=64, seed=2)
+
+
+def test_world_items_are_colour_and_shape_pairs_of_the_caption():
+    items = interaction_items("test", 12, prior="correlated")
+    assert len({item.id for item in items}) == 12
+    for item in items:
+        words = item.caption.split()
+        for colour, shape in item.pairs:
+            assert words.count(colour) == 1 and words.count(shape) == 1
+    # The first items do not change with the number asked for.
+    assert [i.id for i in interaction_items("test", 4, prior="correlated")] == [
+        i.id for i in items[:4]
+    ]
+
+
+def test_exact_model_run_follows_the_correlation_and_resumes(tmp_path):
+    """On the correlated world the exact model's mean interaction information of a colour
+    with its preferred shape is positive (redundant: exact log(3 * 0.9) = 0.99 nats for a
+    one-object image); a rerun measures nothing again."""
+    out = tmp_path / "run"
+    args = {"model": "exact-correlated", "data": "world-correlated", "limit": 8}
+    summary = evaluate("interaction", out, sampling=DRAWS, progress=False, **args)
+    groups = summary["models"]["model"]["groups"]
+    preferred = [g for name, g in groups.items() if name in ("blue & triangle", "red & circle")]
+    assert preferred and all(g["interaction"]["ci95"][0] > 0 for g in preferred if g["n_pairs"] > 1)
+    assert all(g["redundancy_share"]["value"] <= 1.0 + 1e-9 for g in groups.values())
+    rows = read_rows(out)
+    assert len(rows) == 8
+    first = rows[0]["models"]["model"]["pairs"][0]
+    assert {"interaction", "redundancy", "synergy", "joint", "pixel_atoms_total"} <= set(first)
+    messages: list[str] = []
+    evaluate("interaction", out, sampling=DRAWS, progress=False, log=messages.append, **args)
+    assert any("0 to measure" in m for m in messages)
+
+
+def test_rows_do_not_depend_on_the_items_in_flight(tmp_path):
+    args = {"model": "exact", "data": "world", "limit": 4, "sampling": DRAWS, "progress": False}
+    evaluate("interaction", tmp_path / "a", in_flight=1, **args)
+    evaluate("interaction", tmp_path / "b", **args)
+    for a, b in zip(read_rows(tmp_path / "a"), read_rows(tmp_path / "b"), strict=True):
+        pa, pb = a["models"]["model"]["pairs"], b["models"]["model"]["pairs"]
+        for x, y in zip(pa, pb, strict=True):
+            assert x["interaction"]["value"] == pytest.approx(y["interaction"]["value"], abs=1e-9)
+
+
+def _world_image(path, caption: str = "a blue triangle") -> None:
+    """An image of the world for ``caption``, saved as a PNG."""
+    model = WorldModel()
+    index = int(model.components(caption)[0])
+    pixels = model.means[index].clamp(-1, 1)
+    array = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(array).save(path)
+
+
+def test_jsonl_items_with_images_and_seeds(tmp_path):
+    _world_image(tmp_path / "tri.png")
+    lines = [
+        {"image": "tri.png", "caption": "a blue triangle", "pair": ["blue", "triangle"]},
+        {"seed": 3, "prompt": "a red circle", "pair": ["red", "circle"], "group": "circles"},
+        {"image": "tri.png", "caption": "a blue triangle", "pair": ["blue", "square"]},
+        {"image": "tri.png", "seed": 1, "caption": "a blue triangle", "pair": ["a", "blue"]},
+        {"image": "tri.png", "caption": "a blue triangle", "pair": ["blue", "blue"]},
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    items, bad = read_interaction(data, skip_bad=True)
+    assert [i.pairs for i in items] == [(("blue", "triangle"),), (("red", "circle"),)]
+    assert items[1].seed == 3 and items[1].image is None and items[1].group == "circles"
+    assert len(bad) == 3 and all("\n" not in message for _, message in bad)
+    assert "not in the prompt" in bad[0][1] or "not in" in bad[0][1]
+    assert "'image'" in bad[1][1] and "'seed'" in bad[1][1]
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n")
+    summary = evaluate(
+        "interaction",
+        tmp_path / "run",
+        model="exact",
+        data=str(good),
+        sampling=DRAWS,
+        ddim_steps=10,
+        progress=False,
+    )
+    groups = summary["models"]["model"]["groups"]
+    assert set(groups) == {"blue & triangle", "circles"}
+    rows = read_rows(tmp_path / "run")
+    generated = next(r for r in rows if "seed" in r)
+    # The generated image's rows: the DDIM steps plus the draws' conditions.
+    assert generated["models"]["model"]["n_evaluations"] > 10
+    assert np.isfinite(groups["circles"]["interaction"]["value"])
+
+
+def test_cli_runs_and_says_bad_data_in_one_line(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "eval",
+            "interaction",
+            "--model",
+            "exact",
+            "--limit",
+            "2",
+            "--samples",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Word-pair interactions" in printed and "redundancy share" in printed
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image": "none.png", "caption": "a cat", "pair": ["a", "cat"]}\n')
+    code = main(["eval", "interaction", "--data", str(bad), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
