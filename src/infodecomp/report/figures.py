@@ -23,8 +23,12 @@ from ..results import entry_flags, format_entry
 
 if TYPE_CHECKING:
     from ..explanation import Explanation
+    from ..interaction import Interaction
 
 MAP_CMAP = "viridis"  # perceptually uniform, legible in greyscale print
+# Signed quantities (interaction information): white at 0, red positive (redundant), blue
+# negative (synergistic); on a scale symmetric about 0.
+DIVERGING_CMAP = "RdBu_r"
 DPI = 300
 SMALL, TEXT, TITLE = 8, 8.5, 9.5  # points at the printed size: nothing smaller than 8
 PANEL = 1.25  # inches per map: a word figure with attention fits a 7 in text width
@@ -47,6 +51,7 @@ class Panel:
     unit: str
     over: bool = False
     warning: str = ""
+    cmap: str = MAP_CMAP
 
 
 def to_rgb(image: torch.Tensor) -> np.ndarray:
@@ -101,15 +106,17 @@ def _tick_label(t: float, digits: int, scientific: bool) -> str:
     return f"{t:.{digits}f}"
 
 
-def colour_bar(ax: Any, vmin: float, vmax: float, label: str, cax: Any = None) -> Any:
-    """A vertical colour bar (in ``cax``, else beside ``ax``) for the map colours on ``[vmin,
-    vmax]``: opaque (also under an overlay), ticks from :func:`colour_ticks`, ``label`` naming
-    the unit."""
+def colour_bar(
+    ax: Any, vmin: float, vmax: float, label: str, cax: Any = None, cmap: str = MAP_CMAP
+) -> Any:
+    """A vertical colour bar (in ``cax``, else beside ``ax``) for the map colours (``cmap``) on
+    ``[vmin, vmax]``: opaque (also under an overlay), ticks from :func:`colour_ticks`, ``label``
+    naming the unit."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    mappable = ScalarMappable(Normalize(vmin, vmax), colormaps[MAP_CMAP])
+    mappable = ScalarMappable(Normalize(vmin, vmax), colormaps[cmap])
     if cax is None:
         bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.07, pad=0.03, aspect=14)
     else:
@@ -155,7 +162,7 @@ def _draw_map(image: torch.Tensor, panel: Panel, ax: Any, cax: Any, bar: bool) -
         ax.imshow(0.25 + 0.5 * grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     shown = ax.imshow(
         panel.heat.detach().float().cpu().numpy(),
-        cmap=MAP_CMAP,
+        cmap=panel.cmap,
         vmin=panel.vmin,
         vmax=panel.vmax,
         alpha=OVERLAY_ALPHA if panel.over else 1.0,
@@ -164,7 +171,7 @@ def _draw_map(image: torch.Tensor, panel: Panel, ax: Any, cax: Any, bar: bool) -
     )
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
-    colours = colour_bar(ax, panel.vmin, panel.vmax, panel.unit, cax) if bar else None
+    colours = colour_bar(ax, panel.vmin, panel.vmax, panel.unit, cax, panel.cmap) if bar else None
     title, warning = _title(ax, panel.title, panel.warning)
     _no_axis(ax)
     return _DrawnMap(shown, colours, title, warning)
@@ -511,8 +518,13 @@ def map_unit(res: Explanation, kind: Kind) -> str:
     the image pixels it covers)."""
     if kind != "information":
         return ATTENTION_UNIT
-    h, w = res.heat_map(upsample=False).shape
-    side = res.image.shape[-1] // w
+    return pixel_unit(res.image, res.heat_map(upsample=False))
+
+
+def pixel_unit(image: torch.Tensor, heat: torch.Tensor) -> str:
+    """The unit of an information map ``heat`` of ``image``: nats per image pixel, or per
+    latent pixel with the image pixels it covers."""
+    side = image.shape[-1] // heat.shape[-1]
     return "nats/pixel" if side == 1 else f"nats/latent pixel ({side}x{side} px)"
 
 
@@ -644,3 +656,324 @@ def nats(entry: dict[str, Any], reference: float | None = None) -> str:
 def warning_text(entry: dict[str, Any]) -> str:
     """An entry's flags for a picture ("unreliable; truncated"; empty when none)."""
     return "; ".join(entry_flags(entry))
+
+
+# Figures of an interaction -----------------------------------------------------------------
+
+# Fixed layout of a pair's figure (inches): a heading of two lines, then rows of panels.
+PAIR_WIDTH = 6.9  # a page's text width
+PAIR_HEADING = 0.5
+PAIR_TITLES = 0.48  # three lines of a panel's title
+CHART_HEIGHT = 1.55
+CHART_AXIS = 0.36  # the chart's ticks and axis label
+CHART_NUMBERS = 1.2  # the column of numbers right of the chart
+ATOM_COLOURS = {
+    "redundancy": "#b2182b",  # the diverging map's red: redundant
+    "unique_first": "#7b5ea7",
+    "unique_second": "#7b5ea7",
+    "synergy": "#2166ac",  # its blue: synergistic
+}
+REFERENCE_COLOUR = "#a3abb5"
+
+
+def interaction_figures(inter: Interaction, fmt: str = "png") -> dict[str, bytes]:
+    """The figure files of :meth:`Interaction.save`, by file name: per pair
+    ``<w1>__<w2>.interaction.<fmt>`` (:func:`plot_interaction`)."""
+    from ..words import file_name
+
+    files = _Files(fmt)
+    for p, (w1, w2) in enumerate(inter.pairs):
+        fig, _ = plot_interaction(inter, p)
+        files.add(f"{file_name(w1)}__{file_name(w2)}.interaction.{fmt}", fig)
+    return files.result()
+
+
+def interaction_sign(entry: dict[str, Any]) -> str:
+    """What the interaction information's sign says, in words: "redundant" or "synergistic"
+    when its 95% interval excludes 0, else which way it leans."""
+    low, high = entry["ci95"]
+    if low > 0:
+        return "redundant"
+    if high < 0:
+        return "synergistic"
+    if entry["value"] == 0:
+        return "no interaction shown"
+    lean = "redundant" if entry["value"] > 0 else "synergistic"
+    return f"leans {lean}; interval covers 0"
+
+
+def plot_interaction(inter: Interaction, pair: Sequence[str] | int = 0) -> tuple[Any, Any]:
+    """One pair's figure: the image and the maps of i(x; w1 | rest), i(x; w2 | rest) and
+    i(x; w1, w2 | rest) on one scale; the interaction information's map (diverging, symmetric
+    about 0) beside a chart of the image's atoms and informations with their 95% intervals;
+    the pixel atoms' maps on one scale, with their totals (which are not the image's atoms).
+    Maps in nats per model-input pixel. ``(fig, axes)``, axes a dict by what they show."""
+    import matplotlib.pyplot as plt
+
+    p = inter._pair(pair)
+    w1, w2 = inter.pairs[p]
+    has_maps = inter.estimates["joint"].map is not None
+    has_atoms = "redundancy" in inter.estimates
+    ii = inter.entry(p, "interaction")
+    sign, flags = interaction_sign(ii), warning_text(ii)
+    heading = _lines(
+        f"{w1} & {w2} | rest: interaction i(x; {w1}; {w2} | rest) = "
+        f"{format_entry(ii, flags='none')} nats",
+        PAIR_WIDTH - 2 * MARGIN,
+        TITLE,
+    )
+    rest = inter.settings["pairs"][p]["rest"]
+    sub = f'{sign}{"; " + flags if flags else ""} · prompt "{inter.prompt}"; rest ' + (
+        f'"{rest}"' if rest else "empty"
+    )
+    sub_lines = _lines(sub, PAIR_WIDTH - 2 * MARGIN, TEXT)
+    heading_height = 0.1 + 0.18 * len(heading) + 0.16 * len(sub_lines)
+    map_row = PAIR_TITLES + PANEL + WARNINGS
+    chart_row = PAIR_TITLES + CHART_HEIGHT + CHART_AXIS
+    rows = [map_row] * has_maps + [chart_row] + [map_row] * (has_maps and has_atoms)
+    notes = [
+        line
+        for note in _pair_notes(inter, p, has_maps, has_atoms)
+        for line in _lines(note, PAIR_WIDTH - 2 * MARGIN, SMALL)
+    ]
+    height = heading_height + sum(rows) + NOTE * len(notes)
+    fig = plt.figure(figsize=(PAIR_WIDTH, height))
+    axes: dict[str, Any] = {}
+    top = height - heading_height
+    # The map rows (the image and three maps, or four maps; a colour bar at the end), centred.
+    row_width = 4 * PANEL + 3 * GAP + BAR_GAP + BAR_WIDTH + BAR_TEXT
+    left = (PAIR_WIDTH - row_width) / 2
+
+    def box(x: float, y: float, w: float, h: float) -> list[float]:
+        return [x / PAIR_WIDTH, y / height, w / PAIR_WIDTH, h / height]
+
+    def add_map(name: str, panel: Panel, x: float, y: float, bar: bool) -> Any:
+        axes[name] = fig.add_axes(box(x, y, PANEL, PANEL))
+        cax = fig.add_axes(box(x + PANEL + BAR_GAP, y, BAR_WIDTH, PANEL)) if bar else None
+        drawn = _draw_map(inter.image, panel, axes[name], cax, bar)
+        # Titles may use the gap beside the panel: the numbers stay on one line.
+        drawn.title.set_text(plain_text(_title_lines(panel.title, PANEL + GAP)))
+        return cax
+
+    def map_row_of(panels: dict[str, Panel], y: float, image: bool) -> None:
+        x = left
+        if image:
+            axes["image"] = fig.add_axes(box(x, y, PANEL, PANEL))
+            plot_image(inter.image, "image", axes["image"])
+            x += PANEL + GAP
+        for k, (name, panel) in enumerate(panels.items()):
+            add_map(name, panel, x, y, k == len(panels) - 1)
+            x += PANEL + GAP
+
+    unit = ""
+    if has_maps:
+        unit = pixel_unit(inter.image, inter.heat_map(p, "joint"))
+        titles = {
+            "first": f"i(x; {w1} | rest)",
+            "second": f"i(x; {w2} | rest)",
+            "joint": f"i(x; {w1}, {w2} | rest)",
+        }
+        heats = {n: inter.heat_map(p, n) for n in titles}
+        low, high = scale_of(*heats.values())
+        panels = {
+            n: Panel(
+                f"{t}\n{format_entry(inter.entry(p, n), flags='none')}",
+                heats[n],
+                low,
+                high,
+                unit,
+                warning=warning_text(inter.entry(p, n)),
+            )
+            for n, t in titles.items()
+        }
+        top -= map_row
+        map_row_of(panels, top + WARNINGS, image=True)
+
+    # The interaction's map beside the chart of the image's atoms and informations.
+    top -= chart_row
+    y = top + CHART_AXIS
+    chart_x = MARGIN
+    if has_maps:
+        heat = inter.heat_map(p, "interaction")
+        size = max(abs(heat.min().item()), abs(heat.max().item())) or 1.0
+        panel = Panel(
+            f"interaction\ni1 + i2 - i12\n{format_entry(ii, flags='none')}",
+            heat,
+            -size,
+            size,
+            unit,
+            warning=flags,
+            cmap=DIVERGING_CMAP,
+        )
+        cax = add_map("interaction", panel, left, y + CHART_HEIGHT - PANEL, True)
+        for end, at, va in (("redundant", 1.02, "bottom"), ("synergistic", -0.02, "top")):
+            cax.text(
+                0.0,
+                at,
+                end,
+                transform=cax.transAxes,
+                ha="left",
+                va=va,
+                fontsize=SMALL,
+                color=ATOM_COLOURS["redundancy" if end == "redundant" else "synergy"],
+            )
+        chart_x = left + PANEL + BAR_GAP + BAR_WIDTH + BAR_TEXT + GAP
+    axes["chart"] = _pair_chart(fig, inter, p, chart_x, y, box)
+
+    if has_maps and has_atoms:
+        heats = {n: inter.heat_map(p, n) for n in _ATOM_NAMES}
+        low, high = scale_of(*heats.values())
+        panels = {
+            f"pixel {n}": Panel(
+                f"{_atom_label(n, w1, w2)}\npixels sum to {format_entry(h.double().sum().item())}"
+                f"\nimage atom {format_entry(inter.entry(p, n)['value'])}",
+                h,
+                low,
+                high,
+                unit,
+            )
+            for n, h in heats.items()
+        }
+        top -= map_row
+        map_row_of(panels, top + WARNINGS, image=False)
+
+    lines = [(t, TITLE) for t in heading] + [(t, TEXT) for t in sub_lines]
+    y = 0.05
+    for text, points in lines:
+        fig.text(0.5, 1 - y / height, plain_text(text), ha="center", va="top", fontsize=points)
+        y += 0.18 if points == TITLE else 0.16
+    for k, note in enumerate(notes):
+        fig.text(
+            0.5,
+            (0.03 + NOTE * (len(notes) - 1 - k)) / height,
+            plain_text(note),
+            ha="center",
+            va="bottom",
+            fontsize=SMALL,
+        )
+    return fig, axes
+
+
+def _text_width(text: str, points: float) -> float:
+    """The width of ``text`` in inches at ``points`` (the default font, measured)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    path = TextPath((0, 0), plain_text(text), size=points, prop=FontProperties())
+    return path.get_extents().width / 72
+
+
+def _title_lines(title: str, inches: float) -> str:
+    """A panel's title: each of its lines broken to fit ``inches`` (measured), three at most."""
+    lines = [line for part in title.split("\n") for line in _lines(part, inches, TEXT, 3)]
+    return "\n".join(lines[:3])
+
+
+def _cut(text: str, inches: float, points: float) -> str:
+    """``text`` cut (with "...") to fit ``inches`` (measured)."""
+    if _text_width(text, points) <= inches:
+        return text
+    while len(text) > 1 and _text_width(text + "...", points) > inches:
+        text = text[:-1]
+    return text + "..."
+
+
+def _lines(text: str, inches: float, points: float, most: int = 2) -> list[str]:
+    """``text`` broken at spaces into lines that fit ``inches`` (measured), ``most`` at most
+    (the last cut with "...")."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and _text_width(f"{lines[-1]} {word}", points) <= inches:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    if len(lines) > most:
+        lines = lines[: most - 1] + [_cut(" ".join(lines[most - 1 :]), inches, points)]
+    return lines
+
+
+_ATOM_NAMES = {
+    "redundancy": "redundancy",
+    "unique_first": "unique",
+    "unique_second": "unique",
+    "synergy": "synergy",
+}
+
+
+def _atom_label(name: str, w1: str, w2: str) -> str:
+    word = {"unique_first": f" {w1}", "unique_second": f" {w2}"}.get(name, "")
+    return _ATOM_NAMES[name] + word
+
+
+def _pair_notes(inter: Interaction, p: int, has_maps: bool, has_atoms: bool) -> list[str]:
+    """The figure's notes: the pixel atoms' totals against the image's atoms, the scales."""
+    notes = []
+    if has_maps and has_atoms:
+        notes.append(
+            "pixel atoms do not sum to the image's: the bottom row holds each pixel's own atoms "
+            "(a minimum is not additive); the maps of i1, i2, i12 and the interaction sum to "
+            "their values"
+        )
+    if has_maps:
+        note = (
+            "maps in nats per model-input pixel; i1, i2, i12 share a scale, the pixel atoms another"
+        )
+        notes.append(note + (f"; input {inter.image_note}" if inter.image_note else ""))
+    return notes
+
+
+def _pair_chart(fig: Any, inter: Interaction, p: int, x: float, y: float, box: Any) -> Any:
+    """The chart of the image's atoms (when computed) and i1, i2, i12 for reference: bars with
+    their 95% intervals, the numbers in a column on the right, labels on the left."""
+    from matplotlib.transforms import blended_transform_factory
+
+    w1, w2 = inter.pairs[p]
+    bars: list[tuple[str, dict[str, Any], str]] = []
+    if "redundancy" in inter.estimates:
+        for name, symbol in zip(_ATOM_NAMES, ("R", "U1", "U2", "S"), strict=True):
+            label = f"{symbol}: {_atom_label(name, w1, w2)}"
+            bars.append((label, inter.entry(p, name), ATOM_COLOURS[name]))
+    for symbol, name, words in (
+        ("i1", "first", w1),
+        ("i2", "second", w2),
+        ("i12", "joint", f"{w1}, {w2}"),
+    ):
+        bars.append((f"{symbol}: i(x; {words} | rest)", inter.entry(p, name), REFERENCE_COLOUR))
+    labels_width = min(2.1, 0.08 + max(_text_width(label, SMALL) for label, _, _ in bars))
+    width = PAIR_WIDTH - MARGIN - CHART_NUMBERS - x - labels_width
+    ax = fig.add_axes(box(x + labels_width, y, width, CHART_HEIGHT))
+    ys = [k + (0.5 if k >= 4 and len(bars) == 7 else 0.0) for k in range(len(bars))]
+    values = [e["value"] for _, e, _ in bars]
+    lows = [max(0.0, e["value"] - e["ci95"][0]) for _, e, _ in bars]
+    highs = [max(0.0, e["ci95"][1] - e["value"]) for _, e, _ in bars]
+    ax.barh(
+        ys,
+        values,
+        height=0.62,
+        color=[c for _, _, c in bars],
+        xerr=[lows, highs],
+        error_kw={"elinewidth": 0.8, "capsize": 2, "capthick": 0.8, "ecolor": "#1c2430"},
+    )
+    ends = [e["ci95"][k] for _, e, _ in bars for k in (0, 1)] + values + [0.0]
+    low, high = min(ends), max(ends)
+    pad = 0.04 * (high - low or 1.0)
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(ys[-1] + 0.6, -0.6)
+    ax.axvline(0, color="#1c2430", lw=0.6)
+    if len(bars) == 7:
+        ax.axhline(3.75, color="#d9dee5", lw=0.6)
+    labels = [plain_text(_cut(label, labels_width - 0.08, SMALL)) for label, _, _ in bars]
+    ax.set_yticks(ys, labels=labels)
+    ax.tick_params(axis="both", labelsize=SMALL, length=2, pad=2, width=0.5)
+    ax.tick_params(axis="y", length=0)
+    ax.set_xlabel("nats (whole image), 95% intervals", fontsize=SMALL, labelpad=2)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.spines["bottom"].set_linewidth(0.5)
+    right = blended_transform_factory(ax.transAxes, ax.transData)
+    for yk, (_, e, _) in zip(ys, bars, strict=True):
+        text = format_entry(e, flags="none") + ("*" if warning_text(e) else "")
+        ax.text(1.03, yk, text, transform=right, va="center", ha="left", fontsize=SMALL)
+    title = "image atoms (DiffusionPID) and informations" if len(bars) == 7 else "informations"
+    ax.text(0.5, 1.0, title, transform=ax.transAxes, ha="center", va="bottom", fontsize=TEXT)
+    return ax

@@ -39,12 +39,12 @@ def _tile(rgb: np.ndarray, size: int) -> Image.Image:
 
 
 @cache
-def colour_table() -> np.ndarray:
-    """The map colour map as 256 RGB colours, ``(256, 3)`` uint8 (for PNG palettes and the
-    viewer's script)."""
+def colour_table(cmap: str = MAP_CMAP) -> np.ndarray:
+    """A colour map (the maps' by default) as 256 RGB colours, ``(256, 3)`` uint8 (for PNG
+    palettes and the viewers' scripts)."""
     from matplotlib import colormaps  # the colour map only: no pyplot
 
-    rgb = colormaps[MAP_CMAP](np.linspace(0, 1, 256))[:, :3]
+    rgb = colormaps[cmap](np.linspace(0, 1, 256))[:, :3]
     return (rgb * 255).round().astype(np.uint8)
 
 

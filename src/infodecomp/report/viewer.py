@@ -3,7 +3,7 @@
 Everything travels inside the page: the image as PNG, every map as base64 little-endian float32
 (exactly the values of ``maps.safetensors``, so a hover read-out is exact), the information
 profiles over log-SNR, the colour map, and the viewer's own CSS and JavaScript
-(``viewer.css``, ``viewer.js`` beside this module). No network request, no library.
+(``viewer.css``, ``format.js``, ``viewer.js`` beside this module). No network request, no library.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .pictures import colour_table, image_rgb
 
 if TYPE_CHECKING:
     from ..explanation import Explanation
+    from ..interaction import Interaction
 
 
 def viewer_html(
@@ -53,7 +54,7 @@ def viewer_html(
     return _PAGE.format(
         title=title,
         css=_asset("viewer.css"),
-        js=_asset("viewer.js"),
+        js=_asset("format.js") + _asset("viewer.js"),
         data=_script_json(data),
         prompt=title,
         model=html.escape(res.model_name)
@@ -245,6 +246,274 @@ def _finite(v: Any) -> Any:
     if isinstance(v, list):
         return [_finite(u) for u in v]
     return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+# The pair viewer ------------------------------------------------------------------------------
+
+
+def interaction_html(inter: Interaction) -> str:
+    """The interactive report of an :class:`~infodecomp.Interaction` as one HTML document (no
+    external resource): the prompt, model, estimator (and what its values mean), cost and
+    seed; a pair list with each interaction information and its sign; for the selected pair
+    its conditions, its informations, the interaction's map over the image (diverging, with an
+    opacity slider and a hover read-out of nats per pixel and SE) beside the maps of i1, i2,
+    i12, the image's atoms with 95% intervals next to the sums of the pixel atoms (which are
+    not the image's) and the pixel atoms' maps; a table of every pair's numbers; the settings.
+    Numbers by :func:`~infodecomp.results.format_entry` (in the page, its port in
+    ``format.js``)."""
+    from ..interaction import ESTIMATOR_NOTES
+
+    data = interaction_data(inter)
+    title = html.escape(inter.prompt)
+    est = inter.estimates["joint"]
+    return _PAIR_PAGE.format(
+        title=title,
+        css=_asset("viewer.css"),
+        js=_asset("format.js") + _asset("interaction.js"),
+        data=_script_json(data),
+        prompt=title,
+        model=html.escape(inter.model_name)
+        + (f" @ {html.escape(inter.model_revision)}" if inter.model_revision else ""),
+        estimator=html.escape(inter.estimator),
+        estimator_note=html.escape(ESTIMATOR_NOTES.get(inter.estimator, "")),
+        evaluations=f"{est.n_evaluations:,}",
+        seed=est.seed,
+        input_note=html.escape(_pair_input_note(inter)),
+        table=_pair_table(inter),
+        settings=html.escape(json.dumps(inter.settings, indent=2, default=str)),
+    )
+
+
+def interaction_data(inter: Interaction) -> dict[str, Any]:
+    """What the pair page's script reads (JSON-serialisable): per pair its words, sign,
+    conditions, each quantity's formatted value and flags, the pixel atoms' sums, and its maps
+    and standard-error maps as base64 float32 ``(h, w)``; the panels to draw; the image as
+    base64 PNG and both colour maps."""
+    from ..interaction import ATOMS, LINEAR
+    from .figures import DIVERGING_CMAP, interaction_sign, pixel_unit
+
+    has_atoms = "redundancy" in inter.estimates
+    has_maps = inter.estimates["joint"].map is not None
+    doc = inter.to_dict()
+    pairs = []
+    for p, (w1, w2) in enumerate(inter.pairs):
+        names = [*LINEAR, *(ATOMS if has_atoms else ())]
+        quantities = {}
+        for name in names:
+            entry = inter.entry(p, name)
+            quantities[name] = {
+                "text": format_entry(entry, flags="none"),
+                "value": entry["value"],
+                "flags": entry_flags(entry),
+                "warnings": entry_warnings(entry),
+            }
+        sign = interaction_sign(inter.entry(p, "interaction"))
+        conditions = inter.settings["pairs"][p]
+        shown = [name for name in [*_PAIR_MAPS, *(ATOMS if has_atoms else ())] if has_maps]
+        pairs.append(
+            {
+                "label": f"{w1} & {w2}",
+                "words": [w1, w2],
+                "sign": sign,
+                "signClass": sign if sign in ("redundant", "synergistic") else "unresolved",
+                "conditions": [
+                    [f"prompt ({w1} + {w2} + rest)", _text(conditions["joint"])],
+                    [f"without {w2} (rest + {w1})", _text(conditions["first"])],
+                    [f"without {w1} (rest + {w2})", _text(conditions["second"])],
+                    ["rest (without both)", _text(conditions["rest"])],
+                ],
+                "titles": _pair_titles(w1, w2),
+                "definitions": {
+                    "redundancy": "min(i1, i2)",
+                    "unique_first": "i1 - R",
+                    "unique_second": "i2 - R",
+                    "synergy": "i12 - U1 - U2 - R",
+                },
+                "quantities": quantities,
+                "pixelTotals": doc["pairs"][p].get("pixel_atoms_total"),
+                "maps": {n: _floats(inter.heat_map(p, n)) for n in shown},
+                "stderr": {n: _floats(inter.estimates[n].map_stderr[0, p]) for n in shown},
+                "shape": list(inter.heat_map(p, "joint").shape) if has_maps else None,
+            }
+        )
+    panels = []
+    if has_maps:
+        panels = [
+            {"name": "interaction", "scale": "interaction", "group": "main-panels"},
+            *({"name": n, "scale": "informations", "group": "main-panels"} for n in _PAIR_MAPS[1:]),
+            *({"name": n, "scale": "atoms", "group": "atom-panels"} for n in ATOMS if has_atoms),
+        ]
+    return {
+        "prompt": inter.prompt,
+        "pairs": pairs,
+        "panels": panels,
+        "atoms": list(ATOMS) if has_atoms else [],
+        "informations": [
+            "first",
+            "second",
+            "joint",
+            "first_given_second",
+            "second_given_first",
+        ],
+        "unit": pixel_unit(inter.image, inter.heat_map(0, "joint")).replace("/", " per ")
+        if has_maps
+        else "nats",
+        "image": {
+            "png": base64.b64encode(_png(image_rgb(inter.image))).decode(),
+            "shape": list(inter.image.shape[-2:]),
+        },
+        "colormap": base64.b64encode(colour_table().tobytes()).decode(),
+        "diverging": base64.b64encode(colour_table(DIVERGING_CMAP).tobytes()).decode(),
+        "z95": Z95,
+    }
+
+
+_PAIR_MAPS = ("interaction", "first", "second", "joint")
+
+
+def _pair_titles(w1: str, w2: str) -> dict[str, str]:
+    """Each quantity of a pair in words and symbols."""
+    return {
+        "first": f"i1 = i(x; {w1} | rest)",
+        "second": f"i2 = i(x; {w2} | rest)",
+        "joint": f"i12 = i(x; {w1}, {w2} | rest)",
+        "interaction": f"interaction i(x; {w1}; {w2} | rest)",
+        "first_given_second": f"i(x; {w1} | rest + {w2})",
+        "second_given_first": f"i(x; {w2} | rest + {w1})",
+        "difference": "i1 - i2",
+        "redundancy": "R: redundancy",
+        "unique_first": f"U1: unique {w1}",
+        "unique_second": f"U2: unique {w2}",
+        "synergy": "S: synergy",
+    }
+
+
+def _text(condition: Any) -> str | None:
+    return None if condition is None else str(condition)
+
+
+def _pair_input_note(inter: Interaction) -> str:
+    height, width = inter.image.shape[-2:]
+    fitted = inter.image_note or f"used as given ({width}x{height} px)"
+    if inter.estimates["joint"].map is None:
+        return f"Input image: {fitted}; no maps."
+    h, w = inter.heat_map(0, "joint").shape
+    maps = f"maps {w}x{h}"
+    if (h, w) != (height, width):
+        maps += f", each map pixel covering {width / w:.3g}x{height / h:.3g} image pixels"
+    return f"Input image: {fitted}; {maps}."
+
+
+def _pair_table(inter: Interaction) -> str:
+    """Every pair's numbers: a row per quantity, a column per pair (nats, 95% intervals)."""
+    from ..interaction import ATOMS, DEFINITIONS, LINEAR
+
+    has_atoms = "redundancy" in inter.estimates
+    symbols = _pair_titles("w1", "w2")
+    head = "".join(f"<th scope=col>{html.escape(f'{a} & {b}')}</th>" for a, b in inter.pairs)
+    rows = []
+    for name in [*LINEAR, *(ATOMS if has_atoms else ())]:
+        cells = ""
+        for p in range(len(inter.pairs)):
+            entry = inter.entry(p, name)
+            flagged = " class=flagged" if entry_warnings(entry) else ""
+            cells += f"<td{flagged}>{html.escape(format_entry(entry, flags='short'))}</td>"
+        what = html.escape(DEFINITIONS.get(name, ""))
+        rows.append(
+            f"<tr><th scope=row>{html.escape(symbols[name])}</th>{cells}"
+            f"<td class=context>{what}</td></tr>"
+        )
+    if has_atoms and inter.estimates["redundancy"].map is not None:
+        for name in ATOMS:
+            totals = [
+                inter.heat_map(p, name).double().sum().item() for p in range(len(inter.pairs))
+            ]
+            cells = "".join(f"<td>{html.escape(format_entry(t))}</td>" for t in totals)
+            label = html.escape(f"{symbols[name]}: sum of the pixel atoms")
+            rows.append(
+                f"<tr><th scope=row>{label}</th>{cells}"
+                "<td class=context>not the image's atom: a minimum is not additive</td></tr>"
+            )
+    return (
+        f"<table class=numbers id=pair-numbers><thead><tr><th scope=col>quantity</th>{head}"
+        f"<th scope=col>definition</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+_PAIR_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>infodecomp pairs: {title}</title>
+<style>{css}</style></head>
+<body>
+<header>
+<p class=kicker>infodecomp &middot; how two words share what they tell about this image</p>
+<h1 id=prompt>{prompt}</h1>
+<p class=meta>model <code>{model}</code> &middot; estimator <b>{estimator}</b>: {estimator_note}
+&middot; {evaluations} denoiser evaluations (all pairs on shared draws) &middot; seed {seed}</p>
+<p class=meta>{input_note}</p>
+</header>
+<main>
+<div class=explorer>
+<nav aria-labelledby=pairs-h class=words>
+<h2 id=pairs-h>Pairs</h2>
+<p class=hint>Interaction information i(x; w1; w2 | rest), nats [95% interval]: positive
+redundant, negative synergistic. Arrow keys move.</p>
+<ul id=pair-list role=listbox aria-labelledby=pairs-h tabindex=0></ul>
+</nav>
+<section class=maps id=pair-view aria-labelledby=pair-h>
+<div class=toolbar>
+<h2 id=pair-h><span id=selected-label></span> <span id=selected-value class=num></span>
+<span id=selected-sign></span></h2>
+<label class=opacity>map opacity <input id=opacity type=range min=0 max=100 value=85
+ aria-describedby=opacity-out> <output id=opacity-out>85%</output></label>
+</div>
+<dl id=conditions class=conditions></dl>
+<div id=informations class=cards></div>
+<h3 class=group>Maps: the interaction (diverging, symmetric about 0) and i1, i2, i12 (one
+scale)</h3>
+<div id=main-panels class=pair-panels></div>
+<div id=readout class=readout aria-live=polite>Hover a map (or focus it and use the arrow
+keys) to read a pixel.</div>
+<div id=atoms-block>
+<h3 class=group>DiffusionPID's atoms</h3>
+<p class=statement>Pixel atoms do not sum to the image's atoms: each pixel's atoms come from
+that pixel's own i1, i2, i12, and a minimum is not additive. The maps of i1, i2, i12 and the
+interaction do sum to their values.</p>
+<div class=scroll><table class=numbers><thead><tr><th scope=col>atom</th>
+<th scope=col>definition</th><th scope=col>image atom [95% interval], nats</th>
+<th scope=col>sum of the pixel atoms, nats</th></tr></thead><tbody id=atom-rows></tbody>
+</table></div>
+<div id=atom-panels class=pair-panels></div>
+</div>
+</section>
+</div>
+<section aria-labelledby=num-h>
+<h2 id=num-h>Numbers of every pair</h2>
+<div class=scroll>{table}</div>
+<p class=note>Values in nats with 95% intervals (the atoms' carried from the linear quantities
+through min and max); digits follow the interval's width. All pairs come from the same
+denoiser calls.</p>
+</section>
+<section aria-labelledby=about-h>
+<h2 id=about-h>How to read this</h2>
+<p>For two words w1, w2 of the prompt and the rest r (the prompt without both):
+i1 = i(x; w1 | r) and i2 = i(x; w2 | r) are what each word adds to the rest, i12 =
+i(x; w1, w2 | r) what both add together. The interaction information i1 + i2 - i12 is
+positive when the words tell the same thing about the image (redundant) and negative when
+they tell more together than apart (synergistic). DiffusionPID (Dewan et al., NeurIPS 2024)
+splits i12 into redundancy R = min(i1, i2), unique parts U1 = i1 - R and U2 = i2 - R, and
+synergy S = i12 - U1 - U2 - R (so S - R is minus the interaction information). Maps are in
+nats per model-input pixel; with the standard estimator single pixels can be negative.</p>
+<p>{input_note}</p>
+</section>
+<details><summary>settings (everything that produced the numbers)</summary>
+<pre>{settings}</pre></details>
+</main>
+<script type="application/json" id=data>{data}</script>
+<script>{js}</script>
+</body></html>
+"""
 
 
 _PAGE = """<!doctype html>
