@@ -13,7 +13,7 @@ from test_figures import texts_inside
 from test_viewer import _browser, _page_errors_and_requests
 
 import infodecomp as idc
-from infodecomp.interaction import ATOMS, LINEAR, Interaction, interaction
+from infodecomp.interactions import ATOMS, LINEAR, Interaction, interaction
 from infodecomp.report import figures
 from infodecomp.words import file_name
 from infodecomp.world.scenes import sample
@@ -27,9 +27,9 @@ def result() -> Interaction:
     model = idc.load_model("exact")
     caption = s.captions[1]
     assert all(w in caption.split() for pair in PAIRS for w in pair), caption
-    # (The function, not idc.interaction: importing infodecomp.interaction above rebinds the
-    # package's attribute "interaction" to the submodule.)
-    return interaction(
+    # The package's function, whatever was imported before (its module is `interactions`).
+    assert idc.interaction is interaction
+    return idc.interaction(
         model, s.images[1], caption, PAIRS, sampling=idc.Sampling(draws=64), progress=False
     )
 

@@ -23,7 +23,7 @@ from ..results import entry_flags, format_entry
 
 if TYPE_CHECKING:
     from ..explanation import Explanation
-    from ..interaction import Interaction
+    from ..interactions import Interaction
 
 MAP_CMAP = "viridis"  # perceptually uniform, legible in greyscale print
 # Signed quantities (interaction information): white at 0, red positive (redundant), blue
