@@ -1,6 +1,7 @@
 """Dataset reports: every eval run and ``heatmap --prompts`` writes a self-contained
 ``report.html`` listing every item worst first, rebuilt on resume and by ``eval summarize``."""
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -12,12 +13,13 @@ from PIL import Image
 from tiny_pipelines import sd_pipeline
 
 from infodecomp.cli import main
-from infodecomp.evaluate import read_rows, run
+from infodecomp.evaluate import evaluate, read_rows, run
 from infodecomp.evaluate.items import CompositionalItem
 from infodecomp.evaluate.metrics import PAPER_THRESHOLDS
 from infodecomp.evaluate.runner import Task
 from infodecomp.report import datasets
 from infodecomp.report.datasets import item_path, read_item_pictures, write_item_pictures
+from infodecomp.sampling import Sampling
 
 FAST = ["--model", "exact", "--samples", "16", "--ddim-steps", "10"]
 
@@ -140,6 +142,48 @@ def test_intervention_report_before_after_and_change(tmp_path):
     assert text.count("data:image/png;base64,") == 5 * len(words)
     correlations = [float(r[5][0]) for r in rows if r[5][0] is not None]
     assert correlations == sorted(correlations)
+
+
+def test_interaction_report_groups_pairs_and_maps(tmp_path):
+    out = tmp_path / "pairs"
+    sampling = Sampling(draws=32)
+    kw = {"model": "exact-correlated", "data": "world-correlated", "limit": 4}
+    evaluate("interaction", out, **kw, sampling=sampling)
+    text, rows = browser(out)
+    summary = json.loads((out / "summary.json").read_text())
+    measured = read_rows(out)
+    # The group table: each group's pairs and images, the means with intervals, the share in %.
+    groups = summary["models"]["model"]["groups"]
+    assert "<h3>exact correlated-world model</h3>" in text and "redundancy share" in text
+    for group, g in groups.items():
+        cells = [
+            html.escape(group),
+            g["n_pairs"],
+            g["n_images"],
+            datasets._metric(g["interaction"]),
+        ]
+        assert "</td><td class=n>".join(map(str, cells)) in text
+        assert datasets._metric(g["redundancy_share"], percent=True) in text
+    # The definitions, the estimator and the pixel atoms' caveat.
+    assert "i(x; w1; w2 | rest) = i(x; w1 | rest) + i(x; w2 | rest) - i(x; w1, w2 | rest)" in text
+    assert "Estimator: standard" in text and "do not add up to them" in text
+    # One unit per (item, pair), most synergistic first: image and interaction map.
+    pairs = [(r["id"], p) for r in measured for p in r["pairs"]]
+    assert len(rows) == len(pairs) >= 4
+    assert all(f"<b>{w1}</b> &amp; <b>{w2}</b>" in text for _, (w1, w2) in pairs)
+    values = [float(row[4][0]) for row in rows]
+    expected = [e["interaction"]["value"] for r in measured for e in r["models"]["model"]["pairs"]]
+    assert values == sorted(values) and values == pytest.approx(sorted(expected))
+    assert text.count("data:image/png;base64,") == 2 * len(pairs)
+    assert "exact:" not in text  # no reference model
+    pictures = read_item_pictures(out, measured[0]["id"])
+    assert {"image", "interaction/0", "interaction/0/range"} <= set(pictures)
+    # Beside a reference: its table and its values under the model's.
+    summary["models"]["reference"] = summary["models"]["model"] | {"label": "the reference"}
+    for r in measured:
+        r["models"]["reference"] = r["models"]["model"]
+    text = datasets.report_html(summary, measured, lambda item_id: None)
+    assert "<h3>the reference</h3>" in text and text.count("exact:&nbsp;") == 6 * len(pairs)
 
 
 @pytest.mark.slow

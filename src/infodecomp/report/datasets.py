@@ -11,7 +11,10 @@ any column whose heading is a button (click it, or Enter / Space on it), worst f
 * intervention: per (item, word) the regenerations with and without the word, the change map
   beside the word's information map, the mean change and their pixel correlation;
 * prompts (``heatmap --prompts``): each prompt's thumbnail, its top word's map and a link to its
-  own report.
+  own report;
+* interaction: per (item, pair of words) the image and the interaction information's map, the
+  interaction information, DiffusionPID's redundancy and synergy and the three informations
+  (the exact model's below where it measured the same images), most synergistic first.
 
 Pictures come from ``DIR/items/<id>.npz`` (:func:`write_item_pictures`), written by each item as
 it is measured, at most :data:`THUMB` pixels a side; an item without one (a run made before these
@@ -195,6 +198,7 @@ def report_html(
         "localization": (_localization_summary, _localization_browser),
         "intervention": (_intervention_summary, _intervention_browser),
         "prompts": (_prompts_summary, _prompts_browser),
+        "interaction": (_interaction_summary, _interaction_browser),
     }
     if task not in builders:
         raise ValueError(f"no report for a run of task {task!r}")
@@ -240,11 +244,13 @@ TITLES = {
     "localization": "Localization",
     "intervention": "Prompt interventions",
     "prompts": "Prompts (heatmap --prompts)",
+    "interaction": "Word-pair interactions",
 }
 
 _CSS = f"""
 body{{font:14px/1.4 system-ui,sans-serif;margin:1.5em 2em;color:#222}}
 h1{{margin:0 0 .3em}}h2{{margin:1.4em 0 .4em}}p.lead,p.note{{max-width:70em}}
+h3{{margin:1em 0 .2em;font-size:15px}}
 table{{border-collapse:collapse;margin:.4em 0}}
 td,th{{padding:4px 10px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}}
 table.summary td.n{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
@@ -258,6 +264,7 @@ th button:focus-visible{{outline:2px solid #1a4f8b}}
 th[aria-sort=ascending] button::after{{content:" \\25B2"}}
 th[aria-sort=descending] button::after{{content:" \\25BC"}}
 .num{{font-variant-numeric:tabular-nums;white-space:nowrap}}
+.fig{{font-variant-numeric:tabular-nums}}
 .id{{font-family:ui-monospace,monospace;font-size:12px;color:#555;overflow-wrap:break-word}}
 .tile{{position:relative;display:inline-block;width:{TILE}px;margin:0 2px;vertical-align:top;
 text-align:center;font-size:12px}}
@@ -964,3 +971,150 @@ def _prompts_browser(
 
 def _mi(row: dict[str, Any]) -> float | None:
     return _number((row.get("mi") or {}).get("value"))
+
+
+# --------------------------------------------------------------------------------- interaction
+
+
+_INTERACTION_GROUP_COLUMNS = (
+    ("interaction", "interaction, nats", False),
+    ("redundancy", "redundancy, nats", False),
+    ("synergy", "synergy, nats", False),
+    ("redundancy_share", "redundancy share", True),
+)
+
+
+def _interaction_summary(summary: dict[str, Any]) -> str:
+    from ..interactions import ESTIMATOR_NOTES
+
+    models = summary.get("models", {})
+    if not models:
+        return "<p>No items measured yet.</p>"
+    estimator = summary.get("settings", {}).get("estimator", "standard")
+    head = "<tr><th>group</th><th>pairs</th><th>images</th>" + "".join(
+        f"<th>{html.escape(title)}</th>" for _, title, _ in _INTERACTION_GROUP_COLUMNS
+    )
+    tables = []
+    for m in models.values():
+        body = "".join(
+            f"<tr><td>{html.escape(group)}</td><td class=n>{g['n_pairs']}</td>"
+            f"<td class=n>{g['n_images']}</td>"
+            + "".join(
+                f"<td class=n>{_metric(g.get(key), percent)}</td>"
+                for key, _, percent in _INTERACTION_GROUP_COLUMNS
+            )
+            + "</tr>"
+            for group, g in m["groups"].items()
+        )
+        tables.append(
+            f"<h3>{html.escape(str(m['label']))}</h3><table class=summary>{head}</tr>{body}</table>"
+        )
+    note = ESTIMATOR_NOTES.get(estimator, "")
+    return (
+        f"<p>{summary.get('n_items', 0)} images; per group (a pair's words, or a label the data "
+        "gives) the mean over its pairs, with a 95% bootstrap interval resampling images (none "
+        "for a group of one image).</p>"
+        + "".join(tables)
+        + "<p class=note>interaction = i(x; w1; w2 | rest) = i(x; w1 | rest) + i(x; w2 | rest) "
+        "- i(x; w1, w2 | rest) (&gt; 0 redundant, &lt; 0 synergistic; rest: the caption without "
+        "both words); redundancy = min(i(x; w1 | rest), i(x; w2 | rest)) and synergy = "
+        "i(x; w1, w2 | rest) - unique1 - unique2 - redundancy, as DiffusionPID defines them; "
+        "redundancy share = mean redundancy / mean i(x; w1, w2 | rest) (our normalisation: the "
+        "share of what the two words tell together that either tells alone). "
+        f"Estimator: {html.escape(estimator)}{' (' + html.escape(note) + ')' if note else ''}. "
+        "The atoms (redundancy, synergy) are the image's, from its informations; the pixel "
+        "atoms, each pixel's, do not add up to them (a minimum is not additive), so only the "
+        "interaction information is mapped: its map sums to its value.</p>"
+    )
+
+
+_INTERACTION_QUANTITIES = (
+    (
+        "interaction",
+        "interaction",
+        "i(x; w1; w2 | rest), nats: &gt; 0 redundant, &lt; 0 synergistic",
+    ),
+    ("redundancy", "redundancy", "DiffusionPID: min(w1, w2)"),
+    ("synergy", "synergy", "DiffusionPID: redundancy - interaction"),
+    ("first", "w1", "i(x; w1 | rest)"),
+    ("second", "w2", "i(x; w2 | rest)"),
+    ("joint", "w1, w2", "i(x; w1, w2 | rest)"),
+)
+
+
+def _interaction_browser(
+    summary: dict[str, Any], rows: list[dict[str, Any]], pictures: Callable[[str], Any]
+) -> Browser:
+    has_reference = any("reference" in r["models"] for r in rows)
+    beside = "; the exact model's below" if has_reference else ""
+    whose = "the model's, " if has_reference else ""
+    columns = [
+        Column("item", "id, caption (the pair's words marked)", "text"),
+        Column("image", kind=None),
+        Column(
+            "interaction map", f"{whose}nats per pixel, on its own scale; sums to the value", None
+        ),
+        Column("pair", "w1 &amp; w2; its group if the data names one", "text"),
+    ]
+    columns += [
+        Column(title, note + (beside if k == 0 else ""))
+        for k, (_, title, note) in enumerate(_INTERACTION_QUANTITIES)
+    ]
+
+    def value(r: dict[str, Any], p: int, who: str = "model") -> float | None:
+        pairs = r["models"].get(who, {}).get("pairs", [])
+        return _number(pairs[p]["interaction"]["value"]) if p < len(pairs) else None
+
+    def cells(r: dict[str, Any], p: int) -> list[Cell]:
+        pics = pictures(r["id"])
+        w1, w2 = r["pairs"][p]
+        group = r["groups"][p]
+        e = r["models"]["model"]["pairs"][p]
+        ref_pairs = r["models"].get("reference", {}).get("pairs", [])
+        ref = ref_pairs[p] if p < len(ref_pairs) else None
+        uri, scale = _map(pics, f"interaction/{p}")
+        pair = f"<b>{html.escape(w1)}</b> &amp; <b>{html.escape(w2)}</b>"
+        if group != f"{w1} & {w2}":
+            pair += f"<br><small>group: {html.escape(group)}</small>"
+        out = [
+            _item_cell(r, _mark_words(r.get("caption", ""), (w1, w2))),
+            (_tile(_image(pics, "image"), "", "image"), None),
+            (_tile(uri, scale, f"interaction map: {scale} nats per pixel"), None),
+            (pair, f"{group} | {w1} & {w2}"),
+        ]
+        for name, _, _ in _INTERACTION_QUANTITIES:
+            text = f"<span class=fig>{_breakable(_entry(e.get(name)))}</span>"
+            if ref is not None:
+                text += (
+                    f"<br><small class=fig>exact:&nbsp;{_breakable(_entry(ref.get(name)))}</small>"
+                )
+            out.append((text, _number((e.get(name) or {}).get("value"))))
+        return out
+
+    units = [(value(r, p), partial(cells, r, p)) for r in rows for p in range(len(r["pairs"]))]
+    order = "by interaction information, most synergistic (lowest) first"
+    return Browser(columns, units, 4, order, "pairs")
+
+
+def _breakable(entry: str) -> str:
+    """An entry's text that may wrap before its interval and flags but not inside them."""
+    return html.escape(entry).replace(", ", ",&nbsp;")
+
+
+def _mark_words(caption: str, words: tuple[str, ...]) -> str:
+    """The caption with the words' occurrences (``"a#2"``: that one) highlighted (HTML)."""
+    from ..words import word_spans
+
+    spans = []
+    for word in words:
+        try:
+            spans += word_spans(caption, word)
+        except ValueError:
+            continue
+    out, at = [], 0
+    for start, end in sorted(set(spans)):
+        if start < at:  # overlapping phrases: mark the first
+            continue
+        out += [html.escape(caption[at:start]), f"<mark>{html.escape(caption[start:end])}</mark>"]
+        at = end
+    return "".join(out) + html.escape(caption[at:])
