@@ -176,6 +176,7 @@ def test_interaction_report_groups_pairs_and_maps(tmp_path):
     assert values == sorted(values) and values == pytest.approx(sorted(expected))
     assert text.count("data:image/png;base64,") == 2 * len(pairs)
     assert "exact:" not in text  # no reference model
+    assert any(s in text for s in ("<i>redundant</i>", "<i>synergistic</i>", "<i>leans "))
     pictures = read_item_pictures(out, measured[0]["id"])
     assert {"image", "interaction/0", "interaction/0/range"} <= set(pictures)
     # Beside a reference: its table and its values under the model's.

@@ -381,20 +381,22 @@ def _key_text(key: Any) -> str | None:
 # ------------------------------------------------------------------------------------- pictures
 
 
-def _data_uri(picture: np.ndarray) -> str:
+def _data_uri(picture: np.ndarray, cmap: str | None = None) -> str:
     """A picture as a ``data:`` URI: a map ``(h, w)`` uint8 coloured by the colour map, a photo
     ``(h, w, 3)`` uint8. PNG (exact colours), except a photo over 32 pixels a side (JPEG, a
     quarter of the size) and a map over 32 pixels a side (the colour map as its palette, a
-    third of the size; smaller maps are smaller without the palette's 768 bytes)."""
+    third of the size; smaller maps are smaller without the palette's 768 bytes). ``cmap``: a
+    map's colour map other than the maps' own."""
+    table = colour_table() if cmap is None else colour_table(cmap)
     buffer = io.BytesIO()
     large = max(picture.shape[:2]) > 32
     if picture.ndim == 2 and large:
         h, w = picture.shape
         image = Image.frombytes("P", (w, h), np.ascontiguousarray(picture).tobytes())
-        image.putpalette(colour_table().tobytes())
+        image.putpalette(table.tobytes())
         image.save(buffer, format="PNG")
     elif picture.ndim == 2:
-        Image.fromarray(colour_table()[picture]).save(buffer, format="PNG")
+        Image.fromarray(table[picture]).save(buffer, format="PNG")
     elif large:
         Image.fromarray(picture).save(buffer, format="JPEG", quality=85)
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -467,6 +469,20 @@ def _map(pics: Pictures | None, name: str) -> tuple[str | None, str]:
         return None, ""
     low, high = pics.get(f"{name}/range", np.array([0.0, 1.0])).tolist()
     return _data_uri(pics[name]), f"{low:.3g} to {high:.3g}"
+
+
+def _signed_map(pics: Pictures | None, name: str) -> tuple[str | None, str]:
+    """The signed map ``name`` on the diverging colour map, symmetric about 0 (white) to its
+    largest magnitude, and its range as text."""
+    from .figures import DIVERGING_CMAP
+
+    if pics is None or name not in pics:
+        return None, ""
+    low, high = pics.get(f"{name}/range", np.array([0.0, 1.0])).tolist()
+    values = low + pics[name].astype(np.float64) / 255 * (high - low)
+    bound = max(abs(low), abs(high)) or 1.0
+    index = np.round((values / bound + 1) / 2 * 255).astype(np.uint8)
+    return _data_uri(index, DIVERGING_CMAP), f"{low:.3g} to {high:.3g}"
 
 
 def _mark(caption: str, word: str) -> str:
@@ -1045,6 +1061,8 @@ _INTERACTION_QUANTITIES = (
 def _interaction_browser(
     summary: dict[str, Any], rows: list[dict[str, Any]], pictures: Callable[[str], Any]
 ) -> Browser:
+    from .figures import interaction_sign
+
     has_reference = any("reference" in r["models"] for r in rows)
     beside = "; the exact model's below" if has_reference else ""
     whose = "the model's, " if has_reference else ""
@@ -1052,7 +1070,9 @@ def _interaction_browser(
         Column("item", "id, caption (the pair's words marked)", "text"),
         Column("image", kind=None),
         Column(
-            "interaction map", f"{whose}nats per pixel, on its own scale; sums to the value", None
+            "interaction map",
+            f"{whose}nats per pixel: red redundant, blue synergistic, white 0; sums to the value",
+            None,
         ),
         Column("pair", "w1 &amp; w2; its group if the data names one", "text"),
     ]
@@ -1072,18 +1092,21 @@ def _interaction_browser(
         e = r["models"]["model"]["pairs"][p]
         ref_pairs = r["models"].get("reference", {}).get("pairs", [])
         ref = ref_pairs[p] if p < len(ref_pairs) else None
-        uri, scale = _map(pics, f"interaction/{p}")
+        uri, scale = _signed_map(pics, f"interaction/{p}")
+        alt = f"interaction map: {scale} nats per pixel, on a scale symmetric about 0"
         pair = f"<b>{html.escape(w1)}</b> &amp; <b>{html.escape(w2)}</b>"
         if group != f"{w1} & {w2}":
             pair += f"<br><small>group: {html.escape(group)}</small>"
         out = [
             _item_cell(r, _mark_words(r.get("caption", ""), (w1, w2))),
             (_tile(_image(pics, "image"), "", "image"), None),
-            (_tile(uri, scale, f"interaction map: {scale} nats per pixel"), None),
+            (_tile(uri, scale, alt), None),
             (pair, f"{group} | {w1} & {w2}"),
         ]
         for name, _, _ in _INTERACTION_QUANTITIES:
             text = f"<span class=fig>{_breakable(_entry(e.get(name)))}</span>"
+            if name == "interaction" and e.get(name, {}).get("ci95"):
+                text += f"<br><small><i>{html.escape(interaction_sign(e[name]))}</i></small>"
             if ref is not None:
                 text += (
                     f"<br><small class=fig>exact:&nbsp;{_breakable(_entry(ref.get(name)))}</small>"
