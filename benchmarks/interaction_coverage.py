@@ -147,9 +147,11 @@ def main() -> None:
         for q, f in found.items():
             error = np.mean(f["error"])
             se = np.sqrt(np.sum(f["var"])) / n
+            # A quantity that is 0 but for rounding (independent factors) has no z.
+            z = f"{error / se:.2f}" if se > 1e-9 else "-"
             print(
                 f"{q:<20}{np.mean(f['exact']):>12.3f}{error:>14.4f}{se:>9.4f}"
-                f"{error / se if se > 0 else 0.0:>7.2f}{np.mean(f['cover']):>8.1%}"
+                f"{z:>7}{np.mean(f['cover']):>8.1%}"
             )
 
 
