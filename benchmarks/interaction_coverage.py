@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 import infodecomp as idc
-from infodecomp.interactions import ATOMS, LINEAR, interaction_information, pair_conditions
+from infodecomp.interactions import (
+    ATOMS,
+    LINEAR,
+    interaction_information,
+    pair_conditions,
+    quantities,
+)
 from infodecomp.models.reference import example_mixture
 from infodecomp.sampling import Sampling
 from infodecomp.world.scenes import sample
@@ -33,20 +39,6 @@ def exact_terms(model, x: torch.Tensor, conditions: dict) -> np.ndarray:
     """(i1, i2, i12) of one pair from exact log-probabilities, nats."""
     lp = {k: model.log_prob(x, v).item() for k, v in conditions.items()}
     return np.array([lp["first"] - lp["rest"], lp["second"] - lp["rest"], lp["joint"] - lp["rest"]])
-
-
-def exact_values(terms: np.ndarray) -> dict[str, float]:
-    """Every quantity's exact value from (i1, i2, i12)."""
-    out = {name: float(np.dot(w, terms)) for name, w in LINEAR.items()}
-    i1, i2, i12 = terms
-    r = min(i1, i2)
-    out |= {
-        "redundancy": r,
-        "unique_first": i1 - r,
-        "unique_second": i2 - r,
-        "synergy": i12 - (i1 - r) - (i2 - r) - r,
-    }
-    return out
 
 
 def world_cases(prior: str, n_images: int) -> list[tuple[torch.Tensor, list[dict]]]:
@@ -109,7 +101,7 @@ def measure(model, cases, draws: int) -> dict[str, dict[str, list[float]]]:
             progress=False,
         )
         for p, c in enumerate(conditions):
-            exact = exact_values(exact_terms(model, x, c))
+            exact = quantities(*exact_terms(model, x, c))
             for q, f in found.items():
                 est = out[q]
                 value = est.value[0, p].item()

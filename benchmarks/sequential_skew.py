@@ -32,6 +32,7 @@ Rule = Callable[[int, np.ndarray], np.ndarray]  # (draws, sample SDs) -> half-wi
 
 def rules() -> dict[str, Rule]:
     """The boundaries compared, by name."""
+
     def floor(z: float) -> Rule:
         return lambda t, sd: np.maximum(boundary(t, sd, 0.05), z * np.sqrt(64 / t) * sd / t**0.5)
 

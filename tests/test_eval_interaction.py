@@ -40,9 +40,14 @@ def test_exact_model_run_follows_the_correlation_and_resumes(tmp_path):
     args = {"model": "exact-correlated", "data": "world-correlated", "limit": 8}
     summary = evaluate("interaction", out, sampling=DRAWS, progress=False, **args)
     groups = summary["models"]["model"]["groups"]
-    preferred = [g for name, g in groups.items() if name in ("blue & triangle", "red & circle")]
-    assert preferred and all(g["interaction"]["ci95"][0] > 0 for g in preferred if g["n_pairs"] > 1)
-    assert all(g["redundancy_share"]["value"] <= 1.0 + 1e-9 for g in groups.values())
+    preferred = [
+        g
+        for name, g in groups.items()
+        if name in ("blue & triangle", "red & circle", "green & square") and g["n_pairs"] > 1
+    ]
+    assert preferred
+    assert all(g["interaction"]["ci95"][0] > 0 for g in preferred)
+    assert all(0 < g["redundancy_share"]["value"] < 1 for g in preferred)
     rows = read_rows(out)
     assert len(rows) == 8
     first = rows[0]["models"]["model"]["pairs"][0]
@@ -79,17 +84,26 @@ def test_jsonl_items_with_images_and_seeds(tmp_path):
         {"image": "tri.png", "caption": "a blue triangle", "pair": ["blue", "square"]},
         {"image": "tri.png", "seed": 1, "caption": "a blue triangle", "pair": ["a", "blue"]},
         {"image": "tri.png", "caption": "a blue triangle", "pair": ["blue", "blue"]},
+        {"image": "tri.png", "caption": "a blue triangle", "pairs": [["a", "blue"], ["A", "blue"]]},
+        {"image": "tri.png", "caption": "a blue triangle", "pair": ["a", "triangle"]},
     ]
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     items, bad = read_interaction(data, skip_bad=True)
-    assert [i.pairs for i in items] == [(("blue", "triangle"),), (("red", "circle"),)]
+    assert [i.pairs for i in items] == [
+        (("blue", "triangle"),),
+        (("red", "circle"),),
+        (("a", "triangle"),),
+    ]
     assert items[1].seed == 3 and items[1].image is None and items[1].group == "circles"
-    assert len(bad) == 3 and all("\n" not in message for _, message in bad)
-    assert "not in the prompt" in bad[0][1] or "not in" in bad[0][1]
+    # Lines on one image are one cluster of the bootstrap; a generated image its own.
+    assert items[0].cluster == items[2].cluster != items[1].cluster
+    assert len(bad) == 4 and all("\n" not in message for _, message in bad)
+    assert "two different words" in bad[2][1] and "twice" in bad[3][1]
+    assert "not in the prompt" in bad[0][1]
     assert "'image'" in bad[1][1] and "'seed'" in bad[1][1]
     good = tmp_path / "good.jsonl"
-    good.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n")
+    good.write_text("\n".join(json.dumps(line) for line in [*lines[:2], lines[-1]]) + "\n")
     summary = evaluate(
         "interaction",
         tmp_path / "run",
@@ -100,7 +114,8 @@ def test_jsonl_items_with_images_and_seeds(tmp_path):
         progress=False,
     )
     groups = summary["models"]["model"]["groups"]
-    assert set(groups) == {"blue & triangle", "circles"}
+    assert set(groups) == {"blue & triangle", "circles", "a & triangle"}
+    assert groups["blue & triangle"]["n_images"] == 1
     rows = read_rows(tmp_path / "run")
     generated = next(r for r in rows if "seed" in r)
     # The generated image's rows: the DDIM steps plus the draws' conditions.

@@ -14,6 +14,7 @@ from infodecomp.interactions import (
     LINEAR,
     interaction_information,
     pair_conditions,
+    quantities,
 )
 from infodecomp.models.reference import example_mixture
 from infodecomp.sampling import Sampling
@@ -31,17 +32,6 @@ def exact_terms(model, x: torch.Tensor, conditions: dict) -> torch.Tensor:
         [lp["first"] - lp["rest"], lp["second"] - lp["rest"], lp["joint"] - lp["rest"]],
         dtype=torch.float64,
     )
-
-
-def exact_atoms(terms: torch.Tensor) -> dict[str, float]:
-    i1, i2, i12 = terms.tolist()
-    r = min(i1, i2)
-    return {
-        "redundancy": r,
-        "unique_first": i1 - r,
-        "unique_second": i2 - r,
-        "synergy": i12 - (i1 - r) - (i2 - r) - r,
-    }
 
 
 def world_items(n: int, prior: str = "plain", seed: int = 11) -> list[tuple]:
@@ -143,7 +133,7 @@ def test_atom_intervals_cover_the_exact_atoms(plain_rows):
         covered = []
         for row in plain_rows:
             low, high = row["out"][name].ci95[0, row["p"]].tolist()
-            covered.append(low - 1e-9 <= exact_atoms(row["terms"])[name] <= high + 1e-9)
+            covered.append(low - 1e-9 <= quantities(*row["terms"].tolist())[name] <= high + 1e-9)
         # 95% nominal (measured 94-99% over 136 pairs); 85% leaves room for ~45 pairs' noise.
         assert np.mean(covered) >= 0.85, f"{name}: {np.mean(covered):.1%}"
 
@@ -171,14 +161,18 @@ def test_linear_quantities_match_the_exact_correlated_world():
         assert np.mean(covered) >= 0.75, f"{name}: intervals cover {np.mean(covered):.0%}"
 
 
-def test_redundancy_of_colour_and_shape_rises_with_the_correlation():
-    """ "blue" and "triangle" on a blue triangle: the exact interaction information is
-    log(3 * strength) (0 in the plain world); the estimates follow it within 4 SE and rise."""
+def test_interaction_and_redundancy_share_rise_with_the_correlation():
+    """ "blue" and "triangle" on a blue triangle, as triangles are blue more often: the exact
+    interaction information is log(3 * strength) (0 in the plain world) and the redundancy's
+    share of the joint rises, while DiffusionPID's redundancy min(i1, i2) stays log 3 (each word
+    alone tells log 3 whatever the correlation; the synergy falls instead). The estimates follow
+    the exact values within 4 SE (the redundancy within its interval: a minimum of two equal
+    informations is biased low)."""
     image = sample(200, seed=2, split="test")
     index = next(i for i, c in enumerate(image.captions) if c == "a blue triangle")
     x = image.images[index][None].double()
     conditions = pair_conditions("a blue triangle", "blue", "triangle")
-    found = []
+    found, shares = [], []
     for strength in (1 / 3, 0.6, 0.9):
         model = WorldModel(prior=strength)
         out = interaction_information(
@@ -188,14 +182,18 @@ def test_redundancy_of_colour_and_shape_rises_with_the_correlation():
             sampling=Sampling(draws=256, seed=0),
             progress=False,
         )
-        truth = float(WEIGHTS["interaction"] @ exact_terms(model, x, conditions))
-        assert truth == pytest.approx(np.log(3 * strength), abs=1e-6)
+        exact = quantities(*exact_terms(model, x, conditions).tolist())
+        assert exact["interaction"] == pytest.approx(np.log(3 * strength), abs=1e-6)
+        assert exact["redundancy"] == pytest.approx(np.log(3), abs=1e-6)
         est = out["interaction"]
-        assert abs(est.value.item() - truth) < 4 * est.stderr.item() + 1e-6
-        found.append((est.value.item(), out["redundancy"].value.item()))
-    values = [v for v, _ in found]
-    assert values[0] < values[1] < values[2]
-    assert values[2] > 0.5
+        assert abs(est.value.item() - exact["interaction"]) < 4 * est.stderr.item() + 1e-6
+        low, high = out["redundancy"].ci95[0].tolist()
+        assert low <= exact["redundancy"] <= high
+        found.append(est.value.item())
+        shares.append(exact["redundancy"] / exact["joint"])
+    assert found[0] < found[1] < found[2]
+    assert found[2] > 0.5
+    assert shares[0] < shares[1] < shares[2]
 
 
 def test_two_factor_mixture():

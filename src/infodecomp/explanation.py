@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -434,7 +434,7 @@ def explain(
         for k, word in enumerate(chosen, start=1):
             entries = {context: estimate.entry(0, k), other: estimate.entry(0, n + k - 1)}
             checked[word] = context_check(word, entries["remove"], entries["pad"], context)
-        estimate = take_pairs(estimate, list(range(n)))
+        estimate = estimate.take_pairs(range(n))
     estimate.settings.update(
         context=context,
         occurrences=OCCURRENCES,
@@ -511,31 +511,6 @@ def _with_se(entry: dict[str, Any]) -> str:
     """``"4.5 ± 1.5 [2.1, 7.9]"``: value, standard error and 95% interval."""
     value, interval = format_entry(entry, flags="none").split(" ", 1)
     return f"{value} ± {entry['stderr']:.2g} {interval}"
-
-
-def take_pairs(estimate: Estimate, index: list[int]) -> Estimate:
-    """The pairs ``index`` (axis 1 of every tensor, the conditions and contexts in its
-    settings) of an estimate of several pairs."""
-
-    def take(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t[:, index]
-
-    settings = dict(estimate.settings)
-    for name in ("conditions", "contexts"):
-        if isinstance(settings.get(name), list):
-            settings[name] = [settings[name][i] for i in index]
-    return replace(
-        estimate,
-        value=take(estimate.value),
-        stderr=take(estimate.stderr),
-        ci95=take(estimate.ci95),
-        reliable=take(estimate.reliable),
-        truncated=take(estimate.truncated),
-        map=take(estimate.map),
-        map_stderr=take(estimate.map_stderr),
-        settings=settings,
-        diagnostics={name: take(t) for name, t in estimate.diagnostics.items()},
-    )
 
 
 def as_text_denoiser(model: Any) -> Any:

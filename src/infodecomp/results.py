@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -181,6 +182,33 @@ class Estimate:
             entry["draws"] = int(self.diagnostics["draws"][index].item())
             entry["draws_most"] = self.settings["stages"]["counted_at_most"]
         return entry
+
+    def take_pairs(self, index: Sequence[int]) -> Estimate:
+        """The pairs ``index`` (axis 1 of every tensor; the conditions and contexts of its
+        settings, where they list those pairs) of an estimate of several pairs."""
+        index = list(index)
+
+        def take(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:, index]
+
+        settings = dict(self.settings)
+        for name in ("conditions", "contexts"):
+            listed = settings.get(name)
+            if isinstance(listed, list) and all(i < len(listed) for i in index):
+                settings[name] = [listed[i] for i in index]
+        return dataclasses.replace(
+            self,
+            value=take(self.value),
+            stderr=take(self.stderr),
+            ci95=take(self.ci95),
+            reliable=take(self.reliable),
+            truncated=take(self.truncated),
+            map=take(self.map),
+            map_stderr=take(self.map_stderr),
+            map_ci95=take(self.map_ci95),
+            settings=settings,
+            diagnostics={name: take(t) for name, t in self.diagnostics.items()},
+        )
 
     @property
     def bits_per_dim(self) -> torch.Tensor:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..images import check_fit, is_lazy_image, load_image
-from ..interactions import pair_conditions
+from ..interactions import pair_conditions, word_pairs
 from ..sampling import MAX_SEED
 from ..words import occurrences, split_words, text_key
 from .items import (
@@ -665,19 +665,17 @@ def read_interaction(
         listed = [record["pair"]] if "pair" in record else record["pairs"]
         if not isinstance(listed, list) or not listed:
             raise InvalidLine("'pairs' must be a non-empty array of [w1, w2] pairs")
-        pairs = []
         for pair in listed:
-            if not (
-                isinstance(pair, list) and len(pair) == 2 and all(isinstance(w, str) for w in pair)
-            ):
+            if not (isinstance(pair, list) and len(pair) == 2):
                 raise InvalidLine(
                     f"a pair must be two strings [w1, w2], got {json.dumps(pair)[:60]}"
                 )
-            try:
-                pair_conditions(caption, pair[0], pair[1])
-            except ValueError as err:
-                raise InvalidLine(str(err)) from None
-            pairs.append((pair[0].strip().lower(), pair[1].strip().lower()))
+        try:
+            pairs = word_pairs([tuple(pair) for pair in listed])
+            for w1, w2 in pairs:
+                pair_conditions(caption, w1, w2)
+        except (TypeError, ValueError) as err:
+            raise InvalidLine(str(err)) from None
         group = _string(record, "group", optional=True)
         if ("image" in record) == ("seed" in record):
             raise InvalidLine("give 'image' (an image to measure) or 'seed' (generate it)")
@@ -685,9 +683,16 @@ def read_interaction(
             seed = _integer(record, "seed")
             if not 0 <= seed <= MAX_SEED:
                 raise InvalidLine(f"'seed' must be an integer from 0 to 2**64 - 1, got {seed}")
-            return [InteractionItem(item_id, None, caption, tuple(pairs), source, seed, group)]
+            generated = InteractionItem(
+                item_id, None, caption, tuple(pairs), source, seed, group, cluster=f"seed:{seed}"
+            )
+            return [generated]
         image = _existing(root, _string(record, "image") or "", "image")
-        return [InteractionItem(item_id, image, caption, tuple(pairs), source, group=group)]
+        # The bootstrap resamples images: lines on one image are one cluster.
+        cluster = str(image.resolve())
+        return [
+            InteractionItem(item_id, image, caption, tuple(pairs), source, None, group, cluster)
+        ]
 
     return _read_jsonl(path, parse, skip_bad)
 

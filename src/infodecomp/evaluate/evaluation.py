@@ -168,6 +168,11 @@ def evaluate(
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
     if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
         raise ValueError(f"`in_flight` must be a positive integer, got {in_flight!r}")
+    if task == "interaction" and protocol == "paper":
+        raise ValueError(
+            "the interaction evaluation has no published protocol (DiffusionPID's code is not "
+            "public): leave `protocol` as 'ours'"
+        )
     if generated and (task != "intervention" or data not in world_data.WORLD_DATA):
         raise ValueError("generated applies to interventions on the world's data")
     n_world = limit or max(sample or 0, WORLD_ITEMS[task])
@@ -202,8 +207,14 @@ def evaluate(
         device = str(PartialState().device)  # this process's GPU
     evaluated = load_evaluated(model, device=device, dtype=dtype, compile=compile)
     reference = None
-    if data in world_data.WORLD_DATA and not evaluated.is_exact:  # the exact model of its world
-        reference = load_evaluated("exact" if data == "world" else "exact-correlated")
+    exact_of_data = {"world": "exact", "world-correlated": "exact-correlated"}.get(data)
+    if exact_of_data and not evaluated.is_exact:  # the exact model of its world
+        reference = load_evaluated(exact_of_data)
+    elif exact_of_data and evaluated.is_exact and model != exact_of_data:
+        log(
+            f"infodecomp: note: {model!r} is the exact model of another world than {data!r}'s "
+            f"(its own is {exact_of_data!r})"
+        )
     # Resolved once for the evaluated model; the exact reference takes the same draws.
     sampling = sampling.resolve(evaluated.denoiser)
     settings = {
