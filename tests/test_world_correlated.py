@@ -63,7 +63,7 @@ def test_weights_sum_to_one_and_plain_unchanged():
 
 
 def test_correlated_sample_has_blue_triangles():
-    draws = sample(20000, seed=0, prior="correlated")
+    draws = sample(4000, seed=0, prior="correlated")
     objs = [o for s in draws.scenes for o in s.objects if o.shape == "triangle"]
     p = np.mean([o.colour == "blue" for o in objs])
     se = math.sqrt(CORRELATION * (1 - CORRELATION) / len(objs))

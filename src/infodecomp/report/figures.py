@@ -857,10 +857,12 @@ def plot_interaction(inter: Interaction, pair: Sequence[str] | int = 0) -> tuple
 def _text_width(text: str, points: float) -> float:
     """The width of ``text`` in inches at ``points`` (the default font, measured)."""
     from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextPath
+    from matplotlib.textpath import text_to_path
 
-    path = TextPath((0, 0), plain_text(text), size=points, prop=FontProperties())
-    return path.get_extents().width / 72
+    # The font's layout (as the renderer sets the text), not a path of its glyphs: fast.
+    prop = FontProperties(size=points)
+    width, _, _ = text_to_path.get_text_width_height_descent(plain_text(text), prop, ismath=False)
+    return width / 72
 
 
 def _title_lines(title: str, inches: float) -> str:
