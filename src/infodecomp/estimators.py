@@ -350,6 +350,7 @@ def _estimate(
     keys: Sequence[Any] | None,
     progress: bool,
     combine: torch.Tensor | None = None,
+    contrasts: Sequence[bool] = (),
 ) -> dict[str, Estimate]:
     """The estimates of ``quantity`` (one per name in ``estimators`` for information, keyed by
     name; keyed by ``quantity`` for the log-likelihood), all from one pass of denoiser calls:
@@ -358,7 +359,10 @@ def _estimate(
     ``combine`` (shape ``(n_combined, n_pairs)``) appends linear combinations of the pairs'
     integrands, draw by draw and coordinate by coordinate, as further pairs: their values, maps
     (which sum to them), standard errors and intervals come from the combined draws, so they
-    account for the pairs' correlation on shared draws."""
+    account for the pairs' correlation on shared draws. ``contrasts`` marks the combinations that
+    are contrasts rather than informations (e.g. i1 + i2 - i12): their intervals are symmetric
+    (the skew of their terms largely cancels; measured on the exact world: 95-96% coverage
+    symmetric, 87-90% with the row's skew), and no other pair borrows their skew."""
     if not callable(model):
         raise TypeError(
             f"model must be a denoiser, model(x_noisy, logsnr, conds) -> eps_hat; got "
@@ -450,6 +454,13 @@ def _estimate(
         "stream_keys": "row content" if keys is None else [_jsonable(k) for k in keys],
         "profile_edges": profile_edges.tolist(),
     }
+    # Pairs whose intervals ignore skew: the contrasts among the combinations.
+    n_base, n_combined = len(conds), 0 if combine is None else len(combine)
+    symmetric = torch.zeros(n_base + n_combined, dtype=torch.bool)
+    if contrasts:
+        if len(contrasts) != n_combined:
+            raise ValueError(f"got {len(contrasts)} contrast flags for {n_combined} combinations")
+        symmetric[n_base:] = torch.tensor(list(contrasts), dtype=torch.bool)
     # Rows that took the same number of draws are integrated together.
     groups = [np.flatnonzero(counted == n) for n in np.unique(counted)]
     out = {}
@@ -469,7 +480,13 @@ def _estimate(
             group_maps = None if kind not in maps else [m[index] for m in maps[kind]]
             group_stages = [_take_stage(stage, kind, rows) for stage in stages]
             result = _integral(
-                kind, group_stages, group_maps, sampling.stratified, profile_edges, offset
+                kind,
+                group_stages,
+                group_maps,
+                sampling.stratified,
+                profile_edges,
+                offset,
+                symmetric,
             )
             parts.append((rows, result))
         result = _merge_rows(parts)
@@ -701,6 +718,7 @@ def _integral(
     stratified: bool,
     profile_edges: np.ndarray,
     offset: _Offset,
+    symmetric: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """One kind's estimate, for rows that took equal draws, from their counted draws (plus
     ``offset``, the terms outside the sampled integral: the tails, and the log-likelihood's
@@ -731,8 +749,11 @@ def _integral(
     # A pair whose draws missed its rare large values shows little skew; the pairs of one row
     # share their draws, so each takes the largest skew (in size; its own sign) of its row
     # (measured: world word CMIs covered 91% with their own skew, 94-96% with this).
-    largest = skewness.abs().amax(1, keepdim=True)
-    row_skew = torch.where(skewness < 0, -largest, largest)
+    # Contrasts (``symmetric``) neither take nor lend a skew.
+    if symmetric is None:
+        symmetric = torch.zeros(skewness.shape[1], dtype=torch.bool)
+    largest = skewness.masked_fill(symmetric, 0).abs().amax(1, keepdim=True)
+    row_skew = torch.where(symmetric, 0.0, torch.where(skewness < 0, -largest, largest))
     ci95 = intervals.skew_interval(value, stderr, row_skew)
     return {
         "value": value,
