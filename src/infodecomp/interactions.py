@@ -48,25 +48,12 @@ from safetensors.torch import load_file, save
 from .estimators import ESTIMATORS, _broadcast_pairs, _check_inputs, _estimate
 from .files import write_atomic
 from .images import prepare_image
+from .interaction_terms import ATOMS, CONTRASTS, DEFINITIONS, ESTIMATOR_NOTES, LINEAR
 from .models.diffusers.text import PaddedPrompt
 from .results import Z95, Estimate, format_entry, versions
 from .sampling import Sampling, check_sampling
 from .words import check_text, remove_spans, word_spans
 
-# The linear quantities, each a combination of (i1, i2, i12): the weights on them.
-LINEAR = {
-    "first": (1, 0, 0),
-    "second": (0, 1, 0),
-    "joint": (0, 0, 1),
-    "interaction": (1, 1, -1),
-    "first_given_second": (0, -1, 1),
-    "second_given_first": (-1, 0, 1),
-    "difference": (1, -1, 0),
-}
-# The linear quantities that are contrasts, not informations of one condition against another:
-# their intervals are symmetric (see estimators._estimate).
-CONTRASTS = ("interaction", "difference")
-ATOMS = ("redundancy", "unique_first", "unique_second", "synergy")
 # Two intervals that each cover with 97.5% cover together with at least 95% (Bonferroni).
 BONFERRONI_Z = 2.241402727604947
 
@@ -484,28 +471,6 @@ class Interaction:
 def _row(entries: list[dict[str, Any]], key: str, dtype: Any = torch.float64) -> torch.Tensor:
     """One field of a row of entries (as :meth:`Estimate.entry` wrote them), shape (1, n)."""
     return torch.tensor([[e[key] for e in entries]], dtype=dtype)
-
-
-DEFINITIONS = {
-    "first": "i(x; w1 | rest) = log p(x | rest + w1) - log p(x | rest)",
-    "second": "i(x; w2 | rest) = log p(x | rest + w2) - log p(x | rest)",
-    "joint": "i(x; w1, w2 | rest) = log p(x | prompt) - log p(x | rest)",
-    "interaction": "i(x; w1; w2 | rest) = first + second - joint (> 0 redundant, < 0 synergistic)",
-    "first_given_second": "i(x; w1 | rest + w2) = joint - second",
-    "second_given_first": "i(x; w2 | rest + w1) = joint - first",
-    "redundancy": "DiffusionPID: min(first, second)",
-    "unique_first": "DiffusionPID: first - redundancy",
-    "unique_second": "DiffusionPID: second - redundancy",
-    "synergy": "DiffusionPID: joint - unique_first - unique_second - redundancy",
-    "rest": "the prompt without both words",
-    "pixel_atoms": "pixel atoms are the atoms of each pixel's informations: they do not sum to "
-    "the image's atoms (a minimum is not additive); the linear quantities' maps do",
-}
-ESTIMATOR_NOTES = {
-    "standard": "each value estimates this image's log-probability combination",
-    "orthogonal": "each value agrees with the log-probability combination only on average over "
-    "images (for one image it is not a log-ratio); use 'standard' for one image",
-}
 
 
 def interaction(

@@ -1001,7 +1001,7 @@ _INTERACTION_GROUP_COLUMNS = (
 
 
 def _interaction_summary(summary: dict[str, Any]) -> str:
-    from ..interactions import ESTIMATOR_NOTES
+    from ..interaction_terms import ESTIMATOR_NOTES
 
     models = summary.get("models", {})
     if not models:

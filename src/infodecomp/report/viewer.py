@@ -261,7 +261,7 @@ def interaction_html(inter: Interaction) -> str:
     not the image's) and the pixel atoms' maps; a table of every pair's numbers; the settings.
     Numbers by :func:`~infodecomp.results.format_entry` (in the page, its port in
     ``format.js``)."""
-    from ..interactions import ESTIMATOR_NOTES
+    from ..interaction_terms import ESTIMATOR_NOTES
 
     data = interaction_data(inter)
     title = html.escape(inter.prompt)
@@ -289,7 +289,7 @@ def interaction_data(inter: Interaction) -> dict[str, Any]:
     conditions, each quantity's formatted value and flags, the pixel atoms' sums, and its maps
     and standard-error maps as base64 float32 ``(h, w)``; the panels to draw; the image as
     base64 PNG and both colour maps."""
-    from ..interactions import ATOMS, LINEAR
+    from ..interaction_terms import ATOMS, LINEAR
     from .figures import DIVERGING_CMAP, interaction_sign, pixel_unit
 
     has_atoms = "redundancy" in inter.estimates
@@ -406,7 +406,7 @@ def _pair_input_note(inter: Interaction) -> str:
 
 def _pair_table(inter: Interaction) -> str:
     """Every pair's numbers: a row per quantity, a column per pair (nats, 95% intervals)."""
-    from ..interactions import ATOMS, DEFINITIONS, LINEAR
+    from ..interaction_terms import ATOMS, DEFINITIONS, LINEAR
 
     has_atoms = "redundancy" in inter.estimates
     symbols = _pair_titles("w1", "w2")
