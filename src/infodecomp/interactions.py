@@ -45,7 +45,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .estimators import ESTIMATORS, _broadcast_pairs, _check_inputs, _estimate
+from .estimators import ESTIMATORS, _broadcast_pairs, _estimate
 from .files import write_atomic
 from .images import prepare_image
 from .interaction_terms import ATOMS, CONTRASTS, DEFINITIONS, ESTIMATOR_NOTES, LINEAR
@@ -119,7 +119,6 @@ def interaction_information(
     for p in range(n_pairs):
         for q, weights in enumerate(LINEAR.values()):
             combine[len(LINEAR) * p + q, 3 * p : 3 * p + 3] = torch.tensor(weights)
-    x = _check_inputs(x, sum_channels, keys)
     sampling = check_sampling(sampling)
     est = _estimate(
         "conditional_mutual_info",
