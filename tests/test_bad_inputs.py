@@ -224,7 +224,15 @@ def test_ctrl_c_at_any_moment_is_one_line(tmp_path, delay):
 
     argv = [sys.executable, "-m", "infodecomp", "eval", "compositional", "--model", "exact"]
     argv += ["--limit", "400", "--samples", "64", "--out", str(tmp_path / "out")]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # A terminal's Ctrl-C: SIGINT handled as a shell in the foreground leaves it (a job started
+    # with `&` by a script, e.g. a test run in the background, inherits it ignored).
+    proc = subprocess.Popen(
+        argv,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
