@@ -271,3 +271,25 @@ def test_text_api_result_and_errors(tmp_path):
         idc.interaction(model, x[0].float(), caption, pairs[0], estimator="bogus")
     with pytest.raises(ValueError, match="was not measured"):
         result.entry(("blue", "green"))
+
+
+def test_orthogonal_contrasts_keep_negative_values_inside_their_intervals():
+    """Orthogonal informations are never negative (their intervals are cut at 0); their
+    combinations can be (i1 + i2 - i12), so theirs are not cut."""
+    model = idc.load_model("exact", device="cpu")
+    negative = 0
+    for x, caption, pairs in world_items(6):
+        c = [pair_conditions(caption, *p) for p in pairs]
+        out = interaction_information(
+            model,
+            x,
+            *([k[name] for k in c] for name in ("joint", "first", "second", "rest")),
+            estimator="orthogonal",
+            sampling=Sampling(draws=64, seed=0),
+            progress=False,
+        )
+        for name in LINEAR:
+            value, ci95 = out[name].value, out[name].ci95
+            assert (ci95[..., 0] <= value + 1e-12).all() and (value <= ci95[..., 1] + 1e-12).all()
+        negative += int((out["interaction"].value < 0).sum())
+    assert negative > 0  # the case the test is about occurs

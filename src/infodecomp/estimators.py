@@ -487,6 +487,7 @@ def _estimate(
                 profile_edges,
                 offset,
                 symmetric,
+                n_base,
             )
             parts.append((rows, result))
         result = _merge_rows(parts)
@@ -719,6 +720,7 @@ def _integral(
     profile_edges: np.ndarray,
     offset: _Offset,
     symmetric: torch.Tensor | None = None,
+    n_base: int | None = None,
 ) -> dict[str, Any]:
     """One kind's estimate, for rows that took equal draws, from their counted draws (plus
     ``offset``, the terms outside the sampled integral: the tails, and the log-likelihood's
@@ -759,8 +761,9 @@ def _integral(
         "value": value,
         "stderr": stderr,
         # An orthogonal value is never negative: its interval is cut at 0, which keeps its
-        # coverage (the truth is inside [0, inf)).
-        "ci95": ci95.clamp(min=0) if kind == "orthogonal" else ci95,
+        # coverage (the truth is inside [0, inf)). Not so a combination (``n_base`` on: e.g.
+        # i1 + i2 - i12), which may be negative.
+        "ci95": _cut_at_zero(ci95, n_base) if kind == "orthogonal" else ci95,
         "reliable": share <= RELIABLE_SHARE,
         "truncated": truncated,
         "diagnostics": {
@@ -776,6 +779,14 @@ def _integral(
         "map": est_map,
         "map_stderr": est_map_se,
     }
+
+
+def _cut_at_zero(ci95: torch.Tensor, n_base: int | None) -> torch.Tensor:
+    """Intervals ``(n_x, n_pairs, 2)`` cut at 0 for the first ``n_base`` pairs (all if None)."""
+    cut = ci95.clamp(min=0)
+    if n_base is None:
+        return cut
+    return torch.cat([cut[:, :n_base], ci95[:, n_base:]], 1)
 
 
 class _Offset:
