@@ -310,7 +310,7 @@ def cli(*args, **kwargs):
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_uninterrupted_rows(tmp_path):
-    args = ["eval", "compositional", "--limit", "8", "--samples", "32"]
+    args = ["eval", "compositional", "--limit", "8", "--samples", "16"]
     killed = tmp_path / "killed"
     proc = cli(*args, "--out", str(killed), stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     rows = killed / "rows.jsonl"

@@ -16,8 +16,8 @@ is the confidence sequence, which covers; both measured in ``benchmarks/eval_cos
 
 An item stops when its leader is decided (its margin over every other caption excludes 0), when
 (with a true caption) a false caption is decided to beat the true one, when the decision is
-futile (even the upper end of a plain 95% interval of each undecided margin lies inside the
-width the maximum draws would reach), or at the maximum
+futile (for every undecided margin, the predictive probability of a decision at the maximum
+draws is under 20%: a standard futility rule, which never adds a wrong decision), or at the maximum
 (``Sampling.draws``). Captions that no other significantly beats are the plausible leaders; an
 item's credit is 1/(their number) if the true caption is among them, else 0: an undecided
 two-caption item counts as a tie.
@@ -26,7 +26,10 @@ two-caption item counts as a tie.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import closing
 from itertools import combinations
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -51,6 +54,7 @@ BLOCK = 16  # draws per stage
 FIRST_LOOK = 16  # draws before the first look (the boundary is asymptotic: measured)
 TIGHTEST_AT = 64  # draws at which the boundary is tuned to be tightest
 ALPHA = 0.05
+FUTILE_BELOW = 0.2  # futile when a decision by the maximum is less likely than this
 
 
 def boundary(t: int, stderr_scale: np.ndarray, alpha: float) -> np.ndarray:
@@ -86,6 +90,24 @@ def rank_sequentially(
     ``credit``.
     """
     sampling = sampling.resolve(model)
+    n = len(captions)
+    obs = np.empty((n * (n - 1) // 2, 0))
+    with closing(margin_blocks(model, x, captions, sampling=sampling, key=key)) as blocks:
+        for block in blocks:
+            obs = np.concatenate([obs, block], 1)
+            look = decide(obs, captions, true_index, alpha=alpha, most=sampling.draws)
+            if look["decision"] != "maximum":
+                break
+    return ranking_result(look, captions, true_index)
+
+
+def margin_blocks(
+    model: Any, x: torch.Tensor, captions: list[str], *, sampling: Sampling, key: str
+) -> Iterator[np.ndarray]:
+    """The ranking's draws, block by block: each pair ``(i, j)``, ``i < j``, of captions'
+    importance-weighted margin ``log p(x|c_i) - log p(x|c_j)`` per counted draw, shape
+    ``(n_pairs, block)``, until ``sampling.draws`` (a resolved sampling). A pilot of
+    :data:`PILOT` draws (spent) fits the proposal first. Close it to stop early."""
     if sampling.draws < BLOCK:
         raise ValueError(f"sequential ranking needs at least {BLOCK} draws, got {sampling.draws}")
     if sampling.targeted:
@@ -111,62 +133,110 @@ def rank_sequentially(
         n_units=PILOT + sampling.draws,
         progress=False,
     )
-    alpha_rng = np.random.default_rng([sampling.seed, stream, 0])
-    # A pilot fits the proposal to the margins (as the estimators' adaptive stages do); the
-    # proposal then stays fixed, so the counted draws are i.i.d., as the boundary needs.
-    pilot = sampling.logsnr.sample(PILOT, alpha_rng, stratified=True)
-    f_pilot, _ = draws.integrands([pilot], [np.ones_like(pilot)], per_dim=False)
-    logsnr = fit_proposal(
-        sampling.logsnr,
-        pilot,
-        f_pilot["standard"][0].numpy(),
-        n_bins=PROPOSAL_BINS,
-        defensive=DEFENSIVE,
-        widened=WIDENED,
-        widen_by=WIDEN_BY,
-    )
+    try:
+        alpha_rng = np.random.default_rng([sampling.seed, stream, 0])
+        # A pilot fits the proposal to the margins (as the estimators' adaptive stages do); the
+        # proposal then stays fixed, so the counted draws are i.i.d., as the boundary needs.
+        pilot = sampling.logsnr.sample(PILOT, alpha_rng, stratified=True)
+        f_pilot, _ = draws.integrands([pilot], [np.ones_like(pilot)], per_dim=False)
+        logsnr = fit_proposal(
+            sampling.logsnr,
+            pilot,
+            f_pilot["standard"][0].numpy(),
+            n_bins=PROPOSAL_BINS,
+            defensive=DEFENSIVE,
+            widened=WIDENED,
+            widen_by=WIDEN_BY,
+        )
+        t = 0
+        while t < sampling.draws:
+            size = min(max(BLOCK, FIRST_LOOK - t), sampling.draws - t)
+            a = logsnr.sample(size, alpha_rng, stratified=False)
+            f, _ = draws.integrands([a], [np.ones_like(a)], per_dim=False)
+            t += size
+            yield (f["standard"][0] * torch.from_numpy(logsnr.weight(a))).numpy()
+    finally:
+        draws.close()
+
+
+def decide(
+    obs: np.ndarray,
+    captions: list[str],
+    true_index: int | None = None,
+    *,
+    alpha: float = ALPHA,
+    most: int,
+    futile_below: float = FUTILE_BELOW,
+) -> dict[str, Any]:
+    """One look at the draws so far, ``obs`` (each pair's margin per draw, ``(n_pairs, t)``):
+    ``decision`` (``"decided"``, ``"futile"``, or ``"maximum"`` while draws remain or at
+    ``most``), ``plausible``, ``leader``, and each pair's running ``mean``, ``var`` (per draw)
+    and confidence-sequence half-``width``.
+
+    Futile: for every undecided margin (two plausible leaders with different texts), the
+    predictive probability that the margin at ``most`` draws lies outside the boundary there
+    is below ``futile_below`` (the margin's mean at ``most`` given the draws so far, under a
+    flat prior on the true margin: normal, mean the running mean, variance
+    ``var (most - t) / (most t)``). A futile stop never decides, so it cannot add a wrong
+    decision; it may only lose one that more draws would have made (measured:
+    ``benchmarks/futility.py``)."""
+    n, t = len(captions), obs.shape[1]
+    pairs = list(combinations(range(n), 2))
     level = alpha / len(pairs)
-    obs = np.empty((len(pairs), 0))  # each pair's weighted margin per counted draw
-    decision, plausible, leader = "maximum", list(range(n)), None
-    while obs.shape[1] < sampling.draws:
-        t = obs.shape[1]
-        size = min(max(BLOCK, FIRST_LOOK - t), sampling.draws - t)
-        a = logsnr.sample(size, alpha_rng, stratified=False)
-        f, _ = draws.integrands([a], [np.ones_like(a)], per_dim=False)
-        block = (f["standard"][0] * torch.from_numpy(logsnr.weight(a))).numpy()
-        obs = np.concatenate([obs, block], 1)
-        t = obs.shape[1]
-        mean, var = obs.mean(1), obs.var(1, ddof=1)
-        width = boundary(t, np.sqrt(var), level)
-        beats = _beats(pairs, n, mean - width > 0, mean + width < 0)
-        plausible = [i for i in range(n) if not beats[:, i].any()]
-        texts = {captions[i] for i in plausible}  # copies of one caption are one leader
-        if len(texts) == 1:
-            decision, leader = "decided", plausible[0]
-            break
-        if true_index is not None and true_index not in plausible:
-            decision = "decided"
-            break
-        # Futile: even the upper end of a plain 95% interval of every undecided margin (two
-        # plausible leaders' with different texts) lies inside the width the maximum draws
-        # would reach at this variance: more draws would not decide it.
-        undecided = [
-            k
-            for k, (i, j) in enumerate(pairs)
-            if i in plausible and j in plausible and captions[i] != captions[j]
+    mean, var = obs.mean(1), obs.var(1, ddof=1)
+    width = boundary(t, np.sqrt(var), level)
+    beats = _beats(pairs, n, mean - width > 0, mean + width < 0)
+    plausible = [i for i in range(n) if not beats[:, i].any()]
+    look: dict[str, Any] = {
+        "decision": "maximum",
+        "draws": t,
+        "plausible": plausible,
+        "leader": None,
+        "mean": mean,
+        "var": var,
+        "width": width,
+    }
+    if len({captions[i] for i in plausible}) == 1:  # copies of one caption are one leader
+        return look | {"decision": "decided", "leader": plausible[0]}
+    if true_index is not None and true_index not in plausible:
+        return look | {"decision": "decided"}
+    undecided = [
+        k
+        for k, (i, j) in enumerate(pairs)
+        if i in plausible and j in plausible and captions[i] != captions[j]
+    ]
+    power = _power_at(most, t, mean[undecided], var[undecided], level)
+    if t < most and (power < futile_below).all():
+        return look | {"decision": "futile"}
+    return look
+
+
+def _power_at(most: int, t: int, mean: np.ndarray, var: np.ndarray, level: float) -> np.ndarray:
+    """Predictive probability that each margin lies outside the boundary at ``most`` draws."""
+    edge = boundary(most, np.sqrt(var), level)
+    spread = np.sqrt(var * (most - t) / (most * t))
+    normal = NormalDist()
+    return np.array(
+        [
+            normal.cdf((m - e) / s) + normal.cdf((-e - m) / s) if s > 0 else float(abs(m) > e)
+            for m, e, s in zip(mean, edge, spread, strict=True)
         ]
-        at_max = boundary(sampling.draws, np.sqrt(var[undecided]), level)
-        reach = np.abs(mean[undecided]) + 2 * np.sqrt(var[undecided] / t)
-        if t < sampling.draws and (reach < at_max).all():
-            decision = "futile"
-            break
-    draws.close()  # mean, var and width are those of the last look
+    )
+
+
+def ranking_result(
+    look: dict[str, Any], captions: list[str], true_index: int | None
+) -> dict[str, Any]:
+    """The JSON-ready result of :func:`rank_sequentially` from its last look."""
+    n, t = len(captions), look["draws"]
+    pairs = list(combinations(range(n), 2))
+    mean, var, width, plausible = look["mean"], look["var"], look["width"], look["plausible"]
     out: dict[str, Any] = {
-        "decision": decision,
+        "decision": look["decision"],
         "draws": t,
         "n_evaluations": (PILOT + t) * len(set(captions)),  # each distinct caption once
         "plausible": plausible,
-        "leader": leader,
+        "leader": look["leader"],
         "margins": [
             {
                 "pair": [i, j],
