@@ -7,8 +7,10 @@ every "negative" decision is wrong) and decisive ones (normal draws whose z at 2
 or 27, the exact world model's range), and prints one table: the share of wrong decisions, and
 the mean draws used on the decisive margins, for
 
-- ``cs``: the confidence sequence ``--sequential`` uses (``infodecomp.sequential.boundary``),
-  looks every 16 draws from 16;
+- ``cs+skew``: the confidence sequence the ranking uses (``sequential.confidence_sequence``:
+  the symmetric boundary on skew-aware arms, twice the sample skewness), looks every 16 draws
+  from 16;
+- ``cs``: the symmetric boundary alone (``sequential.boundary``);
 - ``cs+floor Z``: the same, never narrower than ``Z * sqrt(64 / t)`` standard errors (a guard
   against early decisions);
 - ``obf C``: an O'Brien-Fleming-shaped boundary, ``C * sqrt(256 / t)`` standard errors;
@@ -24,23 +26,34 @@ from collections.abc import Callable
 
 import numpy as np
 
-from infodecomp.sequential import BLOCK, FIRST_LOOK, boundary
+from infodecomp.sequential import BLOCK, FIRST_LOOK, boundary, confidence_sequence
 
 MOST = 256
-Rule = Callable[[int, np.ndarray], np.ndarray]  # (draws, sample SDs) -> half-widths
+Rule = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # draws so far -> (lower, upper)
 
 
 def rules() -> dict[str, Rule]:
     """The boundaries compared, by name."""
 
+    def symmetric(half_width: Callable[[int, np.ndarray], np.ndarray]) -> Rule:
+        def rule(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            t, mean = part.shape[1], part.mean(1)
+            half = half_width(t, part.std(1, ddof=1))
+            return mean - half, mean + half
+
+        return rule
+
     def floor(z: float) -> Rule:
-        return lambda t, sd: np.maximum(boundary(t, sd, 0.05), z * np.sqrt(64 / t) * sd / t**0.5)
+        return symmetric(
+            lambda t, sd: np.maximum(boundary(t, sd, 0.05), z * np.sqrt(64 / t) * sd / t**0.5)
+        )
 
     def obf(c: float) -> Rule:
-        return lambda t, sd: c * np.sqrt(MOST / t) * sd / np.sqrt(t)
+        return symmetric(lambda t, sd: c * np.sqrt(MOST / t) * sd / np.sqrt(t))
 
     return {
-        "cs": lambda t, sd: boundary(t, sd, 0.05),
+        "cs+skew": lambda part: confidence_sequence(part, 0.05),
+        "cs": symmetric(lambda t, sd: boundary(t, sd, 0.05)),
         "cs+floor 3": floor(3.0),
         "cs+floor 5": floor(5.0),
         "obf 2.0": obf(2.0),
@@ -59,11 +72,9 @@ def run_rule(rule: Rule | None, x: np.ndarray) -> tuple[float, float]:
     decided = np.zeros(runs, dtype=bool)
     used = np.full(runs, most)
     for t in range(FIRST_LOOK, most + 1, BLOCK):
-        part = x[:, :t]
-        width = rule(t, part.std(1, ddof=1))
-        mean = part.mean(1)
-        negative = (mean + width < 0) & ~decided
-        positive = (mean - width > 0) & ~decided
+        lower, upper = rule(x[:, :t])
+        negative = (upper < 0) & ~decided
+        positive = (lower > 0) & ~decided
         used[negative | positive] = t
         wrong |= negative
         decided |= negative | positive
