@@ -110,6 +110,7 @@ def test_compositional_report_margins_and_verdicts(tmp_path):
         "16",
         "--limit",
         "3",
+        "--fixed",
     ]
     assert main([*argv, "--out", str(out)]) == 0
     text, rows = browser(out)

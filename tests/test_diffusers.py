@@ -303,6 +303,7 @@ def test_score_command_json(saved, image_file, capsys):
         "a blue cat",
         "--samples",
         "4",
+        "--fixed",
         "--json",
     ]
     assert main(argv) == 0

@@ -53,6 +53,7 @@ def test_world_compositional_items_have_known_truth():
 def test_compositional_on_the_exact_model(tmp_path, capsys):
     out = tmp_path / "comp"
     args = ["eval", "compositional", "--model", "exact", "--limit", "6", "--samples", "64"]
+    args.append("--fixed")
     assert main([*args, "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert "exact world model: standard" in table and "orthogonal (paper)" in table

@@ -163,7 +163,8 @@ def test_compile_option_of_the_commands(tmp_path, monkeypatch, capsys):
     image = tmp_path / "image.png"
     Image.fromarray(((_image().permute(1, 2, 0) + 1) * 127.5).byte().numpy()).save(image)
     common = ["--model", str(folder), "--image", str(image), "--device", "cpu", "--samples", "4"]
-    score = ["score", *common, "--prompt", "a red dog", "--prompt", "a blue cat", "--json"]
+    score = ["score", *common, "--prompt", "a red dog", "--prompt", "a blue cat", "--fixed"]
+    score += ["--json"]
     assert main(score) == 0
     plain = capsys.readouterr().out
     assert main([*score, "--compile"]) == 0

@@ -1,5 +1,6 @@
-"""`infodecomp score` on the bundled model: the winner first, then its log-likelihood ratio over
-each other caption on the same draws, with an interval and a verdict."""
+"""`infodecomp score` on the bundled model: by default the prompts ranked in stages until the
+leader is decided; with --fixed (or one prompt) every prompt's MI, the winner first, then its
+log-likelihood ratio over each other caption on the same draws, with an interval and a verdict."""
 
 import json
 
@@ -33,7 +34,7 @@ def score(image, prompts, *extra):
 @pytest.mark.slow
 def test_winner_first_and_its_paired_differences(world_image, capsys):
     prompts = [WRONG, TRUE, "a blue square"]
-    score(world_image, prompts, "--json")
+    score(world_image, prompts, "--fixed", "--json")
     doc = json.loads(capsys.readouterr().out)
     values = doc["value"][0]
     assert len(values) == 3 + 3  # the prompts against nothing, then each pair of prompts
@@ -59,7 +60,7 @@ def test_winner_first_and_its_paired_differences(world_image, capsys):
 
 
 def test_table_prints_winner_first_then_verdicts(world_image, capsys):
-    score(world_image, [WRONG, TRUE])
+    score(world_image, [WRONG, TRUE], "--fixed")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("prompt") and "i^s(x; prompt) [95% interval]" in lines[0]
     assert lines[1].startswith(TRUE) and lines[2].startswith(WRONG)
@@ -75,35 +76,52 @@ def test_one_prompt_has_no_pairs_and_orthogonal_pairs_stay_standard(world_image,
     score(world_image, [TRUE])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and "winner minus" not in "".join(lines)
-    score(world_image, [TRUE, WRONG], "--estimator", "orthogonal")
+    score(world_image, [TRUE, WRONG], "--fixed", "--estimator", "orthogonal")
     out = capsys.readouterr().out
     assert "i^o(x; prompt)" in out and "(standard estimator, same draws)" in out
 
 
-def test_sequential_score_decides_the_true_caption_first(world_image, capsys):
+def test_score_ranks_in_stages_by_default_and_decides_the_true_caption_first(world_image, capsys):
     prompts = [WRONG, TRUE]
-    score(world_image, prompts, "--sequential", "--samples", "64", "--json")
+    score(world_image, prompts, "--samples", "64", "--json")
     doc = json.loads(capsys.readouterr().out)
     assert doc["decision"] == "decided" and doc["leader"] == 1 and doc["plausible"] == [1]
     assert doc["n_evaluations"] == (8 + doc["draws"]) * 2 and doc["draws"] <= 64
     (margin,) = doc["margins"]  # log p(x|WRONG) - log p(x|TRUE), decided below 0
     assert margin["pair"] == [0, 1] and margin["ci95"][1] < 0
-    score(world_image, prompts, "--sequential", "--samples", "64")
+    score(world_image, prompts, "--samples", "64")
     text = capsys.readouterr().out
-    assert f"leader: {TRUE}" in text and "decided after" in text and f"- {WRONG}" in text
+    lines = text.splitlines()
+    assert lines[0] == f"leader: {TRUE} (decided after {doc['draws']} draws)"
+    assert lines[2].startswith(TRUE) and "0 (reference)" in lines[2]
+    assert lines[3].startswith(WRONG) and lines[3].endswith("behind, decided")
 
 
 def test_sequential_score_reports_each_prompts_mi_when_asked(world_image, capsys):
     prompts = [WRONG, TRUE]
-    score(world_image, prompts, "--sequential", "--samples", "64", "--report-mi", "--json")
+    score(world_image, prompts, "--samples", "64", "--report-mi", "--json")
     doc = json.loads(capsys.readouterr().out)
     assert doc["n_evaluations"] == (8 + doc["draws"]) * 2 + (64 + 8) * 2
     (margin,) = doc["margins"]
     wrong, true = doc["mi"]  # the first prompt's MI measured, the other's through the margin
     assert wrong["value"] - true["value"] == pytest.approx(margin["value"])
     assert true["stderr"] > 0 and true["ci95"][0] < true["value"] < true["ci95"][1]
-    score(world_image, prompts, "--sequential", "--samples", "64", "--report-mi")
+    score(world_image, prompts, "--samples", "64", "--report-mi")
     assert "i(x; prompt) [95% interval]" in capsys.readouterr().out
     argv = ["score", "--model", "bundled", "--image", str(world_image), "--report-mi"]
     assert main([*argv, "--prompt", TRUE]) == 2
-    assert "--report-mi goes with --sequential" in capsys.readouterr().err
+    assert "--report-mi goes with the ranking in stages" in capsys.readouterr().err
+    assert main([*argv, "--prompt", TRUE, "--prompt", WRONG, "--fixed"]) == 2
+    assert "--report-mi goes with the ranking in stages" in capsys.readouterr().err
+
+
+def test_options_of_the_fixed_score_without_it_are_one_line_errors(world_image, capsys):
+    argv = ["score", "--model", "bundled", "--image", str(world_image)]
+    argv += ["--prompt", TRUE, "--prompt", WRONG]
+    for extra, says in (
+        (["--estimator", "orthogonal"], "--estimator picks the score of --fixed"),
+        (["--target-se", "0.5"], "--target-se and --target-rel go with --fixed"),
+    ):
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1

@@ -124,12 +124,12 @@ def test_an_items_ranking_depends_only_on_it_and_the_seed(exact_runs):
     assert [m["value"] for m in other["margins"]] != [m["value"] for m in ranked["margins"]]
 
 
-def test_too_few_draws_or_captions_are_refused(exact_runs):
+def test_few_draws_are_one_look_and_one_caption_is_refused(exact_runs):
     model, runs = exact_runs
     item = runs[0][0]
     x = model.encode_image(item.image)
-    with pytest.raises(ValueError, match="at least 16 draws"):
-        rank_sequentially(model, x, list(item.captions), sampling=Sampling(draws=8), key="k")
+    few = rank_sequentially(model, x, list(item.captions), sampling=Sampling(draws=8), key="k")
+    assert few["draws"] == 8 and few["n_evaluations"] == (PILOT + 8) * len(item.captions)
     with pytest.raises(ValueError, match="two or more captions"):
         rank_sequentially(model, x, ["a red circle"], sampling=Sampling(draws=64), key="k")
 
@@ -165,13 +165,15 @@ def test_eval_reports_each_captions_mi_only_with_the_sequential_ranking(tmp_path
     from infodecomp.evaluate.runner import read_rows
 
     kw = {"model": "exact", "limit": 2, "sampling": Sampling(draws=64), "progress": False}
-    evaluate("compositional", tmp_path / "s", ranking="sequential", report_mi=True, **kw)
+    evaluate("compositional", tmp_path / "s", report_mi=True, **kw)  # sequential by default
     for row in read_rows(tmp_path / "s"):
         entry = row["scores"]["model"]["sequential"]
         assert len(entry["mi"]) == len(row["captions"])
         assert all(lo < e["value"] < hi for e in entry["mi"] for lo, hi in [e["ci95"]])
     with pytest.raises(ValueError, match="goes with the sequential ranking"):
-        evaluate("compositional", tmp_path / "f", report_mi=True, **kw)
+        evaluate("compositional", tmp_path / "f", ranking="fixed", report_mi=True, **kw)
+    with pytest.raises(ValueError, match="give ranking='fixed'"):
+        evaluate("compositional", tmp_path / "e", estimator="orthogonal", **kw)
 
 
 def _stops(x: np.ndarray, most: int, futile_below: float) -> tuple[np.ndarray, np.ndarray]:

@@ -201,23 +201,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument(
         "--estimator",
         choices=["standard", "orthogonal"],
-        default="standard",
-        help="standard (default): log p(x|prompt) - log p(x), the score to rank captions with; "
-        "orthogonal: the paper's score, which is large for a caption that contradicts the image "
-        "(the winner's log-likelihood ratios stay standard)",
+        help="with --fixed: standard (default): log p(x|prompt) - log p(x), the score to rank "
+        "captions with; orthogonal: the paper's score, which is large for a caption that "
+        "contradicts the image (the winner's log-likelihood ratios stay standard)",
     )
     score.add_argument(
-        "--sequential",
+        "--fixed",
         action="store_true",
-        help="draws in stages (at most --samples) until the leader is decided by an "
-        "anytime-valid 95%% interval of each log-likelihood ratio (no i(x; prompt) itself "
-        "unless --report-mi; experimental)",
+        help="every prompt's MI i(x; prompt) on the same --samples draws, and the winner's "
+        "log-likelihood ratios (one prompt: always). Default: the prompts ranked in stages "
+        "(at most --samples draws) until an anytime-valid 95%% interval of each "
+        "log-likelihood ratio decides the leader",
     )
     score.add_argument(
         "--report-mi",
         action="store_true",
-        help="with --sequential: also each prompt's own MI i(x; prompt) (the first prompt's on "
-        "two conditions' draws, plus the ranking's margins)",
+        help="with the ranking in stages: also each prompt's own MI i(x; prompt) (the first "
+        "prompt's on two conditions' draws, plus the ranking's margins)",
     )
     score.add_argument(
         "--json",
@@ -425,20 +425,22 @@ def _eval_arguments(commands: Any) -> None:
             sub.add_argument(
                 "--estimator",
                 choices=["standard", "orthogonal"],
-                help="ranking score: standard (log p(x|caption) - log p(x); the default) or "
-                "orthogonal (the paper's score; the default with --protocol paper); both are "
-                "measured and shown",
+                help="with --fixed: the ranking score, standard (log p(x|caption) - log p(x); "
+                "the default) or orthogonal (the paper's score; the default with --protocol "
+                "paper); both are measured and shown",
             )
             sub.add_argument(
-                "--sequential",
+                "--fixed",
                 action="store_true",
-                help="draws in stages until each item's leader is decided (at most --samples; "
-                "the standard score's margins; experimental) instead of --samples for every item",
+                help="--samples draws for every item, every caption and the unconditional: "
+                "both scores and every caption's MI (implied by --protocol paper). Default: "
+                "each item drawn in stages until its leader is decided (at most --samples; the "
+                "standard score's margins, anytime-valid intervals)",
             )
             sub.add_argument(
                 "--report-mi",
                 action="store_true",
-                help="with --sequential: also each caption's own MI (the true caption's, on two "
+                help="without --fixed: also each caption's own MI (the true caption's, on two "
                 "conditions' draws, plus the ranking's margins)",
             )
         _device_arguments(sub)
@@ -491,7 +493,7 @@ def run_eval(args: argparse.Namespace) -> int:
         sampling=_sampling(args),
         ddim_steps=getattr(args, "ddim_steps", DEFAULT_STEPS),
         estimator=getattr(args, "estimator", None),
-        ranking="sequential" if getattr(args, "sequential", False) else None,
+        ranking="fixed" if getattr(args, "fixed", False) else None,
         report_mi=getattr(args, "report_mi", False),
         generated=getattr(args, "generated", False),
         device=args.device,
@@ -591,11 +593,6 @@ def _sampling_arguments(
 
 
 def _sampling(args: argparse.Namespace) -> Sampling:
-    if getattr(args, "sequential", False) and (args.target_se or args.target_rel):
-        raise ValueError(
-            "--sequential draws until each ranking is decided: it takes no --target-se or "
-            "--target-rel (those set the precision of values)"
-        )
     return Sampling(
         draws=args.samples,
         seed=args.seed,
@@ -921,13 +918,23 @@ def run_score(args: argparse.Namespace) -> int:
     prompts = [check_text(p.strip()) for p in args.prompt]
     if not all(prompts):
         raise ValueError("a prompt is empty")
-    if args.report_mi and not args.sequential:
+    fixed = args.fixed or len(prompts) == 1  # one prompt: nothing to rank, its MI
+    if args.report_mi and fixed:
+        raise ValueError("--report-mi goes with the ranking in stages (--fixed reports every MI)")
+    if not fixed and args.estimator is not None:
         raise ValueError(
-            "--report-mi goes with --sequential (without it every prompt's MI is reported)"
+            "--estimator picks the score of --fixed; the ranking in stages uses the standard "
+            "score's log-likelihood ratios: add --fixed"
+        )
+    if not fixed and (args.target_se or args.target_rel):
+        raise ValueError(
+            "the ranking in stages draws until the leader is decided: --target-se and "
+            "--target-rel go with --fixed (they set the precision of values)"
         )
     model = _load_model(args)
-    if args.sequential:
+    if not fixed:
         return _score_sequentially(args, model, prompts)
+    args.estimator = args.estimator or "standard"
     ranked = rank_captions(
         model, args.image, prompts, estimator=args.estimator, sampling=_sampling(args)
     )
@@ -989,32 +996,44 @@ def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]
             )
         )
         return 0
-    leader = ranked["leader"]
-    first = leader if leader is not None else ranked["plausible"][0]
-    width = max(len("prompt"), *(len(p[:47]) for p in prompts)) + 2
+    n, leader, plausible = len(prompts), ranked["leader"], ranked["plausible"]
+
+    def versus(c: int, ref: int) -> dict[str, Any]:
+        """log p(x|c) - log p(x|ref), its interval at the stop (nats)."""
+        margin = ranked["margins"][pair_index(n, c, ref)]
+        sign = 1.0 if c < ref else -1.0  # margins are (i, j), i < j: log p(c_i) - log p(c_j)
+        low, high = sorted(sign * v for v in margin["ci95"])
+        return {"value": sign * margin["value"], "ci95": [low, high]}
+
+    # The reference: the decided leader, else the plausible leader ahead of the others.
+    ref = leader
+    if ref is None:
+        ref = max(plausible, key=lambda c: sum(versus(c, o)["value"] for o in plausible if o != c))
     verdict = {
         "decided": f"decided after {ranked['draws']} draws",
-        "futile": f"undecided: futile after {ranked['draws']} draws",
-        "maximum": f"undecided at the maximum, {ranked['draws']} draws",
+        "futile": f"undecided after {ranked['draws']} draws: a decision by --samples draws "
+        "is unlikely",
+        "maximum": f"undecided at the maximum, {ranked['draws']} draws (--samples)",
     }[ranked["decision"]]
-    head = f"leader: {prompts[first][:47]}" if leader is not None else "no single leader"
-    print(f"{head} ({verdict}); plausible leaders: {len(ranked['plausible'])}")
-    print(f"{'- ' + 'other prompt':<{width + 2}}log p(x|first) - log p(x|other) [95% interval]")
-    for j in range(len(prompts)):
-        if j == first:
-            continue
-        margin = ranked["margins"][pair_index(len(prompts), first, j)]
-        sign = 1.0 if first < j else -1.0
-        lo, hi = sorted(sign * v for v in margin["ci95"])
-        value = sign * margin["value"]
-        print(f"{'- ' + prompts[j][:47]:<{width + 2}}{value:.4g} [{lo:.4g}, {hi:.4g}]")
+    head = f"leader: {prompts[ref][:47]}" if leader is not None else "no single leader"
+    print(f"{head} ({verdict})")
+    width = max(len("prompt"), *(len(p[:47]) for p in prompts)) + 2
+    rows = {c: versus(c, ref) for c in range(n) if c != ref}
+    numbers = {c: format_entry(e, flags="none") for c, e in rows.items()}
+    column = max([len("0 (reference)"), *(len(t) for t in numbers.values())]) + 2
+    print(f"{'prompt':<{width}}{'log p(x|prompt) - log p(x|reference)':<{column}}")
+    status = "leader" if leader is not None else "plausible leader"
+    print(f"{prompts[ref][:47]:<{width}}{'0 (reference)':<{column}}{status}")
+    for c in sorted(rows, key=lambda c: -rows[c]["value"]):
+        text = "plausible leader: not decided" if c in plausible else "behind, decided"
+        print(f"{prompts[c][:47]:<{width}}{numbers[c]:<{column}}{text}")
     if args.report_mi:
-        print(f"{'prompt':<{width + 2}}i(x; prompt) [95% interval]")
+        print(f"{'prompt':<{width}}i(x; prompt) [95% interval]")
         for prompt, entry in zip(prompts, ranked["mi"], strict=True):
-            print(f"{prompt[:47]:<{width + 2}}{format_entry(entry, flags='none')}")
+            print(f"{prompt[:47]:<{width}}{format_entry(entry, flags='none')}")
     print(
-        f"nats, standard estimator, anytime-valid intervals; {ranked['n_evaluations']} denoiser "
-        f"evaluations, seed {args.seed}"
+        "nats, the standard estimator's margins on shared draws, anytime-valid 95% intervals; "
+        f"{ranked['n_evaluations']} denoiser evaluations, seed {args.seed}"
     )
     return 0
 

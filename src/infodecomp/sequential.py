@@ -110,8 +110,6 @@ def margin_blocks(
     importance-weighted margin ``log p(x|c_i) - log p(x|c_j)`` per counted draw, shape
     ``(n_pairs, block)``, until ``sampling.draws`` (a resolved sampling). A pilot of
     :data:`PILOT` draws (spent) fits the proposal first. Close it to stop early."""
-    if sampling.draws < BLOCK:
-        raise ValueError(f"sequential ranking needs at least {BLOCK} draws, got {sampling.draws}")
     if sampling.targeted:
         raise ValueError(
             "sequential ranking draws until the ranking is decided: it takes no precision "

@@ -575,8 +575,8 @@ def table(summary: dict[str, Any]) -> str:
             "* sequential: the standard score's margins, log p(x|c_i) - "
             "log p(x|c_j), on draws taken in stages until the item is decided (an anytime-valid "
             "95% confidence sequence for every pair excludes 0), futile or at the maximum; "
-            "undecided items count as ties. Without --sequential: the same draws for every item, "
-            "both scores measured (the paper's protocol)."
+            "undecided items count as ties. With --fixed: the same draws for every item, both "
+            "scores measured (as the paper's protocol)."
         )
     lines.append(
         (

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .. import ddim, sequential
+from .. import ddim
 from ..batching import DEFAULT_IN_FLIGHT
 from ..results import versions
 from ..sampling import Sampling, check_sampling
@@ -97,11 +97,18 @@ def evaluate(
             or per image for localization and interventions, seed 0, on the model's trained
             log-SNR range); an item's draws are keyed by its id.
         ddim_steps: DDIM steps each way (DAAM's maps, interventions).
-        estimator: the compositional ranking score (``"standard"``, the log-likelihood ratio,
+        estimator: the fixed compositional ranking's score (``"standard"``, the log-likelihood
+            ratio,
             or ``"orthogonal"``, the paper's score); default: ``"orthogonal"`` under the paper's
             protocol, else ``"standard"``; both are always measured and shown. For
             ``"interaction"``, the estimator of every quantity (default ``"standard"``: each
             image's own values).
+        ranking: compositional items: ``"sequential"`` (the default; each item drawn in stages
+            until its leader is decided, at most ``sampling.draws``: :mod:`infodecomp.sequential`)
+            or ``"fixed"`` (``sampling.draws`` for every item, every caption and the
+            unconditional: both scores and every caption's MI; the default under the paper's
+            protocol, and for Winoground's 2x2 groups, whose image score compares one
+            caption's MI across images).
         report_mi: with ``ranking="sequential"``, also each caption's own MI (from the true
             caption's, measured on two conditions' draws, plus the ranking's margins).
         tagger: ``text -> [(token, Penn Treebank tag), ...]`` for the word-order perturbations
@@ -136,36 +143,15 @@ def evaluate(
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     sampling = check_sampling(sampling)
-    if estimator is None:  # Kong et al. rank ARO's captions by the orthogonal estimate
-        estimator = "orthogonal" if protocol == "paper" else "standard"
-    ranking = ranking or "fixed"
-    if ranking not in ("sequential", "fixed"):
-        raise ValueError(f"unknown ranking {ranking!r}; choose 'sequential' or 'fixed'")
-    if ranking == "sequential" and protocol == "paper":
-        raise ValueError(
-            "the paper's protocol takes the same draws for every item: no `sequential`"
-        )
-    if sampling.targeted and (ranking == "sequential" or protocol == "paper"):
-        raise ValueError(
-            "a precision target (`target_se`, `target_rel`) sets the draws of values; the "
-            + (
-                "sequential ranking draws until the ranking is decided"
-                if ranking == "sequential"
-                else "paper's protocol takes the same draws for every item"
-            )
-        )
-    if report_mi and ranking != "sequential":
-        raise ValueError(
-            "`report_mi` goes with the sequential ranking (the fixed one measures every "
-            "caption's MI already)"
-        )
-    if ranking == "sequential" and sampling.draws < sequential.BLOCK:
-        raise ValueError(
-            f"sequential ranking needs at least {sequential.BLOCK} draws (`samples`), "
-            f"got {sampling.draws}"
-        )
-    if estimator not in ("standard", "orthogonal"):
+    if estimator is not None and estimator not in ("standard", "orthogonal"):
         raise ValueError(f"unknown estimator {estimator!r}; choose 'standard' or 'orthogonal'")
+    if task != "compositional":
+        estimator = estimator or "standard"
+        if sampling.targeted and protocol == "paper":
+            raise ValueError(
+                "a precision target (`target_se`, `target_rel`) sets the draws of values; the "
+                "paper's protocol takes the same draws for every item"
+            )
     if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
         raise ValueError(f"`in_flight` must be a positive integer, got {in_flight!r}")
     if task == "interaction" and protocol == "paper":
@@ -199,6 +185,10 @@ def evaluate(
         log(f"skipped {source}: {message}")
     if not items:
         raise ValueError(f"no items to evaluate in {data}")
+    if task == "compositional":
+        # Winoground's image score compares one caption's MI across images: it needs --fixed.
+        grouped = any(getattr(item, "group", None) is not None for item in items)
+        ranking, estimator = _ranking(ranking, protocol, estimator, sampling, report_mi, grouped)
 
     rank, n_proc, _, _ = process_state()
     if device in (None, "auto") and n_proc > 1 and torch.cuda.is_available():
@@ -325,3 +315,46 @@ def _items(
     if coco_captions:
         settings["coco_captions"] = str(Path(coco_captions).resolve())
     return items, bad, settings
+
+
+def _ranking(
+    ranking: str | None,
+    protocol: str,
+    estimator: str | None,
+    sampling: Sampling,
+    report_mi: bool,
+    grouped: bool,
+) -> tuple[str, str]:
+    """The compositional ranking and its estimator, checked: sequential by default; fixed
+    under the paper's protocol and for Winoground's groups (each caption's MI is needed)."""
+    if ranking is None:
+        ranking = "fixed" if protocol == "paper" or grouped else "sequential"
+    if ranking not in ("sequential", "fixed"):
+        raise ValueError(f"unknown ranking {ranking!r}; choose 'sequential' or 'fixed'")
+    if ranking == "sequential" and protocol == "paper":
+        raise ValueError(
+            "the paper's protocol takes the same draws for every item: no `sequential`"
+        )
+    if ranking == "sequential" and estimator is not None:
+        raise ValueError(
+            "`estimator` picks the fixed ranking's score; the sequential ranking uses the "
+            "standard score's margins: give ranking='fixed' (CLI: --fixed)"
+        )
+    if sampling.targeted and (ranking == "sequential" or protocol == "paper"):
+        raise ValueError(
+            "a precision target (`target_se`, `target_rel`) sets the draws of values; the "
+            + (
+                "sequential ranking draws until the ranking is decided: give ranking='fixed' "
+                "(CLI: --fixed)"
+                if ranking == "sequential"
+                else "paper's protocol takes the same draws for every item"
+            )
+        )
+    if estimator is None:  # Kong et al. rank ARO's captions by the orthogonal estimate
+        estimator = "orthogonal" if protocol == "paper" else "standard"
+    if report_mi and ranking != "sequential":
+        raise ValueError(
+            "`report_mi` goes with the sequential ranking (the fixed one measures every "
+            "caption's MI already)"
+        )
+    return ranking, estimator
