@@ -13,7 +13,7 @@ from test_figures import texts_inside
 from test_viewer import _browser, _page_errors_and_requests
 
 import infodecomp as idc
-from infodecomp.interactions import ATOMS, LINEAR, Interaction, interaction
+from infodecomp.interactions import ATOMS, LINEAR, Interaction, interaction, quantities
 from infodecomp.report import figures
 from infodecomp.words import file_name
 from infodecomp.world.scenes import sample
@@ -83,6 +83,39 @@ def test_load_round_trips_values_and_maps(result, saved):
             assert a["ci95"] == pytest.approx(b["ci95"], rel=1e-12, abs=1e-15)
             torch.testing.assert_close(back.heat_map(p, name), result.heat_map(p, name))
     torch.testing.assert_close(back.image, result.image.float())
+
+
+def test_a_pair_asked_the_other_way_round_swaps_the_words_roles(result):
+    """("triangle", "red") of a result that measured ("red", "triangle"): each quantity is the
+    one of the swapped definitions, value, interval and map."""
+    w1, w2 = result.pairs[0]
+    direct = {name: result.entry(0, name) for name in [*LINEAR, *ATOMS]}
+    swapped = {name: result.entry((w2, w1), name) for name in [*LINEAR, *ATOMS]}
+    exact = quantities(
+        direct["second"]["value"], direct["first"]["value"], direct["joint"]["value"]
+    )
+    for name in [*LINEAR, *ATOMS]:
+        assert swapped[name]["value"] == pytest.approx(exact[name], abs=1e-9), name
+        low, high = swapped[name]["ci95"]
+        assert low <= swapped[name]["value"] <= high, name
+    assert (
+        swapped["first"] == direct["second"] and swapped["unique_second"] == direct["unique_first"]
+    )
+    assert swapped["first_given_second"] == direct["second_given_first"]
+    for name in ("joint", "interaction", "redundancy", "synergy"):
+        assert swapped[name] == direct[name]
+    assert swapped["difference"]["ci95"] == [
+        -direct["difference"]["ci95"][1],
+        -direct["difference"]["ci95"][0],
+    ]
+    assert swapped["difference"]["stderr"] == direct["difference"]["stderr"]
+    torch.testing.assert_close(
+        result.heat_map((w2, w1), "difference"), -result.heat_map(0, "difference")
+    )
+    torch.testing.assert_close(result.heat_map((w2, w1), "second"), result.heat_map(0, "first"))
+    assert direct["difference"]["value"] != 0  # the sign is tested
+    with pytest.raises(ValueError, match="was not measured"):
+        result.entry(("red", "square"))
 
 
 def test_pair_figure_text_inside_and_readable(result):

@@ -707,10 +707,11 @@ def plot_interaction(inter: Interaction, pair: Sequence[str] | int = 0) -> tuple
     i(x; w1, w2 | rest) on one scale; the interaction information's map (diverging, symmetric
     about 0) beside a chart of the image's atoms and informations with their 95% intervals;
     the pixel atoms' maps on one scale, with their totals (which are not the image's atoms).
-    Maps in nats per model-input pixel. ``(fig, axes)``, axes a dict by what they show."""
+    Maps in nats per model-input pixel. ``(fig, axes)``, axes a dict by what they show. The
+    words stand in the order they were measured, whichever order ``pair`` gives them."""
     import matplotlib.pyplot as plt
 
-    p = inter._pair(pair)
+    p, _ = inter._pair(pair)
     w1, w2 = inter.pairs[p]
     has_maps = inter.estimates["joint"].map is not None
     has_atoms = "redundancy" in inter.estimates
