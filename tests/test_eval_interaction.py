@@ -148,3 +148,37 @@ def test_cli_runs_and_says_bad_data_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
+def test_every_model_name_the_loader_knows_is_in_each_model_help(tmp_path, capsys, monkeypatch):
+    """The --model help of every command that loads a model lists each name load_model takes
+    (generate: those with a pipeline), and generate says in one line that the exact world
+    model has none."""
+    from infodecomp.loading import EXACT_MODELS, MODEL_NAMES, load_model
+
+    assert set(MODEL_NAMES) == {"bundled", *EXACT_MODELS}
+    for name in EXACT_MODELS:
+        assert load_model(name, device="cpu").prior == EXACT_MODELS[name]
+    with pytest.raises(ValueError, match="'exact-correlated'"):
+        load_model(" ")
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no name broken at a hyphen
+    commands = [[c] for c in ("heatmap", "interaction", "score", "generate")]
+    commands += [
+        ["eval", e] for e in ("compositional", "localization", "intervention", "interaction")
+    ]
+    for command in commands:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        line = next(
+            s
+            for s in capsys.readouterr().out.splitlines()
+            if s.lstrip().startswith("--model MODEL ")
+        )
+        for name in MODEL_NAMES:
+            listed = f"'{name}' (" in line
+            assert listed == (command != ["generate"] or name not in EXACT_MODELS), (command, name)
+    code = main(
+        ["generate", "--model", "exact", "--prompt", "a red circle", "--out", str(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "no pipeline to generate with" in err and "Traceback" not in err
