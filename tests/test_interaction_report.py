@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -133,6 +134,30 @@ def test_pair_figure_text_inside_and_readable(result):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def test_pair_chart_numbers_of_long_negative_intervals_stay_inside(result):
+    """Long negative values and intervals (many digits, flagged): the chart's column of numbers
+    grows to hold them, inside the figure; its axis has plain tick numbers, no offset."""
+    import matplotlib.pyplot as plt
+
+    estimates = {}
+    for name, est in result.estimates.items():
+        ends = (-987654.0, 5000.0) if name in ("synergy", "joint") else (-12346.9, -12344.1)
+        estimates[name] = replace(
+            est,
+            value=torch.full_like(est.value, -12345.678),
+            ci95=torch.tensor(ends, dtype=est.ci95.dtype).expand_as(est.ci95).clone(),
+            reliable=torch.zeros_like(est.reliable),
+        )
+    fig, axes = figures.plot_interaction(replace(result, estimates=estimates), 0)
+    numbers = [t.get_text() for t in axes["chart"].texts]
+    assert "-12345.7 [-12346.9, -12344.1]*" in numbers
+    for text, inside, size in texts_inside(fig):
+        assert inside, f"{text!r} is cut off"
+        assert size >= 8, f"{text!r} is {size} pt"
+    assert not axes["chart"].xaxis.get_offset_text().get_text()
+    plt.close(fig)
 
 
 def test_interaction_sign_words():
