@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -182,3 +183,22 @@ def test_every_model_name_the_loader_knows_is_in_each_model_help(tmp_path, capsy
     )
     err = capsys.readouterr().err
     assert code == 2 and "no pipeline to generate with" in err and "Traceback" not in err
+
+
+def test_report_states_ddim_steps_only_for_images_generated_from_seeds(tmp_path):
+    def lead(out) -> str:
+        page = (out / "report.html").read_text()
+        return re.search(r"<p class=lead>(.*?)</p>", page, re.S).group(1)
+
+    args = {"model": "exact", "sampling": DRAWS, "ddim_steps": 10, "progress": False}
+    evaluate("interaction", tmp_path / "world", data="world", limit=2, **args)
+    assert "DDIM" not in lead(tmp_path / "world")  # the world's images are rendered
+    _world_image(tmp_path / "tri.png")
+    lines = [
+        {"image": "tri.png", "caption": "a blue triangle", "pair": ["blue", "triangle"]},
+        {"seed": 3, "caption": "a red circle", "pair": ["red", "circle"]},
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    evaluate("interaction", tmp_path / "seeded", data=str(data), **args)
+    assert "1 image generated from a seed in 10 DDIM steps" in lead(tmp_path / "seeded")
