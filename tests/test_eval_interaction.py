@@ -202,3 +202,22 @@ def test_report_states_ddim_steps_only_for_images_generated_from_seeds(tmp_path)
     data.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     evaluate("interaction", tmp_path / "seeded", data=str(data), **args)
     assert "1 image generated from a seed in 10 DDIM steps" in lead(tmp_path / "seeded")
+
+
+def test_summary_counts_the_values_flagged_unreliable(tmp_path, capsys):
+    out = tmp_path / "few"
+    argv = ["eval", "interaction", "--model", "exact", "--limit", "3", "--samples", "8"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    pairs = [p for r in read_rows(out) for p in r["models"]["model"]["pairs"]]
+    names = [q for q in pairs[0] if isinstance(pairs[0][q], dict) and "reliable" in pairs[0][q]]
+    flagged = sum(not p[q]["reliable"] for p in pairs for q in names)
+    assert flagged > 0  # 8 draws: the case the test is about occurs
+    counted = summary["models"]["model"]["unreliable"]
+    assert (
+        counted["values"] == flagged and counted["of"] == len(pairs) * len(names) == len(pairs) * 11
+    )
+    assert counted["n_pairs"] == len(pairs) and sum(counted["by_quantity"].values()) == flagged
+    line = f"unreliable: {flagged} of {counted['of']} values"
+    assert line in printed and line in (out / "report.html").read_text()

@@ -1012,6 +1012,7 @@ _INTERACTION_GROUP_COLUMNS = (
 
 
 def _interaction_summary(summary: dict[str, Any]) -> str:
+    from ..evaluate.interaction import unreliable_line
     from ..interaction_terms import ESTIMATOR_NOTES
 
     models = summary.get("models", {})
@@ -1033,8 +1034,12 @@ def _interaction_summary(summary: dict[str, Any]) -> str:
             + "</tr>"
             for group, g in m["groups"].items()
         )
+        flagged = (
+            f"<p>{html.escape(unreliable_line(m['unreliable']))}</p>" if "unreliable" in m else ""
+        )
         tables.append(
-            f"<h3>{html.escape(str(m['label']))}</h3><table class=summary>{head}</tr>{body}</table>"
+            f"<h3>{html.escape(str(m['label']))}</h3><table class=summary>{head}</tr>{body}"
+            f"</table>{flagged}"
         )
     note = ESTIMATOR_NOTES.get(estimator, "")
     return (
