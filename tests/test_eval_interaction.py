@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -148,3 +149,75 @@ def test_cli_runs_and_says_bad_data_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
+def test_every_model_name_the_loader_knows_is_in_each_model_help(tmp_path, capsys, monkeypatch):
+    """The --model help of every command that loads a model lists each name load_model takes
+    (generate: those with a pipeline), and generate says in one line that the exact world
+    model has none."""
+    from infodecomp.loading import EXACT_MODELS, MODEL_NAMES, load_model
+
+    assert set(MODEL_NAMES) == {"bundled", *EXACT_MODELS}
+    for name in EXACT_MODELS:
+        assert load_model(name, device="cpu").prior == EXACT_MODELS[name]
+    with pytest.raises(ValueError, match="'exact-correlated'"):
+        load_model(" ")
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no name broken at a hyphen
+    commands = [[c] for c in ("heatmap", "interaction", "score", "generate")]
+    commands += [
+        ["eval", e] for e in ("compositional", "localization", "intervention", "interaction")
+    ]
+    for command in commands:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        line = next(
+            s
+            for s in capsys.readouterr().out.splitlines()
+            if s.lstrip().startswith("--model MODEL ")
+        )
+        for name in MODEL_NAMES:
+            listed = f"'{name}' (" in line
+            assert listed == (command != ["generate"] or name not in EXACT_MODELS), (command, name)
+    code = main(
+        ["generate", "--model", "exact", "--prompt", "a red circle", "--out", str(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "no pipeline to generate with" in err and "Traceback" not in err
+
+
+def test_report_states_ddim_steps_only_for_images_generated_from_seeds(tmp_path):
+    def lead(out) -> str:
+        page = (out / "report.html").read_text()
+        return re.search(r"<p class=lead>(.*?)</p>", page, re.S).group(1)
+
+    args = {"model": "exact", "sampling": DRAWS, "ddim_steps": 10, "progress": False}
+    evaluate("interaction", tmp_path / "world", data="world", limit=2, **args)
+    assert "DDIM" not in lead(tmp_path / "world")  # the world's images are rendered
+    _world_image(tmp_path / "tri.png")
+    lines = [
+        {"image": "tri.png", "caption": "a blue triangle", "pair": ["blue", "triangle"]},
+        {"seed": 3, "caption": "a red circle", "pair": ["red", "circle"]},
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    evaluate("interaction", tmp_path / "seeded", data=str(data), **args)
+    assert "1 image generated from a seed in 10 DDIM steps" in lead(tmp_path / "seeded")
+
+
+def test_summary_counts_the_values_flagged_unreliable(tmp_path, capsys):
+    out = tmp_path / "few"
+    argv = ["eval", "interaction", "--model", "exact", "--limit", "3", "--samples", "8"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    pairs = [p for r in read_rows(out) for p in r["models"]["model"]["pairs"]]
+    names = [q for q in pairs[0] if isinstance(pairs[0][q], dict) and "reliable" in pairs[0][q]]
+    flagged = sum(not p[q]["reliable"] for p in pairs for q in names)
+    assert flagged > 0  # 8 draws: the case the test is about occurs
+    counted = summary["models"]["model"]["unreliable"]
+    assert (
+        counted["values"] == flagged and counted["of"] == len(pairs) * len(names) == len(pairs) * 11
+    )
+    assert counted["n_pairs"] == len(pairs) and sum(counted["by_quantity"].values()) == flagged
+    line = f"unreliable: {flagged} of {counted['of']} values"
+    assert line in printed and line in (out / "report.html").read_text()

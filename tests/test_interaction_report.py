@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from test_figures import texts_inside
 from test_viewer import _browser, _page_errors_and_requests
 
 import infodecomp as idc
-from infodecomp.interactions import ATOMS, LINEAR, Interaction, interaction
+from infodecomp.interactions import ATOMS, LINEAR, Interaction, interaction, quantities
 from infodecomp.report import figures
 from infodecomp.words import file_name
 from infodecomp.world.scenes import sample
@@ -85,6 +86,39 @@ def test_load_round_trips_values_and_maps(result, saved):
     torch.testing.assert_close(back.image, result.image.float())
 
 
+def test_a_pair_asked_the_other_way_round_swaps_the_words_roles(result):
+    """("triangle", "red") of a result that measured ("red", "triangle"): each quantity is the
+    one of the swapped definitions, value, interval and map."""
+    w1, w2 = result.pairs[0]
+    direct = {name: result.entry(0, name) for name in [*LINEAR, *ATOMS]}
+    swapped = {name: result.entry((w2, w1), name) for name in [*LINEAR, *ATOMS]}
+    exact = quantities(
+        direct["second"]["value"], direct["first"]["value"], direct["joint"]["value"]
+    )
+    for name in [*LINEAR, *ATOMS]:
+        assert swapped[name]["value"] == pytest.approx(exact[name], abs=1e-9), name
+        low, high = swapped[name]["ci95"]
+        assert low <= swapped[name]["value"] <= high, name
+    assert (
+        swapped["first"] == direct["second"] and swapped["unique_second"] == direct["unique_first"]
+    )
+    assert swapped["first_given_second"] == direct["second_given_first"]
+    for name in ("joint", "interaction", "redundancy", "synergy"):
+        assert swapped[name] == direct[name]
+    assert swapped["difference"]["ci95"] == [
+        -direct["difference"]["ci95"][1],
+        -direct["difference"]["ci95"][0],
+    ]
+    assert swapped["difference"]["stderr"] == direct["difference"]["stderr"]
+    torch.testing.assert_close(
+        result.heat_map((w2, w1), "difference"), -result.heat_map(0, "difference")
+    )
+    torch.testing.assert_close(result.heat_map((w2, w1), "second"), result.heat_map(0, "first"))
+    assert direct["difference"]["value"] != 0  # the sign is tested
+    with pytest.raises(ValueError, match="was not measured"):
+        result.entry(("red", "square"))
+
+
 def test_pair_figure_text_inside_and_readable(result):
     for p in range(len(PAIRS)):
         fig, axes = figures.plot_interaction(result, p)
@@ -100,6 +134,30 @@ def test_pair_figure_text_inside_and_readable(result):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def test_pair_chart_numbers_of_long_negative_intervals_stay_inside(result):
+    """Long negative values and intervals (many digits, flagged): the chart's column of numbers
+    grows to hold them, inside the figure; its axis has plain tick numbers, no offset."""
+    import matplotlib.pyplot as plt
+
+    estimates = {}
+    for name, est in result.estimates.items():
+        ends = (-987654.0, 5000.0) if name in ("synergy", "joint") else (-12346.9, -12344.1)
+        estimates[name] = replace(
+            est,
+            value=torch.full_like(est.value, -12345.678),
+            ci95=torch.tensor(ends, dtype=est.ci95.dtype).expand_as(est.ci95).clone(),
+            reliable=torch.zeros_like(est.reliable),
+        )
+    fig, axes = figures.plot_interaction(replace(result, estimates=estimates), 0)
+    numbers = [t.get_text() for t in axes["chart"].texts]
+    assert "-12345.7 [-12346.9, -12344.1]*" in numbers
+    for text, inside, size in texts_inside(fig):
+        assert inside, f"{text!r} is cut off"
+        assert size >= 8, f"{text!r} is {size} pt"
+    assert not axes["chart"].xaxis.get_offset_text().get_text()
+    plt.close(fig)
 
 
 def test_interaction_sign_words():

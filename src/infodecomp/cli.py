@@ -21,7 +21,7 @@ from .estimators import DenoiserOutputError
 from .explanation import context_warnings, explain
 from .files import temporary
 from .images import load_image
-from .loading import load_model, resolve_device
+from .loading import EXACT_MODELS, MODEL_NAMES, load_model, resolve_device
 from .models.diffusers.transformer import FLUX_GUIDANCE
 from .results import OUR_FILES, check_output_folder, entry_warnings, format_entry, output_folder
 from .sampling import DEFAULT_DRAWS, MAX_SEED, Sampling
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Generate one image per --prompt with the pipeline's own __call__ (its "
         "scheduler and defaults), seeded; writes PNG files into --out with generate.json.",
     )
-    _model_arguments(gen, image=None)
+    _model_arguments(gen, image=None, exact=False)
     gen.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
     gen.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     gen.add_argument("--steps", type=positive_int, help="sampling steps (default: pipeline's)")
@@ -351,8 +351,7 @@ def _eval_arguments(commands: Any) -> None:
         sub.add_argument(
             "--model",
             default="bundled",
-            help="'bundled', 'exact' (the world's exact model), 'exact-correlated' (colours follow "
-            "shapes) or a diffusers folder / cached id (default bundled)",
+            help=f"{_model_names()}, a diffusers folder or a cached id (default bundled)",
         )
         sub.add_argument(
             "--data",
@@ -530,13 +529,22 @@ def _figure_arguments(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _model_arguments(sub: argparse.ArgumentParser, image: str | None = "required") -> None:
-    """--model and its loading options; --image ``"required"``, ``"optional"`` or absent."""
+def _model_names(exact: bool = True) -> str:
+    """The names load_model knows, each with what it is, for a --model help (``exact``: with
+    the exact world models)."""
+    names = [n for n in MODEL_NAMES if exact or n not in EXACT_MODELS]
+    return ", ".join(f"'{n}' ({MODEL_NAMES[n]})" for n in names)
+
+
+def _model_arguments(
+    sub: argparse.ArgumentParser, image: str | None = "required", exact: bool = True
+) -> None:
+    """--model and its loading options; --image ``"required"``, ``"optional"`` or absent;
+    ``exact``: the command also takes the exact world models (they have no pipeline)."""
     sub.add_argument(
         "--model",
         required=True,
-        help="diffusers model: a local folder, a Hugging Face id in the local cache, or "
-        "'bundled' (the shapes-world model shipped with infodecomp)",
+        help=f"{_model_names(exact)}, a diffusers folder or a Hugging Face id in the local cache",
     )
     if image:
         sub.add_argument("--image", required=image == "required", help="the image file")

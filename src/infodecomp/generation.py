@@ -26,6 +26,11 @@ def generate_images(
     seeded), written whole into ``out`` as ``image_000.png``, ... with ``generate.json`` (model,
     sampler settings, each file's prompt and seed). ``model``: a loaded
     :class:`~infodecomp.models.DiffusersModel`. Returns the records of ``generate.json``."""
+    if not hasattr(model, "generate_with_pipeline"):  # the exact world model has no sampler
+        raise ValueError(
+            f"{getattr(model, 'name', type(model).__name__)} has no pipeline to generate with: "
+            "give a diffusers model ('bundled', a folder or a cached id)"
+        )
     prompts = [p.strip() for p in prompts]
     if not prompts or not all(prompts):
         raise ValueError("a prompt is empty")

@@ -54,6 +54,18 @@ from .results import Z95, Estimate, format_entry, versions
 from .sampling import Sampling, check_sampling
 from .words import check_text, remove_spans, word_spans
 
+# A pair's quantities with its two words swapped: the measured quantity each one is, and those
+# that change sign (the others are symmetric: joint, interaction, redundancy, synergy).
+SWAPPED = {
+    "first": "second",
+    "second": "first",
+    "first_given_second": "second_given_first",
+    "second_given_first": "first_given_second",
+    "unique_first": "unique_second",
+    "unique_second": "unique_first",
+}
+NEGATED = ("difference",)
+
 # Two intervals that each cover with 97.5% cover together with at least 95% (Bonferroni).
 BONFERRONI_Z = 2.241402727604947
 
@@ -323,18 +335,32 @@ class Interaction:
 
     def entry(self, pair: Sequence[str] | int = 0, quantity: str = "interaction") -> dict[str, Any]:
         """One quantity of one pair (index or words) as plain Python: value, stderr, 95%
-        interval and flags (:meth:`Estimate.entry`)."""
-        return self._estimate(quantity).entry(0, self._pair(pair))
+        interval and flags (:meth:`Estimate.entry`). Words in the other order than measured
+        give the pair seen from the other side: ``first`` is then the measured ``second``,
+        and ``difference`` is negated (see :data:`SWAPPED`)."""
+        self._estimate(quantity)
+        index, swapped = self._pair(pair)
+        if not swapped:
+            return self._estimate(quantity).entry(0, index)
+        entry = self._estimate(SWAPPED.get(quantity, quantity)).entry(0, index)
+        if quantity in NEGATED:
+            low, high = entry["ci95"]
+            entry |= {"value": -entry["value"], "ci95": [-high, -low]}
+        return entry
 
     def heat_map(
         self, pair: Sequence[str] | int = 0, quantity: str = "interaction"
     ) -> torch.Tensor:
         """One quantity's map for one pair, nats per model-input pixel, ``(h, w)``. The linear
-        quantities' maps sum to their values; the atoms' pixel maps do not."""
-        est = self._estimate(quantity)
+        quantities' maps sum to their values; the atoms' pixel maps do not. Words in the other
+        order than measured: as in :meth:`entry`."""
+        self._estimate(quantity)
+        index, swapped = self._pair(pair)
+        est = self._estimate(SWAPPED.get(quantity, quantity) if swapped else quantity)
         if est.map is None:
             raise ValueError("maps were not computed")
-        return est.map[0, self._pair(pair)].float()
+        heat = est.map[0, index].float()
+        return -heat if swapped and quantity in NEGATED else heat
 
     def to_dict(self) -> dict[str, Any]:
         pairs = []
@@ -453,18 +479,21 @@ class Interaction:
             )
         return self.estimates[quantity]
 
-    def _pair(self, pair: Sequence[str] | int) -> int:
+    def _pair(self, pair: Sequence[str] | int) -> tuple[int, bool]:
+        """The index of the measured pair, and whether its words were given the other way."""
         if isinstance(pair, int):
             if not 0 <= pair < len(self.pairs):
                 raise ValueError(f"pair {pair} out of range: {len(self.pairs)} pairs")
-            return pair
+            return pair, False
         wanted = tuple(w.strip().lower() for w in pair)
-        if wanted not in self.pairs:
-            raise ValueError(
-                f"pair {pair!r} was not measured (measured: "
-                f"{', '.join(' & '.join(p) for p in self.pairs)})"
-            )
-        return self.pairs.index(wanted)  # type: ignore[arg-type]
+        if wanted in self.pairs:  # as measured first: a pair can be measured both ways
+            return self.pairs.index(wanted), False  # type: ignore[arg-type]
+        if wanted[::-1] in self.pairs:
+            return self.pairs.index(wanted[::-1]), True  # type: ignore[arg-type]
+        raise ValueError(
+            f"pair {pair!r} was not measured (measured: "
+            f"{', '.join(' & '.join(p) for p in self.pairs)})"
+        )
 
 
 def _row(entries: list[dict[str, Any]], key: str, dtype: Any = torch.float64) -> torch.Tensor:

@@ -21,6 +21,12 @@ from .world.model import WorldModel
 
 # The exact world models by name, and the prior over scenes of each.
 EXACT_MODELS = {"exact": "plain", "exact-correlated": "correlated"}
+# Every name load_model knows without a folder, with what it is (the CLI's help is built from it).
+MODEL_NAMES = {
+    "bundled": "the shapes-world model shipped with infodecomp",
+    "exact": "the world's exact model",
+    "exact-correlated": "the exact model of the world whose colours follow shapes",
+}
 
 
 def load_model(
@@ -60,9 +66,8 @@ def load_model(
     is wrong.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(
-            f"model must be 'bundled', 'exact', a diffusers folder or a cached id, got {name!r}"
-        )
+        named = ", ".join(repr(n) for n in MODEL_NAMES)
+        raise ValueError(f"model must be {named}, a diffusers folder or a cached id, got {name!r}")
     device = resolve_device(device)
     if name in EXACT_MODELS:
         if check_dtype(dtype) not in (None, torch.float64):

@@ -119,10 +119,38 @@ def measure_item(
     return {"pairs": pairs, "n_evaluations": result.estimates["joint"].n_evaluations}
 
 
+def unreliable_counts(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many of the pairs' values (every quantity of :data:`LINEAR` and :data:`ATOMS`) were
+    flagged unreliable (resting on a few draws): ``values`` of ``of``, the ``pairs`` with any,
+    of ``n_pairs``, and ``by_quantity`` (the quantities with any)."""
+    names = [q for q in (*LINEAR, *ATOMS) if entries and q in entries[0]]
+    flagged = [[q for q in names if not e[q].get("reliable", True)] for e in entries]
+    by_quantity = {q: sum(q in f for f in flagged) for q in names}
+    return {
+        "values": sum(by_quantity.values()),
+        "of": len(entries) * len(names),
+        "pairs": sum(bool(f) for f in flagged),
+        "n_pairs": len(entries),
+        "by_quantity": {q: n for q, n in by_quantity.items() if n},
+    }
+
+
+def unreliable_line(counts: dict[str, Any]) -> str:
+    """:func:`unreliable_counts` in a line, for the tables."""
+    if not counts.get("values"):
+        return f"no value flagged unreliable ({counts.get('of', 0)} values)"
+    each = ", ".join(f"{q} {n}" for q, n in counts["by_quantity"].items())
+    return (
+        f"unreliable: {counts['values']} of {counts['of']} values ({counts['pairs']} of "
+        f"{counts['n_pairs']} pairs; {each}) rest on a few draws: take more (--samples)"
+    )
+
+
 def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
     """Per model and group: the number of pairs and images, the mean of each quantity of
     :data:`SUMMARY` and the redundancy's share of the joint information, with bootstrap 95%
-    intervals that resample images."""
+    intervals that resample images; and per model how many values were flagged unreliable
+    (:func:`unreliable_counts`; the means keep them)."""
     seed = settings["sampling"]["seed"]
     out: dict[str, Any] = {"models": {}}
     if not rows:
@@ -146,7 +174,12 @@ def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str,
                     values["redundancy"], values["joint"], **kw
                 ),
             }
-        out["models"][who] = {"label": labels[who], "groups": groups}
+        every = [e for found in entries.values() for _, e in found]
+        out["models"][who] = {
+            "label": labels[who],
+            "groups": groups,
+            "unreliable": unreliable_counts(every),
+        }
     return out
 
 
@@ -178,6 +211,8 @@ def table(summary: dict[str, Any]) -> str:
                 f"{fmt(g['redundancy']):>22}{fmt(g['synergy']):>22}"
                 f"{fmt(g['redundancy_share']):>22}"
             )
+        if "unreliable" in m:  # (summaries written before it was counted have none)
+            lines.append(unreliable_line(m["unreliable"]))
     lines.append(
         "interaction = i(x; w1 | rest) + i(x; w2 | rest) - i(x; w1, w2 | rest) (> 0 redundant, "
         "< 0 synergistic); redundancy = min of the first two and synergy as DiffusionPID "

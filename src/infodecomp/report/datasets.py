@@ -228,7 +228,7 @@ def report_html(
 <title>infodecomp: {html.escape(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class=lead>{_describe(summary, settings)}</p>
+<p class=lead>{_describe(summary, settings, measured)}</p>
 <h2>Summary</h2>
 {tables}
 {browser}
@@ -315,8 +315,10 @@ for (const table of document.querySelectorAll("table.items")) {
 """
 
 
-def _describe(summary: dict[str, Any], settings: dict[str, Any]) -> str:
-    """The run in a sentence: model, data, items, draws, seed."""
+def _describe(
+    summary: dict[str, Any], settings: dict[str, Any], measured: list[dict[str, Any]]
+) -> str:
+    """The run in a sentence: model, data, items, draws, DDIM steps where used, seed."""
     model = settings.get("model_label") or settings.get("model") or "?"
     if settings.get("data") in ("world", "world-correlated"):
         which = "correlated world" if settings["data"] == "world-correlated" else "world"
@@ -324,6 +326,15 @@ def _describe(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     else:
         data = Path(str(settings.get("data") or settings.get("prompts") or "?")).name
     steps = f", {settings['ddim_steps']} DDIM steps" if settings.get("ddim_steps") else ""
+    if summary.get("task") == "interaction":  # DDIM only makes the images given as seeds
+        generated = sum("seed" in r for r in measured)
+        plural = "s" if generated != 1 else ""
+        steps = (
+            f", {generated} image{plural} generated from a seed in {settings['ddim_steps']} "
+            "DDIM steps"
+            if generated and settings.get("ddim_steps")
+            else ""
+        )
     sampling = settings.get("sampling") or {"draws": "?", "seed": "?"}
     reference = settings.get("reference_label")
     beside = f", with the {html.escape(reference)} beside it" if reference else ""
@@ -1001,6 +1012,7 @@ _INTERACTION_GROUP_COLUMNS = (
 
 
 def _interaction_summary(summary: dict[str, Any]) -> str:
+    from ..evaluate.interaction import unreliable_line
     from ..interaction_terms import ESTIMATOR_NOTES
 
     models = summary.get("models", {})
@@ -1022,8 +1034,12 @@ def _interaction_summary(summary: dict[str, Any]) -> str:
             + "</tr>"
             for group, g in m["groups"].items()
         )
+        flagged = (
+            f"<p>{html.escape(unreliable_line(m['unreliable']))}</p>" if "unreliable" in m else ""
+        )
         tables.append(
-            f"<h3>{html.escape(str(m['label']))}</h3><table class=summary>{head}</tr>{body}</table>"
+            f"<h3>{html.escape(str(m['label']))}</h3><table class=summary>{head}</tr>{body}"
+            f"</table>{flagged}"
         )
     note = ESTIMATOR_NOTES.get(estimator, "")
     return (

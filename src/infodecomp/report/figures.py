@@ -666,7 +666,9 @@ PAIR_HEADING = 0.5
 PAIR_TITLES = 0.48  # three lines of a panel's title
 CHART_HEIGHT = 1.55
 CHART_AXIS = 0.36  # the chart's ticks and axis label
-CHART_NUMBERS = 1.2  # the column of numbers right of the chart
+CHART_NUMBERS = 1.2  # the column of numbers right of the chart, at least
+NUMBERS_GAP = 0.07  # inches between the chart and its numbers
+CHART_BARS = 0.9  # the bars' width, at least, where the labels can give way
 ATOM_COLOURS = {
     "redundancy": "#b2182b",  # the diverging map's red: redundant
     "unique_first": "#7b5ea7",
@@ -707,10 +709,11 @@ def plot_interaction(inter: Interaction, pair: Sequence[str] | int = 0) -> tuple
     i(x; w1, w2 | rest) on one scale; the interaction information's map (diverging, symmetric
     about 0) beside a chart of the image's atoms and informations with their 95% intervals;
     the pixel atoms' maps on one scale, with their totals (which are not the image's atoms).
-    Maps in nats per model-input pixel. ``(fig, axes)``, axes a dict by what they show."""
+    Maps in nats per model-input pixel. ``(fig, axes)``, axes a dict by what they show. The
+    words stand in the order they were measured, whichever order ``pair`` gives them."""
     import matplotlib.pyplot as plt
 
-    p = inter._pair(pair)
+    p, _ = inter._pair(pair)
     w1, w2 = inter.pairs[p]
     has_maps = inter.estimates["joint"].map is not None
     has_atoms = "redundancy" in inter.estimates
@@ -927,6 +930,7 @@ def _pair_notes(inter: Interaction, p: int, has_maps: bool, has_atoms: bool) -> 
 def _pair_chart(fig: Any, inter: Interaction, p: int, x: float, y: float, box: Any) -> Any:
     """The chart of the image's atoms (when computed) and i1, i2, i12 for reference: bars with
     their 95% intervals, the numbers in a column on the right, labels on the left."""
+    from matplotlib.ticker import MaxNLocator
     from matplotlib.transforms import blended_transform_factory
 
     w1, w2 = inter.pairs[p]
@@ -941,8 +945,14 @@ def _pair_chart(fig: Any, inter: Interaction, p: int, x: float, y: float, box: A
         ("i12", "joint", f"{w1}, {w2}"),
     ):
         bars.append((f"{symbol}: i(x; {words} | rest)", inter.entry(p, name), REFERENCE_COLOUR))
+    numbers = [format_entry(e, flags="none") + ("*" if warning_text(e) else "") for _, e, _ in bars]
+    # The numbers column as wide as its widest entry (a long negative interval is wide): the
+    # numbers are never cut; the labels give way first, down to what keeps the bars readable.
+    numbers_width = max(CHART_NUMBERS, NUMBERS_GAP + max(_text_width(t, SMALL) for t in numbers))
     labels_width = min(2.1, 0.08 + max(_text_width(label, SMALL) for label, _, _ in bars))
-    width = PAIR_WIDTH - MARGIN - CHART_NUMBERS - x - labels_width
+    room = PAIR_WIDTH - MARGIN - numbers_width - x
+    labels_width = max(min(labels_width, room - CHART_BARS), min(labels_width, 0.6))
+    width = room - labels_width
     ax = fig.add_axes(box(x + labels_width, y, width, CHART_HEIGHT))
     ys = [k + (0.5 if k >= 4 and len(bars) == 7 else 0.0) for k in range(len(bars))]
     values = [e["value"] for _, e, _ in bars]
@@ -969,13 +979,16 @@ def _pair_chart(fig: Any, inter: Interaction, p: int, x: float, y: float, box: A
     ax.tick_params(axis="both", labelsize=SMALL, length=2, pad=2, width=0.5)
     ax.tick_params(axis="y", length=0)
     ax.set_xlabel("nats (whole image), 95% intervals", fontsize=SMALL, labelpad=2)
+    # Plain tick numbers, few of them: an offset or "1e6" would sit on the axis label.
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=max(2, int(width / 0.6)), steps=[1, 2, 5, 10]))
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     ax.spines["bottom"].set_linewidth(0.5)
     right = blended_transform_factory(ax.transAxes, ax.transData)
-    for yk, (_, e, _) in zip(ys, bars, strict=True):
-        text = format_entry(e, flags="none") + ("*" if warning_text(e) else "")
-        ax.text(1.03, yk, text, transform=right, va="center", ha="left", fontsize=SMALL)
+    for yk, text in zip(ys, numbers, strict=True):
+        at = 1 + NUMBERS_GAP / width  # a fixed gap in inches
+        ax.text(at, yk, text, transform=right, va="center", ha="left", fontsize=SMALL)
     title = "image atoms (DiffusionPID) and informations" if len(bars) == 7 else "informations"
     ax.text(0.5, 1.0, title, transform=ax.transAxes, ha="center", va="bottom", fontsize=TEXT)
     return ax
