@@ -26,14 +26,15 @@ import numpy as np
 from infodecomp.evaluate.world_data import compositional_items
 from infodecomp.loading import load_model
 from infodecomp.sampling import Sampling
-from infodecomp.sequential import FUTILE_BELOW, PILOT, decide, margin_blocks
+from infodecomp.sequential import BLOCK, FIRST_LOOK, FUTILE_BELOW, PILOT, decide, margin_blocks
 
 THRESHOLDS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 
 
 def trajectories(name: str, items, draws: int, cache: Path | None) -> list[np.ndarray]:
     """Each item's margins per draw up to ``draws`` (cached as JSON when ``cache`` is given)."""
-    path = None if cache is None else cache / f"futility_{name}_{items[0].id}_{len(items)}.json"
+    stem = f"futility_{name}_{items[0].id}_{len(items)}_{draws}"
+    path = None if cache is None else cache / f"{stem}.json"
     if path is not None and path.exists():
         return [np.array(o) for o in json.loads(path.read_text())]
     model = load_model(name, device="cpu")
@@ -51,7 +52,8 @@ def trajectories(name: str, items, draws: int, cache: Path | None) -> list[np.nd
 def replay(obs: np.ndarray, item, draws: int, futile_below: float) -> dict:
     """The ranking's last look with this threshold, on the recorded draws."""
     look = {}
-    for t in range(16, obs.shape[1] + 1, 16):
+    looks = [*range(FIRST_LOOK, draws + 1, BLOCK), *([draws] if draws % BLOCK else [])]
+    for t in looks:
         look = decide(
             obs[:, :t],
             list(item.captions),

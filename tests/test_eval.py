@@ -217,7 +217,8 @@ def test_bad_data_files_exit_2_naming_file_and_line(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     good = {"image": "x.png", "captions": ["a red circle", "a blue circle"], "true": 0}
     data.write_text(json.dumps(good) + "\n" + '{"image": "missing.png", "captions"\n')
-    base = ["eval", "compositional", "--model", "exact", "--samples", "8", "--data", str(data)]
+    base = ["eval", "compositional", "--model", "exact", "--samples", "8", "--fixed"]
+    base += ["--data", str(data)]
     assert main([*base, "--out", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err
     assert f"{data}:2: malformed JSON line" in err and "Traceback" not in err
@@ -437,7 +438,7 @@ def test_user_files_through_every_command(tmp_path, capsys):
 
     runs = [
         ("compositional", "comp.jsonl", []),
-        ("compositional", "aro.json", ["--image-root", str(tmp_path)]),
+        ("compositional", "aro.json", ["--image-root", str(tmp_path), "--fixed"]),
         ("localization", "loc.jsonl", ["--ddim-steps", "4"]),
         ("intervention", "int.jsonl", ["--ddim-steps", "4"]),
     ]

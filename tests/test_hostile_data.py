@@ -314,7 +314,8 @@ def test_cli_long_id_and_caption_run(folder: Path, capsys) -> None:
         folder / "d.jsonl",
         [{"id": "i" * 300, "image": "a.png", "captions": [TRUE, FALSE], "true": 0}],
     )
-    argv = ["eval", "compositional", "--model", "exact", "--samples", "4", "--data", str(data)]
+    argv = ["eval", "compositional", "--model", "exact", "--samples", "4", "--fixed"]
+    argv += ["--data", str(data)]
     assert main([*argv, "--out", str(folder / "out")]) == 0
     assert "File name too long" not in capsys.readouterr().err
 
@@ -331,7 +332,8 @@ def test_cli_hostile_aro_is_one_line_and_exit_2(
     folder: Path, capsys, changes: dict, message: str, skip_code: int
 ) -> None:
     data = aro_file(folder, **changes)
-    argv = ["eval", "compositional", "--model", "exact", "--samples", "4", "--data", str(data)]
+    argv = ["eval", "compositional", "--model", "exact", "--samples", "4", "--fixed"]
+    argv += ["--data", str(data)]
     argv += ["--image-root", str(folder)]
     assert main([*argv, "--out", str(folder / "out")]) == 2
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ from tiny_pipelines import sd_pipeline
 from infodecomp import files
 from infodecomp.cli import main
 
-EVAL = ["eval", "compositional", "--model", "exact", "--samples", "8"]
+EVAL = ["eval", "compositional", "--model", "exact", "--samples", "8", "--fixed"]
 
 
 class Disk:

@@ -20,7 +20,7 @@ How they run:
   ``PATH`` that runs ``python -m infodecomp`` (``runpy``, as ``-m`` does). ``console`` blocks
   run their ``$ `` lines. ``python`` blocks run as a script in their own process.
 * Sizes are made small, generically (the text is not edited): every :class:`Sampling`, the
-  command line's ``--samples`` and Python defaults included, takes at most ``DRAWS`` (8) draws;
+  command line's ``--samples`` and Python defaults included, takes at most ``DRAWS`` (16) draws;
   a command's ``--limit`` is at most ``LIMIT`` (1 item), its ``--ddim-steps`` and ``--steps`` at
   most ``STEPS`` (4). Only the amounts change, never the code; ``README_TEST_FULL=1`` runs the
   sizes as printed (minutes).
@@ -50,7 +50,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 LANGUAGES = {"bash", "sh", "console", "python"}
-DRAWS, LIMIT, STEPS = 8, 1, 4
+DRAWS, LIMIT, STEPS = 16, 1, 4  # 16: the fewest draws the sequential ranking takes
 FORK = (
     hasattr(os, "fork")
     and hasattr(socket, "send_fds")

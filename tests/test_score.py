@@ -115,6 +115,13 @@ def test_sequential_score_reports_each_prompts_mi_when_asked(world_image, capsys
     assert "--report-mi goes with the ranking in stages" in capsys.readouterr().err
 
 
+def test_a_prompt_given_twice_is_one_leader(world_image, capsys):
+    score(world_image, [TRUE, TRUE, WRONG], "--samples", "64")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"leader: {TRUE}")
+    assert lines[3].startswith(TRUE) and lines[3].endswith("same text as the reference")
+
+
 def test_options_of_the_fixed_score_without_it_are_one_line_errors(world_image, capsys):
     argv = ["score", "--model", "bundled", "--image", str(world_image)]
     argv += ["--prompt", TRUE, "--prompt", WRONG]

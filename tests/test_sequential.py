@@ -124,12 +124,12 @@ def test_an_items_ranking_depends_only_on_it_and_the_seed(exact_runs):
     assert [m["value"] for m in other["margins"]] != [m["value"] for m in ranked["margins"]]
 
 
-def test_few_draws_are_one_look_and_one_caption_is_refused(exact_runs):
+def test_too_few_draws_or_captions_are_refused(exact_runs):
     model, runs = exact_runs
     item = runs[0][0]
     x = model.encode_image(item.image)
-    few = rank_sequentially(model, x, list(item.captions), sampling=Sampling(draws=8), key="k")
-    assert few["draws"] == 8 and few["n_evaluations"] == (PILOT + 8) * len(item.captions)
+    with pytest.raises(ValueError, match="at least 16 draws"):
+        rank_sequentially(model, x, list(item.captions), sampling=Sampling(draws=8), key="k")
     with pytest.raises(ValueError, match="two or more captions"):
         rank_sequentially(model, x, ["a red circle"], sampling=Sampling(draws=64), key="k")
 
@@ -206,3 +206,25 @@ def test_futility_stops_ties_early_and_rarely_loses_a_clear_decision():
     with_rule, _ = _stops(clear, most, FUTILE_BELOW)
     assert (without == "decided").mean() > 0.95
     assert ((without == "decided") & (with_rule == "futile")).mean() < 0.05  # 2.75% measured
+
+
+def test_a_resume_never_mixes_rankings_or_their_rules(tmp_path):
+    """A run made before the sequential rule was recorded (symmetric sequence) is not resumed
+    under today's rule, and a fixed run resumed without --fixed says how."""
+    import json
+
+    from infodecomp.evaluate.evaluation import evaluate
+
+    kw = {"model": "exact", "sampling": Sampling(draws=16), "progress": False}
+    evaluate("compositional", tmp_path / "s", limit=1, **kw)
+    path = tmp_path / "s" / "settings.json"
+    settings = json.loads(path.read_text())
+    assert settings["sequential_rule"] == {"skew_factor": 2.0, "futile_below": FUTILE_BELOW}
+    evaluate("compositional", tmp_path / "s", limit=2, **kw)  # today's rule resumes
+    del settings["sequential_rule"]
+    path.write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="sequential_rule"):
+        evaluate("compositional", tmp_path / "s", limit=3, **kw)
+    evaluate("compositional", tmp_path / "f", limit=1, ranking="fixed", **kw)
+    with pytest.raises(ValueError, match="the sequential ranking is the default: --fixed"):
+        evaluate("compositional", tmp_path / "f", limit=2, **kw)

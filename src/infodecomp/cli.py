@@ -187,17 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     score = commands.add_parser(
         "score",
-        help="mutual information of each prompt with an image (choose among captions)",
-        description="i(x; prompt) = log p(x|prompt) - log p(x) for each --prompt on shared "
-        "noise, with 95% intervals, the highest (the most probable caption) first; then the "
-        "log-likelihood ratio of the winner over each other caption, on the same draws, with "
-        "its interval and whether it decides the ranking.",
+        help="rank prompts by how well they fit an image (choose among captions)",
+        description="The prompts ranked by log p(x|prompt): their log-likelihood ratios on "
+        "shared noise, drawn in stages until an anytime-valid 95% interval decides the leader "
+        "(at most --samples draws), with each ratio's interval and verdict. --fixed: "
+        "i(x; prompt) = log p(x|prompt) - log p(x) for each prompt on the same --samples "
+        "draws, with 95% intervals, the highest first, then the winner's log-likelihood ratio "
+        "over each other prompt (one prompt: its MI).",
     )
     _model_arguments(score)
     score.add_argument(
         "--prompt", action="append", required=True, help="a candidate caption (repeat for several)"
     )
-    _sampling_arguments(score, "noise draws")
+    _sampling_arguments(score, "noise draws (the most, in stages; every one with --fixed)")
     score.add_argument(
         "--estimator",
         choices=["standard", "orthogonal"],
@@ -222,8 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument(
         "--json",
         action="store_true",
-        help="print JSON instead of a table: the estimate (columns: the prompts, then each pair "
-        "of prompts), ranking (prompt indices, winner first) and paired",
+        help="print JSON instead of a table: the ranking's decision, draws, plausible leaders, "
+        "leader and margins (each pair's log-likelihood ratio); with --fixed the estimate "
+        "(columns: the prompts, then each pair of prompts), ranking (prompt indices, winner "
+        "first) and paired",
     )
 
     gen = commands.add_parser(
@@ -397,7 +401,11 @@ def _eval_arguments(commands: Any) -> None:
             help="ours (default; the table says what it changes and why) or paper: the "
             "published protocol point by point (preprocessing, ties, items, threshold grid)",
         )
-        _sampling_arguments(sub, "noise draws per item")
+        _sampling_arguments(
+            sub,
+            "noise draws per item"
+            + (" (the most, in stages; every one with --fixed)" if name == "compositional" else ""),
+        )
         if name == "intervention":
             sub.add_argument(
                 "--generated",
@@ -1030,11 +1038,21 @@ def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]
     numbers = {c: format_entry(e, flags="none") for c, e in rows.items()}
     column = max([len("0 (reference)"), *(len(t) for t in numbers.values())]) + 2
     print(f"{'prompt':<{width}}{'log p(x|prompt) - log p(x|reference)':<{column}}")
+
+    def _verdict(c: int) -> str:
+        if prompts[c] == prompts[ref]:
+            return "same text as the reference"
+        if c in plausible:
+            return "plausible leader: not decided"
+        ahead = [b for b in range(n) if b != c and versus(b, c)["ci95"][0] > 0]
+        if ref in ahead:
+            return "behind, decided"
+        return f"behind {prompts[ahead[0]][:30]!r}, decided"
+
     status = "leader" if leader is not None else "plausible leader"
     print(f"{prompts[ref][:47]:<{width}}{'0 (reference)':<{column}}{status}")
     for c in sorted(rows, key=lambda c: -rows[c]["value"]):
-        text = "plausible leader: not decided" if c in plausible else "behind, decided"
-        print(f"{prompts[c][:47]:<{width}}{numbers[c]:<{column}}{text}")
+        print(f"{prompts[c][:47]:<{width}}{numbers[c]:<{column}}{_verdict(c)}")
     if args.report_mi:
         print(f"{'prompt':<{width}}i(x; prompt) [95% interval]")
         for prompt, entry in zip(prompts, ranked["mi"], strict=True):

@@ -57,6 +57,8 @@ TIGHTEST_AT = 64  # draws at which the boundary is tuned to be tightest
 ALPHA = 0.05
 SKEW_FACTOR = 2.0  # the sample skewness of a few heavy-tailed draws is low: measured
 FUTILE_BELOW = 0.2  # futile when a decision by the maximum is less likely than this
+# What decides, as recorded in an evaluation's settings (a resume must not mix rules).
+RULE = {"skew_factor": SKEW_FACTOR, "futile_below": FUTILE_BELOW}
 
 
 def boundary(t: int, stderr_scale: np.ndarray, alpha: float) -> np.ndarray:
@@ -110,6 +112,11 @@ def margin_blocks(
     importance-weighted margin ``log p(x|c_i) - log p(x|c_j)`` per counted draw, shape
     ``(n_pairs, block)``, until ``sampling.draws`` (a resolved sampling). A pilot of
     :data:`PILOT` draws (spent) fits the proposal first. Close it to stop early."""
+    if sampling.draws < FIRST_LOOK:
+        raise ValueError(
+            f"sequential ranking needs at least {FIRST_LOOK} draws, got {sampling.draws} (its "
+            "first look: fewer under-cover)"
+        )
     if sampling.targeted:
         raise ValueError(
             "sequential ranking draws until the ranking is decided: it takes no precision "
@@ -175,8 +182,9 @@ def decide(
     and confidence sequence (``lower``, ``upper``).
 
     Futile: for every undecided margin (two plausible leaders with different texts), the
-    predictive probability that the margin at ``most`` draws lies outside the boundary there
-    is below ``futile_below`` (the margin's mean at ``most`` given the draws so far, under a
+    predictive probability that the margin at ``most`` draws lies outside the symmetric
+    :func:`boundary` there (not the skew-aware sequence: an approximation) is below
+    ``futile_below`` (the margin's mean at ``most`` given the draws so far, under a
     flat prior on the true margin: normal, mean the running mean, variance
     ``var (most - t) / (most t)``). A futile stop never decides, so it cannot add a wrong
     decision; it may only lose one that more draws would have made (measured:

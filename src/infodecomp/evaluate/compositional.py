@@ -1,12 +1,15 @@
 """Compositional tests (the paper's ARO experiments): does the model prefer the true caption?
 
-Each item is one image with two or more candidate captions, one true. Every caption is scored on
-the same noise draws (keyed by the item id) and the highest score wins. Two scores come from the
-same denoiser calls:
+Each item is one image with two or more candidate captions, one true. By default the captions are
+ranked in stages (:mod:`infodecomp.sequential`: the standard score's margins on shared draws,
+drawn until the leader is decided; undecided items count as ties). With the fixed ranking
+(``--fixed``; the paper's protocol) every caption is scored on the same noise draws (keyed by the
+item id) and the highest score wins; two scores come from the same denoiser calls:
 
-* ``standard`` (default): the standard estimate of log p(x|caption) - log p(x), a log-likelihood
-  ratio. With the prior over captions uniform, the caption with the highest ratio is the most
-  probable caption given the image (Bayes), so this is the score to rank with.
+* ``standard`` (the default of the fixed ranking): the standard estimate of
+  log p(x|caption) - log p(x), a log-likelihood ratio. With the prior over captions uniform,
+  the caption with the highest ratio is the most probable caption given the image (Bayes), so
+  this is the score to rank with.
 * ``orthogonal``: the paper's protocol, 1/2 int E||eps_hat(x_a) - eps_hat(x_a|caption)||^2 da.
   It measures how much a caption changes the denoiser, not how well it fits the image: a caption
   that contradicts the image moves the denoiser a lot and gets a huge score. Its mean over images

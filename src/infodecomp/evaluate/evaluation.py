@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .. import ddim
+from .. import ddim, sequential
 from ..batching import DEFAULT_IN_FLIGHT
 from ..results import versions
 from ..sampling import Sampling, check_sampling
@@ -100,7 +100,7 @@ def evaluate(
         estimator: the fixed compositional ranking's score (``"standard"``, the log-likelihood
             ratio,
             or ``"orthogonal"``, the paper's score); default: ``"orthogonal"`` under the paper's
-            protocol, else ``"standard"``; both are always measured and shown. For
+            protocol, else ``"standard"``; the fixed ranking measures and shows both. For
             ``"interaction"``, the estimator of every quantity (default ``"standard"``: each
             image's own values).
         ranking: compositional items: ``"sequential"`` (the default; each item drawn in stages
@@ -177,6 +177,12 @@ def evaluate(
     )
     if data_settings.get("format") == "aro-order":
         data_settings["tagger"] = _name_of(tagger)
+    if task == "compositional":
+        # Winoground's image score compares one caption's MI across images: it needs the fixed
+        # ranking. Told from every item of the data, so a run's default does not change as
+        # --limit or --sample grows.
+        grouped = any(getattr(item, "group", None) is not None for item in items)
+        ranking, estimator = _ranking(ranking, protocol, estimator, sampling, report_mi, grouped)
     if limit:
         items = items[:limit]
     if sample:
@@ -185,10 +191,6 @@ def evaluate(
         log(f"skipped {source}: {message}")
     if not items:
         raise ValueError(f"no items to evaluate in {data}")
-    if task == "compositional":
-        # Winoground's image score compares one caption's MI across images: it needs --fixed.
-        grouped = any(getattr(item, "group", None) is not None for item in items)
-        ranking, estimator = _ranking(ranking, protocol, estimator, sampling, report_mi, grouped)
 
     rank, n_proc, _, _ = process_state()
     if device in (None, "auto") and n_proc > 1 and torch.cuda.is_available():
@@ -217,6 +219,7 @@ def evaluate(
         # Only what changes this evaluation's rows (a rerun must match these).
         **(
             {"estimator": estimator, "ranking": ranking, "report_mi": report_mi}
+            | ({"sequential_rule": sequential.RULE} if ranking == "sequential" else {})
             if task == "compositional"
             else {"ddim_steps": ddim_steps}
         ),
@@ -335,6 +338,11 @@ def _ranking(
         raise ValueError(
             "the paper's protocol takes the same draws for every item: no `sequential`"
         )
+    if ranking == "sequential" and grouped:
+        raise ValueError(
+            "Winoground's groups are scored with each caption's MI (its image score compares "
+            "images): ranking='fixed', not 'sequential'"
+        )
     if ranking == "sequential" and estimator is not None:
         raise ValueError(
             "`estimator` picks the fixed ranking's score; the sequential ranking uses the "
@@ -352,6 +360,12 @@ def _ranking(
         )
     if estimator is None:  # Kong et al. rank ARO's captions by the orthogonal estimate
         estimator = "orthogonal" if protocol == "paper" else "standard"
+    if ranking == "sequential" and sampling.draws < sequential.FIRST_LOOK:
+        raise ValueError(
+            f"the sequential ranking needs at least {sequential.FIRST_LOOK} draws (`samples`), "
+            f"got {sampling.draws} (its first look: fewer under-cover): more, or ranking='fixed' "
+            "(CLI: --fixed)"
+        )
     if report_mi and ranking != "sequential":
         raise ValueError(
             "`report_mi` goes with the sequential ranking (the fixed one measures every "

@@ -22,7 +22,7 @@ import torch
 
 from .. import ddim
 from ..interactions import ATOMS, LINEAR, interaction
-from ..report.datasets import map_pictures, thumbnail
+from ..report.datasets import map_pictures, thumbnail, unreliable_line
 from ..sampling import Sampling
 from . import metrics
 from .common import EvalModel, in_batches, sampling_line, shared_denoisers
@@ -133,17 +133,6 @@ def unreliable_counts(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "n_pairs": len(entries),
         "by_quantity": {q: n for q, n in by_quantity.items() if n},
     }
-
-
-def unreliable_line(counts: dict[str, Any]) -> str:
-    """:func:`unreliable_counts` in a line, for the tables."""
-    if not counts.get("values"):
-        return f"no value flagged unreliable ({counts.get('of', 0)} values)"
-    each = ", ".join(f"{q} {n}" for q, n in counts["by_quantity"].items())
-    return (
-        f"unreliable: {counts['values']} of {counts['of']} values ({counts['pairs']} of "
-        f"{counts['n_pairs']} pairs; {each}) rest on a few draws: take more (--samples)"
-    )
 
 
 def summarize(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:

@@ -57,7 +57,14 @@ PICTURES = "_pictures"
 # are batched (rows agree to float rounding), and package versions (each row records its own).
 RESUMABLE_KEYS = ("limit", "sample", "batch_size", "versions")
 # Settings added after runs were made, and the value those runs had without them.
-ADDED_DEFAULTS = {"protocol": "ours", "ranking": "fixed", "sample": None, "report_mi": False}
+ADDED_DEFAULTS = {
+    "protocol": "ours",
+    "ranking": "fixed",
+    "sample": None,
+    "report_mi": False,
+    # Sequential runs before the rule was recorded used the symmetric sequence.
+    "sequential_rule": {"skew_factor": 0.0, "futility": "symmetric interval's upper end"},
+}
 # The item fields that hold files (by the items' schemas: images, masks, recorded noise): a
 # fingerprint reads these by content; every other string is text, never probed as a path.
 FILE_FIELDS = ("image", "masks", "noise")
@@ -460,9 +467,12 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         if k not in RESUMABLE_KEYS and old.get(k) != settings.get(k)
     ]
     if changed:
+        hint = ""
+        if old.get("ranking") == "fixed" and settings.get("ranking") == "sequential":
+            hint = " (the sequential ranking is the default: --fixed, or ranking='fixed')"
         raise ValueError(
             f"{out} holds a run with other settings ({'; '.join(changed)}): "
-            "use another `out`, or the same settings to resume"
+            f"use another `out`, or the same settings to resume{hint}"
         )
 
 

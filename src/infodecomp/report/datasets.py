@@ -1012,7 +1012,6 @@ _INTERACTION_GROUP_COLUMNS = (
 
 
 def _interaction_summary(summary: dict[str, Any]) -> str:
-    from ..evaluate.interaction import unreliable_line
     from ..interaction_terms import ESTIMATOR_NOTES
 
     models = summary.get("models", {})
@@ -1157,3 +1156,14 @@ def _mark_words(caption: str, words: tuple[str, ...]) -> str:
         out += [html.escape(caption[at:start]), f"<mark>{html.escape(caption[start:end])}</mark>"]
         at = end
     return "".join(out) + html.escape(caption[at:])
+
+
+def unreliable_line(counts: dict[str, Any]) -> str:
+    """:func:`~infodecomp.evaluate.interaction.unreliable_counts` in a line, for the tables."""
+    if not counts.get("values"):
+        return f"no value flagged unreliable ({counts.get('of', 0)} values)"
+    each = ", ".join(f"{q} {n}" for q, n in counts["by_quantity"].items())
+    return (
+        f"unreliable: {counts['values']} of {counts['of']} values ({counts['pairs']} of "
+        f"{counts['n_pairs']} pairs; {each}) rest on a few draws: take more (--samples)"
+    )
