@@ -4,13 +4,15 @@ Ranking captions needs neither the unconditional denoiser nor a fixed number of 
 standard estimator's difference between two captions is log p(x|c_i) - log p(x|c_j) (its part
 over the model's log-SNR range: unlike the estimators' values, no tails are added), estimated
 directly from the two captions' denoiser outputs on shared draws (``1/2 w(a) (||e - eps_hat_j||^2
-- ||e - eps_hat_i||^2)`` per draw). Draws are i.i.d. from the model's log-SNR distribution (no
-adaptive proposal, no stratification: every draw is one i.i.d. observation of every pair's
-margin), taken in blocks; after each block every pair's margin gets an asymptotic confidence
-sequence (Waudby-Smith, Arnold, Wu, Wang and Ramdas, "Time-uniform central limit theory and
-asymptotic confidence sequences", Ann. Statist. 2024: the normal-mixture boundary with the
-running variance), Bonferroni over the pairs. A confidence sequence holds at every look at once,
-so stopping when it excludes 0 keeps its coverage: that is how optional stopping is handled. The
+- ||e - eps_hat_i||^2)`` per draw). Draws are i.i.d. from one proposal over log-SNR (no
+stratification, no refitting: every draw is one i.i.d. observation of every pair's
+margin; a pilot of 8 draws fits the proposal first), taken in blocks; after each block every
+pair's margin gets an asymptotic confidence sequence (Waudby-Smith, Arnold, Wu, Wang and Ramdas,
+"Time-uniform central limit theory and asymptotic confidence sequences", Ann. Statist. 2024: the
+normal-mixture boundary with the running variance), laid on skew-aware arms
+(:func:`confidence_sequence`), Bonferroni over the pairs. A confidence sequence holds at every
+look at once, so stopping when it excludes 0 keeps its coverage: that is how optional stopping is
+handled. The
 reported margin is the running mean at the stop (biased by the stopping, slightly; its interval
 is the confidence sequence, which covers; both measured in ``benchmarks/eval_cost.py``).
 
