@@ -991,7 +991,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]) -> int:
     from .explanation import as_text_denoiser
-    from .sequential import caption_mi, pair_index, rank_sequentially
+    from .sequential import caption_mi, margin_of, rank_sequentially
 
     model = as_text_denoiser(model)
     for prompt in prompts:
@@ -1015,11 +1015,7 @@ def _score_sequentially(args: argparse.Namespace, model: Any, prompts: list[str]
     n, leader, plausible = len(prompts), ranked["leader"], ranked["plausible"]
 
     def versus(c: int, ref: int) -> dict[str, Any]:
-        """log p(x|c) - log p(x|ref), its interval at the stop (nats)."""
-        margin = ranked["margins"][pair_index(n, c, ref)]
-        sign = 1.0 if c < ref else -1.0  # margins are (i, j), i < j: log p(c_i) - log p(c_j)
-        low, high = sorted(sign * v for v in margin["ci95"])
-        return {"value": sign * margin["value"], "ci95": [low, high]}
+        return margin_of(ranked["margins"], c, ref)
 
     # The reference: the decided leader, else the plausible leader ahead of the others.
     ref = leader

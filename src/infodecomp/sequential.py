@@ -289,11 +289,8 @@ def ranking_result(
         ],
     }
     if true_index is not None:
-        sign = {(i, j): 1.0 for i, j in pairs} | {(j, i): -1.0 for i, j in pairs}
         out["scores"] = [
-            0.0
-            if c == true_index
-            else sign[(c, true_index)] * float(mean[pair_index(n, c, true_index)])
+            0.0 if c == true_index else margin_of(out["margins"], c, true_index)["value"]
             for c in range(n)
         ]
         out["credit"] = 1 / len(plausible) if true_index in plausible else 0.0
@@ -336,11 +333,20 @@ def caption_mi(
     for c in range(len(captions)):
         value, se = base, base_se
         if c != anchor:
-            margin = ranked["margins"][pair_index(len(captions), c, anchor)]
-            sign = 1.0 if c < anchor else -1.0  # pairs (i, j), i < j: log p(c_i) - log p(c_j)
-            value, se = base + sign * margin["value"], math.hypot(base_se, margin["stderr"])
+            margin = margin_of(ranked["margins"], c, anchor)
+            value, se = base + margin["value"], math.hypot(base_se, margin["stderr"])
         entries.append({"value": value, "stderr": se, "ci95": [value - Z95 * se, value + Z95 * se]})
     return entries, est.n_evaluations
+
+
+def margin_of(margins: list[dict[str, Any]], a: int, b: int) -> dict[str, Any]:
+    """log p(x|c_a) - log p(x|c_b) from a ranking's ``margins`` (stored for pairs ``(i, j)``,
+    ``i < j``, as log p(x|c_i) - log p(x|c_j)): ``value``, ``stderr`` and ``ci95`` in nats."""
+    n = math.isqrt(2 * len(margins)) + 1  # n (n - 1) / 2 pairs
+    margin = margins[pair_index(n, a, b)]
+    sign = 1.0 if a < b else -1.0
+    low, high = sorted(sign * v for v in margin["ci95"])
+    return {"value": sign * margin["value"], "stderr": margin["stderr"], "ci95": [low, high]}
 
 
 def pair_index(n: int, a: int, b: int) -> int:

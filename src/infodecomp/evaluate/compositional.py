@@ -126,19 +126,11 @@ def score_sequentially(
     )
     falses = [j for j in range(len(item.captions)) if j != k]
     best = max(falses, key=lambda j: ranked["scores"][j])
-    pair = ranked["margins"][sequential.pair_index(len(item.captions), k, best)]
-    sign = 1.0 if k < best else -1.0  # pairs are (i, j) with i < j: log p(c_i) - log p(c_j)
-    lo, hi = (sign * v for v in pair["ci95"])
-    interval = [min(lo, hi), max(lo, hi)]
+    margin = sequential.margin_of(ranked["margins"], k, best)
     entry = {
         "scores": ranked["scores"],
         "credit": ranked["credit"],
-        "margin": {
-            "value": sign * pair["value"],
-            "stderr": pair["stderr"],
-            "ci95": interval,
-            "verdict": _verdict(interval),
-        },
+        "margin": margin | {"verdict": _verdict(margin["ci95"])},
         **{key: ranked[key] for key in ("decision", "draws", "plausible", "leader", "margins")},
     }
     out: dict[str, Any] = {"n_evaluations": ranked["n_evaluations"], "sequential": entry}
